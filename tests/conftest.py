@@ -1,0 +1,86 @@
+"""Shared fixtures: a tiny random-init Llama with the real SmolLM2 tokenizer, the shared PubMedQA file, paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ragroute.config import REPO_ROOT
+
+PQAL_DEV = REPO_ROOT.parent / "shared" / "data" / "pubmedqa" / "pqal_dev.json"
+
+
+@pytest.fixture(scope="session")
+def pqal_dev_path() -> Path:
+    """The 500 expert-labelled PubMedQA questions shared beside the checkout (never copied into the repo)."""
+    if not PQAL_DEV.exists():
+        pytest.fail(f"shared dataset missing: {PQAL_DEV}")
+    return PQAL_DEV
+
+
+@pytest.fixture(scope="session")
+def teacher_dir() -> Path:
+    """The converted SmolLM2-135M-Instruct checkpoint (made by `ragroute models prepare`, the setup command)."""
+    from ragroute.models import resolve_model_path
+
+    return Path(resolve_model_path("ragroute:smollm2-135m-instruct"))
+
+
+@pytest.fixture(scope="session")
+def student_dir() -> Path:
+    """The pruned SmolLM2 student checkpoint (made by `ragroute models prepare`)."""
+    from ragroute.models import resolve_model_path
+
+    return Path(resolve_model_path("ragroute:smollm2-135m-pruned"))
+
+
+def make_tiny_llama(out_dir: Path, tokenizer_dir: Path, num_layers: int = 2, seed: int = 0) -> Path:
+    """A random-init Llama small enough for unit tests (~3.5M params, the embedding dominates) saved with
+    the real SmolLM2 tokenizer and chat template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        dtype="float32",
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, teacher_dir: Path) -> Path:
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), teacher_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_spec(tiny_model_dir: Path):
+    from ragroute.models import ModelSpec
+
+    return ModelSpec(name="tiny-llama", path=str(tiny_model_dir), dtype="float32", max_model_len=2048)
+
+
+@pytest.fixture(autouse=True)
+def _offline_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never reach a model hub (none exists here); make that explicit so failures are fast."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", os.environ.get("TOKENIZERS_PARALLELISM", "false"))
