@@ -84,3 +84,30 @@ def _offline_hub(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", os.environ.get("TOKENIZERS_PARALLELISM", "false"))
+
+
+@pytest.fixture(scope="session")
+def teacher_spec(teacher_dir: Path):
+    from ragroute.models import load_model_spec
+
+    return load_model_spec("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def vllm_teacher(teacher_spec):
+    """One real vLLM engine (CPU build, eager) on the converted SmolLM2 teacher, shared by the slow tests."""
+    from ragroute.engines.base import EngineConfig, create_engine
+
+    engine = create_engine(teacher_spec, EngineConfig(name="vllm", kv_cache_memory_gb=0.5))
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def make_tiny_model(teacher_dir: Path):
+    """Factory: ``make_tiny_model(out_dir, num_layers=2, seed=0)`` writes another tiny random Llama."""
+
+    def make(out_dir: Path, num_layers: int = 2, seed: int = 0) -> Path:
+        return make_tiny_llama(out_dir, teacher_dir, num_layers=num_layers, seed=seed)
+
+    return make

@@ -1,0 +1,163 @@
+"""Generation engines on real models: the tiny random Llama (fast) and the converted SmolLM2 (slow)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from ragroute.engines.base import EngineConfig, GenerationRequest, SamplingConfig, create_engine
+from ragroute.errors import UserError
+from ragroute.models import load_tokenizer
+
+QUESTION = [
+    {"role": "system", "content": "You are a biomedical expert. Answer concisely."},
+    {"role": "user", "content": "Which mosquito genus transmits malaria to humans?"},
+]
+
+
+def chat_prompt_ids(tokenizer, messages):
+    return tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tiny_model_spec):
+    engine = create_engine(tiny_model_spec, EngineConfig(name="transformers", batch_size=2))
+    yield engine
+    engine.close()
+
+
+def test_unknown_engine_is_a_user_error(tiny_model_spec):
+    with pytest.raises(ValueError, match="unknown engine"):
+        EngineConfig(name="nope")
+    cfg = EngineConfig()
+    cfg.name = "nope"
+    with pytest.raises(UserError, match="unknown engine 'nope'"):
+        create_engine(tiny_model_spec, cfg)
+
+
+def test_transformers_batches_and_counts_tokens(tiny_engine, tiny_model_dir):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    requests = [
+        GenerationRequest(messages=QUESTION),
+        GenerationRequest(prompt="Aspirin is"),
+        GenerationRequest(messages=[{"role": "user", "content": "Short?"}]),
+    ]
+    results = tiny_engine.generate(requests, SamplingConfig(max_tokens=7, logprobs=3))
+    assert len(results) == 3
+    assert results[0].prompt_tokens == len(chat_prompt_ids(tokenizer, QUESTION))
+    assert results[1].prompt_tokens == len(tokenizer("Aspirin is", add_special_tokens=False).input_ids)
+    for result in results:
+        assert 1 <= result.completion_tokens <= 7 == max(7, result.completion_tokens)
+        assert result.completion_tokens == len(result.token_ids)
+        assert result.finish_reason in ("stop", "length")
+        assert result.finish_reason == "length" or result.completion_tokens < 7 or result.token_ids[-1] == tokenizer.eos_token_id
+        assert result.ttft_s is not None and 0 < result.ttft_s <= result.total_s
+        assert len(result.logprobs) == result.completion_tokens
+        for token, step in zip(result.token_ids, result.logprobs, strict=True):
+            assert token in step and all(lp <= 0 for lp in step.values())
+
+
+def test_greedy_is_deterministic_across_batching(tiny_engine):
+    sampling = SamplingConfig(max_tokens=6)
+    alone = tiny_engine.generate([GenerationRequest(messages=QUESTION)], sampling)[0]
+    batched = tiny_engine.generate(
+        [GenerationRequest(messages=[{"role": "user", "content": "a much longer other question " * 3}]),
+         GenerationRequest(messages=QUESTION)],
+        sampling,
+    )[1]
+    assert alone.token_ids == batched.token_ids  # left padding does not change the answer
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine_name", ["transformers", "vllm"])
+def test_smollm2_answers_a_biomedical_question(engine_name, teacher_spec, teacher_dir, request):
+    tokenizer = load_tokenizer(str(teacher_dir))
+    if engine_name == "vllm":
+        engine = request.getfixturevalue("vllm_teacher")
+    else:
+        engine = create_engine(teacher_spec, EngineConfig(name="transformers"))
+    free, stopped = engine.generate(
+        [GenerationRequest(messages=QUESTION)], SamplingConfig(max_tokens=48)
+    ) + engine.generate([GenerationRequest(messages=QUESTION)], SamplingConfig(max_tokens=48, stop=["."]))
+    assert free.text.strip()
+    assert "anopheles" in free.text.lower()
+    assert free.prompt_tokens == len(chat_prompt_ids(tokenizer, QUESTION))
+    assert free.completion_tokens == len(free.token_ids) <= 48
+    # The text is what the tokens decode to (special tokens such as <|im_end|> aside).
+    assert tokenizer.decode(free.token_ids, skip_special_tokens=True).strip() == free.text.strip()
+    assert "." in free.text and "." not in stopped.text
+    assert free.text.startswith(stopped.text)
+    assert stopped.finish_reason == "stop"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(teacher_dir):
+    """A real OpenAI-compatible vLLM server on 127.0.0.1 serving the converted SmolLM2."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(teacher_dir),
+           "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(port),
+           "--dtype", "float32", "--enforce-eager", "--max-model-len", "2048", "--kv-cache-memory-bytes", str(1 << 29)]
+    env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"vllm server exited: {proc.stderr.read()[-3000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    else:
+        proc.kill()
+        pytest.fail("vllm server did not become healthy in 300 s")
+    yield f"http://127.0.0.1:{port}/v1"
+    proc.terminate()
+    proc.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_openai_engine_against_real_vllm_server(vllm_server, teacher_spec, teacher_dir):
+    tokenizer = load_tokenizer(str(teacher_dir))
+    engine = create_engine(teacher_spec, EngineConfig(name="openai", base_url=vllm_server, served_model_name="smollm2"))
+    chat, plain = engine.generate(
+        [GenerationRequest(messages=QUESTION), GenerationRequest(prompt="Malaria is transmitted by")],
+        SamplingConfig(max_tokens=32, stop=["\n\n"]),
+    )
+    assert "anopheles" in chat.text.lower()
+    assert chat.prompt_tokens == len(chat_prompt_ids(tokenizer, QUESTION))
+    assert 0 < chat.completion_tokens <= 32
+    assert chat.ttft_s is not None and chat.ttft_s <= chat.total_s
+    assert plain.text.strip() and "\n\n" not in plain.text
+    with pytest.raises(UserError, match="logprobs"):
+        engine.generate([GenerationRequest(messages=QUESTION)], SamplingConfig(logprobs=2))
+    engine.close()
+
+
+def test_openai_engine_fails_fast_on_dead_server(tiny_model_spec):
+    engine = create_engine(
+        tiny_model_spec,
+        EngineConfig(name="openai", base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=1, timeout_s=5),
+    )
+    import openai
+
+    with pytest.raises(openai.APIConnectionError):
+        engine.generate([GenerationRequest(messages=QUESTION)], SamplingConfig(max_tokens=4))
+
+
+def test_openai_engine_needs_a_url(tiny_model_spec):
+    with pytest.raises(UserError, match="base_url"):
+        create_engine(tiny_model_spec, EngineConfig(name="openai"))

@@ -1,0 +1,44 @@
+import json
+
+from ragroute.records import AnswerRecord, JsonlWriter, finished_ids, iter_jsonl, read_records
+
+
+def rec(i: int) -> AnswerRecord:
+    return AnswerRecord(id=f"q{i}", question=f"question {i}?", answer=f"answer {i} [0]", model="m", doc_ids=["d1"])
+
+
+def test_round_trip_and_datasets_loadable(tmp_path):
+    path = tmp_path / "records.jsonl"
+    with JsonlWriter(path) as writer:
+        for i in range(3):
+            writer.write(rec(i))
+    assert [r.id for r in read_records(tmp_path)] == ["q0", "q1", "q2"]
+    from datasets import load_dataset
+
+    ds = load_dataset("json", data_files=str(path), split="train")
+    assert ds.num_rows == 3 and ds[1]["answer"] == "answer 1 [0]"
+
+
+def test_torn_last_line_is_skipped_then_cut_before_append(tmp_path):
+    path = tmp_path / "records.jsonl"
+    with JsonlWriter(path) as writer:
+        writer.write(rec(0))
+        writer.write(rec(1))
+    with path.open("a") as fh:
+        fh.write(rec(2).to_json()[:25])  # a crash mid-write
+    assert finished_ids(path) == {"q0", "q1"}
+    with JsonlWriter(path) as writer:
+        writer.write(rec(3))
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["q0", "q1", "q3"]
+    assert len(list(iter_jsonl(path))) == 3
+
+
+def test_unknown_keys_from_newer_writers_are_ignored():
+    data = json.loads(rec(5).to_json())
+    data["future_field"] = 1
+    assert AnswerRecord.from_dict(data).id == "q5"
+
+
+def test_finished_ids_of_missing_file_is_empty(tmp_path):
+    assert finished_ids(tmp_path / "none.jsonl") == set()
