@@ -83,7 +83,9 @@ def load_config(cls: type[T], path: str | os.PathLike[str] | None = None, overri
             for item in overrides:
                 if "=" not in item:
                     raise ConfigError(f"override '{item}' must look like key=value")
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+            # Python users write None where YAML says null.
+            dotlist = [f"{item[:-5]}=null" if item.endswith("=None") else item for item in overrides]
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(dotlist))
         source = str(path) if path is not None else "config"
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:

@@ -25,6 +25,9 @@ class SamplingConfig:
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy; the seed uses 0.1"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
     stop: list[str] = field(default_factory=list, metadata={"help": "strings that end generation (not returned)"})
+    repetition_penalty: float = field(
+        default=1.0, metadata={"help": "> 1 discourages repeating tokens (small models loop without it)"}
+    )
     seed: int | None = field(default=0, metadata={"help": "sampling seed for reproducible answers"})
     logprobs: int | None = field(
         default=None, metadata={"help": "also return the top-k log-probabilities of every generated token"}
@@ -35,6 +38,8 @@ class SamplingConfig:
             raise ValueError(f"max_tokens must be >= 1, not {self.max_tokens}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, not {self.temperature}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, not {self.repetition_penalty}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
 

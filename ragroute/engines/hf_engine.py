@@ -77,6 +77,8 @@ class TransformersEngine(GenerationEngine):
             "output_scores": sampling.logprobs is not None,
             "return_dict_in_generate": True,
         }
+        if sampling.repetition_penalty != 1.0:
+            gen_kwargs["repetition_penalty"] = sampling.repetition_penalty
         if sampling.temperature > 0:
             gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
             if sampling.seed is not None:

@@ -58,6 +58,8 @@ class OpenAIEngine(GenerationEngine):
         }
         if sampling.stop:
             common["stop"] = list(sampling.stop)
+        if sampling.repetition_penalty != 1.0:
+            common["extra_body"] = {"repetition_penalty": sampling.repetition_penalty}  # vLLM's extension
         if sampling.seed is not None:
             common["seed"] = sampling.seed
         started = time.perf_counter()

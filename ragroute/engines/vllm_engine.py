@@ -68,6 +68,7 @@ def to_sampling_params(sampling: SamplingConfig):
         max_tokens=sampling.max_tokens,
         temperature=sampling.temperature,
         top_p=sampling.top_p,
+        repetition_penalty=sampling.repetition_penalty,
         stop=list(sampling.stop) or None,
         seed=sampling.seed,
         logprobs=sampling.logprobs,

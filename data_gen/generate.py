@@ -1,0 +1,84 @@
+"""The answering loop: pipeline → engine → one durable record per question."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ragroute.engines.base import GenerationEngine, GenerationRequest, GenerationResult, SamplingConfig
+from ragroute.rag.corpus import QAItem
+from ragroute.records import AnswerRecord, JsonlWriter
+
+
+def build_record(item: QAItem, prepared: Any, result: GenerationResult, model_name: str, config_hash: str) -> AnswerRecord:
+    timings = dict(prepared.timings)
+    timings["generation"] = result.total_s
+    if result.ttft_s is not None:
+        timings["ttft"] = result.ttft_s
+    top = None
+    if result.logprobs is not None:
+        top = [[[int(tok), float(lp)] for tok, lp in sorted(step.items(), key=lambda kv: -kv[1])] for step in result.logprobs]
+    return AnswerRecord(
+        id=item.id,
+        question=item.question,
+        answer=result.text,
+        model=model_name,
+        prompt=prepared.messages[-1]["content"],
+        messages=prepared.messages,
+        doc_ids=[d.id for d in prepared.docs],
+        doc_scores=[float(d.score) for d in prepared.docs],
+        doc_titles=[d.title for d in prepared.docs],
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        finish_reason=result.finish_reason,
+        timings=timings,
+        config_hash=config_hash,
+        gold_answer=item.gold_answer,
+        gold_decision=item.gold_decision,
+        gold_doc_id=item.gold_doc_id,
+        answer_token_ids=result.token_ids if top is not None else None,
+        top_logprobs=top,
+    )
+
+
+def _batches(items: list[QAItem], size: int) -> Iterable[list[QAItem]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def answer_questions(
+    items: list[QAItem],
+    pipeline: Any,
+    engine: GenerationEngine,
+    sampling: SamplingConfig,
+    writer: JsonlWriter,
+    batch_size: int,
+    model_name: str,
+    config_hash: str,
+    on_done: Callable[[int], None] = lambda n: None,
+) -> tuple[int, list[str]]:
+    """Answer ``items`` in batches; returns (records written, problems). One bad question never sinks a batch:
+    if the engine rejects a batch, its questions are retried one by one and the failures are reported."""
+    written, problems = 0, []
+    for batch in _batches(items, batch_size):
+        prepared = pipeline.prepare_batch([item.question for item in batch])
+        requests = [GenerationRequest(messages=p.messages) for p in prepared]
+        try:
+            results: list[GenerationResult | None] = list(engine.generate(requests, sampling))
+        except Exception as batch_error:  # noqa: BLE001 - isolate the failing question below
+            results = []
+            for item, request in zip(batch, requests, strict=True):
+                try:
+                    results.extend(engine.generate([request], sampling))
+                except Exception as exc:  # noqa: BLE001
+                    problems.append(f"question {item.id}: generation failed: {type(exc).__name__}: {exc}")
+                    results.append(None)
+            if all(r is None for r in results):
+                raise batch_error
+        for item, prep, result in zip(batch, prepared, results, strict=True):
+            if result is None:
+                continue
+            writer.write(build_record(item, prep, result, model_name, config_hash))
+            written += 1
+        on_done(len(batch))
+    return written, problems

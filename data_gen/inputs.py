@@ -1,0 +1,48 @@
+"""Questions and corpus for a run: loading, validation and sharding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ragroute.errors import UserError
+from ragroute.rag.corpus import DEMO_CORPUS, DEMO_QUESTIONS, Document, QAItem, load_corpus, load_questions
+
+
+@dataclass
+class RunInputs:
+    questions: list[QAItem]
+    corpus: list[Document]
+    problems: list[str] = field(default_factory=list)
+
+
+def load_inputs(questions_path: str | None, corpus_path: str | None) -> RunInputs:
+    """Load and check the questions and the corpus; bad questions are reported in ``problems`` and skipped."""
+    if not questions_path:
+        raise UserError("no questions file given (--questions FILE, or 'demo' for the bundled demo questions)")
+    questions_path = str(DEMO_QUESTIONS) if questions_path == "demo" else questions_path
+    corpus_path = str(DEMO_CORPUS) if corpus_path == "demo" else corpus_path
+    question_set = load_questions(questions_path)
+    if corpus_path is None:
+        try:
+            corpus = load_corpus(questions_path)
+        except UserError as exc:
+            raise UserError(f"no --corpus given and the questions file is not a corpus itself: {exc}") from None
+    else:
+        corpus = load_corpus(corpus_path)
+    if not corpus:
+        raise UserError(f"the corpus {corpus_path or questions_path} holds no documents")
+    known = {doc.id for doc in corpus}
+    problems = list(question_set.problems)
+    questions = []
+    for item in question_set.items:
+        if item.gold_doc_id is not None and item.gold_doc_id not in known:
+            problems.append(f"question {item.id}: unknown doc id {item.gold_doc_id}")
+            continue
+        questions.append(item)
+    return RunInputs(questions=questions, corpus=corpus, problems=problems)
+
+
+def select_shard(items: list[QAItem], index: int, count: int, limit: int | None) -> list[QAItem]:
+    """Round-robin sharding keeps shards balanced when question difficulty drifts along the file."""
+    mine = items[index::count]
+    return mine[:limit] if limit is not None else mine

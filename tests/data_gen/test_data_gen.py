@@ -1,0 +1,152 @@
+"""data_gen end to end on real components: the RAG pipeline, real engines, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from data_gen.config import DataGenConfig
+from data_gen.main import main
+from data_gen.merge import merge_shards
+from ragroute.config import load_config
+from ragroute.errors import ConfigError, UserError
+from ragroute.records import iter_jsonl, read_records
+
+
+@pytest.fixture
+def tiny_cfg(tiny_model_dir, tmp_path):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(f"name: tiny\npath: {tiny_model_dir}\ndtype: float32\nmax_model_len: 2048\n")
+
+    def make(**overrides) -> DataGenConfig:
+        base = [
+            f"model_config={spec}", "questions=demo", "corpus=demo", f"out={tmp_path / 'out'}",
+            "engine.name=transformers", "sampling.max_tokens=4", "batch_size=3", "limit=5",
+            "pipeline.final_n=2", "pipeline.max_chars=200", f"pipeline.index_dir={tmp_path / 'idx'}",
+        ]
+        return load_config(DataGenConfig, None, base + [f"{k}={v}" for k, v in overrides.items()])
+
+    return make
+
+
+def test_writes_records_and_manifest_then_resumes(tiny_cfg, tmp_path):
+    counts = main(tiny_cfg())
+    out = tmp_path / "out"
+    records = read_records(out)
+    assert counts["written"] == 5 and [r.id for r in records] == ["Q-001", "Q-002", "Q-003", "Q-004", "Q-005"]
+    first = records[0]
+    assert first.model == "tiny" and len(first.doc_ids) == 2 and first.doc_ids[0] == first.gold_doc_id
+    assert first.messages[0]["role"] == "system" and "[0]" in first.prompt and first.question in first.prompt
+    assert set(first.timings) >= {"retrieval", "rerank", "filter", "prompt", "generation"}
+    assert 1 <= first.completion_tokens <= 4 and first.prompt_tokens > 20
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["questions"] == 5 and manifest["config_hash"] == first.config_hash
+    assert "transformers" in manifest["versions"]
+
+    before = (out / "records.jsonl").read_bytes()
+    again = main(tiny_cfg(limit=7))
+    assert again["already_done"] == 5 and again["written"] == 2
+    after = (out / "records.jsonl").read_bytes()
+    assert after.startswith(before)  # nothing already written is rewritten or lost
+    assert len(read_records(out)) == 7
+
+
+def test_refuses_to_mix_configs_unless_overwrite(tiny_cfg, tmp_path):
+    main(tiny_cfg(limit=2))
+    with pytest.raises(UserError, match="different config"):
+        main(tiny_cfg(limit=2, **{"sampling.max_tokens": 5}))
+    counts = main(tiny_cfg(limit=2, overwrite="true", **{"sampling.max_tokens": 5}))
+    assert counts["written"] == 2 and len(read_records(tmp_path / "out")) == 2
+
+
+def test_bad_questions_are_counted_and_skipped(tiny_cfg, tmp_path):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(
+        "\n".join(
+            [
+                json.dumps({"id": "ok1", "question": "Do statins lower LDL cholesterol?", "doc_id": "DEMO-001"}),
+                json.dumps({"id": "empty", "question": "   "}),
+                json.dumps({"id": "noq"}),
+                "{not json",
+                json.dumps({"id": "ghost", "question": "Is this in the corpus?", "doc_id": "NOPE-1"}),
+                json.dumps({"id": "ok2", "question": "Which mosquito transmits malaria?"}),
+            ]
+        )
+        + "\n"
+    )
+    counts = main(tiny_cfg(questions=str(questions)))
+    assert counts["written"] == 2
+    assert counts["problems"] == 4
+    assert any("NOPE-1" in p for p in counts["problem_examples"])
+    assert [r.id for r in read_records(tmp_path / "out")] == ["ok1", "ok2"]
+
+
+def test_shards_split_questions_and_merge(tiny_cfg, tmp_path):
+    for index in range(2):
+        main(tiny_cfg(shard=f"{index}/2", limit=None, **{"sampling.max_tokens": 2}))
+    out = tmp_path / "out"
+    shard_ids = [[r["id"] for r in iter_jsonl(out / f"records.shard-{i}-of-2.jsonl")] for i in range(2)]
+    assert not set(shard_ids[0]) & set(shard_ids[1])
+    counts = merge_shards(out)
+    assert counts["records"] == 60
+    assert len({r.id for r in read_records(out)}) == 60
+
+
+def test_merge_refuses_missing_shard(tiny_cfg, tmp_path):
+    main(tiny_cfg(shard="0/3", limit=1))
+    with pytest.raises(UserError, match=r"shards \[1, 2\] of 3 are missing"):
+        merge_shards(tmp_path / "out")
+
+
+@pytest.mark.parametrize(("override", "message"), [("shard=3/2", "shard index"), ("shard=x", "i/N"), ("batch_size=0", "batch_size")])
+def test_bad_settings_are_config_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(DataGenConfig, None, [override])
+
+
+def test_cli_missing_out_and_questions_exit_2(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run([sys.executable, "-m", "ragroute.cli", "data-gen", "--questions", "demo"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 2 and "--out" in run.stderr and "Traceback" not in run.stderr
+    run = subprocess.run([sys.executable, "-m", "ragroute.cli", "data-gen", "--questions", str(tmp_path / "none.jsonl"),
+                          "--out", str(tmp_path / "o")], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 2 and "none.jsonl" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.slow
+def test_killed_vllm_run_resumes_without_losing_records(tmp_path):
+    """A real data_gen run on the SmolLM2 teacher under vLLM is SIGKILLed mid-run; the rerun completes it."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "ragroute.cli", "data-gen", "--config", "configs/data_gen/smollm2-135m_demo_teacher.yaml",
+           "--out", str(out), "--limit", "12", "--batch-size", "2", "--sampling.max-tokens", "16",
+           "--pipeline.index-dir", str(tmp_path / "idx"), "--engine.kv-cache-memory-gb", "0.5"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    records = out / "records.jsonl"
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None:
+        if records.exists() and len(records.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: the engine core dies too
+    proc.wait()
+    kept = [r["id"] for r in iter_jsonl(records)]
+    assert 4 <= len(kept) < 12
+    before = records.read_bytes()
+    done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert records.read_bytes().startswith(before)
+    ids = [r.id for r in read_records(out)]
+    assert len(ids) == len(set(ids)) == 12
+    assert f"{len(kept)} already done" in done.stdout
