@@ -1,0 +1,88 @@
+"""Quality and latency of one system's answers, with bootstrap confidence intervals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ragroute.quality import citation_validity, extract_decision, own_doc_cited, rouge_l
+from ragroute.records import AnswerRecord
+
+DECISIONS = ("yes", "no", "maybe")
+STAGES = ("retrieval", "rerank", "filter", "prompt", "router", "generation")
+
+
+def macro_f1(gold: Sequence[str], predicted: Sequence[str | None]) -> float:
+    """Macro-F1 over yes/no/maybe; an answer with no extractable decision counts as wrong for every class."""
+    from sklearn.metrics import f1_score
+
+    if not gold:
+        return float("nan")
+    pred = [p if p is not None else "none" for p in predicted]
+    return float(f1_score(list(gold), pred, labels=list(DECISIONS), average="macro", zero_division=0))
+
+
+def bootstrap_ci(
+    values: Sequence[Any], statistic: Callable[[list[Any]], float], n: int, seed: int
+) -> list[float] | None:
+    """95% percentile interval of ``statistic`` over ``n`` resamples of ``values`` (None with < 2 values)."""
+    if n <= 0 or len(values) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    items = list(values)
+    stats = [statistic([items[i] for i in rng.integers(0, len(items), len(items))]) for _ in range(n)]
+    low, high = np.nanpercentile(stats, [2.5, 97.5])
+    return [float(low), float(high)]
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def system_metrics(
+    records: list[AnswerRecord], teacher_flags: list[bool], bootstrap: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Everything the report shows for one system. ``teacher_flags[i]``: record i was answered by the teacher."""
+    decided = [(r.gold_decision, extract_decision(r.answer)) for r in records if r.gold_decision in DECISIONS]
+    with_gold_answer = [(r.answer, r.gold_answer) for r in records if r.gold_answer]
+    rouge = [rouge_l(answer, gold) for answer, gold in with_gold_answer]
+    cited = [citation_validity(r.answer, len(r.doc_ids)) for r in records]
+
+    def accuracy(pairs: list[tuple[str, str | None]]) -> float:
+        return float(np.mean([g == p for g, p in pairs])) if pairs else float("nan")
+
+    def f1(pairs: list[tuple[str, str | None]]) -> float:
+        return macro_f1([g for g, _ in pairs], [p for _, p in pairs])
+
+    def stage(name: str) -> list[float]:
+        return [r.timings[name] for r in records if name in r.timings]
+
+    totals = [sum(r.timings.get(s, 0.0) for s in STAGES) for r in records]
+    generation = stage("generation")
+    out_tokens = sum(r.completion_tokens for r in records)
+    metrics: dict[str, Any] = {
+        "n": len(records),
+        "accuracy": accuracy(decided) if decided else None,
+        "macro_f1": f1(decided) if decided else None,
+        "rouge_l": float(np.mean(rouge)) if rouge else None,
+        "citation_valid": float(np.mean([c.has_citation and c.valid_fraction == 1.0 for c in cited])) if cited else None,
+        "has_citation": float(np.mean([c.has_citation for c in cited])) if cited else None,
+        "own_abstract_cited": float(np.mean([own_doc_cited(r.answer, r.doc_ids, r.gold_doc_id) for r in records]))
+        if any(r.gold_doc_id for r in records) else None,
+        "answer_tokens_mean": float(np.mean([r.completion_tokens for r in records])) if records else None,
+        "gen_latency_p50_s": _pct(generation, 50),
+        "gen_latency_p95_s": _pct(generation, 95),
+        "total_latency_p50_s": _pct(totals, 50),
+        "total_latency_p95_s": _pct(totals, 95),
+        "output_tokens_per_s": out_tokens / sum(generation) if generation and sum(generation) > 0 else None,
+        "teacher_share": float(np.mean(teacher_flags)) if teacher_flags else None,
+        "stages": {s: {"p50_s": _pct(stage(s), 50), "p95_s": _pct(stage(s), 95)} for s in STAGES if stage(s)},
+        "ci95": {
+            "accuracy": bootstrap_ci(decided, accuracy, bootstrap, seed),
+            "macro_f1": bootstrap_ci(decided, f1, bootstrap, seed),
+            "rouge_l": bootstrap_ci(rouge, lambda v: float(np.mean(v)), bootstrap, seed),
+        },
+    }
+    return metrics

@@ -1,0 +1,96 @@
+"""The systems under comparison: each model alone (answers via data_gen, resumable), and routed."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ragroute.errors import UserError
+from ragroute.models import ragroute_home
+from ragroute.records import AnswerRecord, read_records
+
+
+def demo_dir() -> Path:
+    return ragroute_home() / "demo"
+
+
+def resolve_demo_artifact(value: str | None, artifact: str) -> str | None:
+    """'demo' names what `ragroute demo` produced; anything else is used as given."""
+    if value != "demo":
+        return value
+    path = demo_dir() / artifact
+    if not path.exists():
+        raise UserError(f"{path} does not exist: run `ragroute demo` first, or name the model/router explicitly")
+    return str(path)
+
+
+def answer_with_model(model_config: str, cfg: Any, out_dir: Path, pipeline: Any = None, max_tokens: int | None = None) -> list[AnswerRecord]:
+    """Answer the dataset's questions with one model through the RAG pipeline (a data_gen run, so it resumes)."""
+    from data_gen.config import DataGenConfig
+    from data_gen.main import main as data_gen_main
+
+    sampling = copy.deepcopy(cfg.sampling)
+    if max_tokens is not None:
+        sampling.max_tokens = max_tokens
+    run = DataGenConfig(
+        model_config=model_config,
+        questions=cfg.dataset,
+        corpus=cfg.corpus,
+        out=str(out_dir),
+        batch_size=cfg.batch_size,
+        limit=cfg.limit,
+        pipeline=pipeline or cfg.pipeline,
+        engine=cfg.engine,
+        sampling=sampling,
+    )
+    data_gen_main(run)
+    return read_records(out_dir)
+
+
+def route_answers(
+    teacher: list[AnswerRecord], student: list[AnswerRecord], bundle: Any
+) -> tuple[list[AnswerRecord], list[bool], list[float]]:
+    """The routed system: per question, the router picks the teacher's or the student's answer (both made from
+    the same prompt, greedy), and its own decision time is added as the ``router`` stage."""
+    from router.features import retrieval_signals
+
+    routed, flags, scores = [], [], []
+    for t, s in zip(teacher, student, strict=True):
+        started = time.perf_counter()
+        use_teacher, score = bundle.route(t.question, retrieval_signals(t.doc_scores))
+        decision_s = time.perf_counter() - started
+        chosen = t if use_teacher else s
+        routed.append(replace(chosen, timings={**chosen.timings, "router": decision_s}))
+        flags.append(use_teacher)
+        scores.append(score)
+    return routed, flags, scores
+
+
+def quality_curve(
+    teacher: list[AnswerRecord], student: list[AnswerRecord], scores: list[float], points: int = 21
+) -> list[dict[str, float]]:
+    """Decision accuracy and mean generation time of the routed system as the teacher share goes 0 → 1."""
+    import numpy as np
+
+    from ragroute.quality import extract_decision
+
+    t_ok = np.array([extract_decision(r.answer) == r.gold_decision for r in teacher], dtype=float)
+    s_ok = np.array([extract_decision(r.answer) == r.gold_decision for r in student], dtype=float)
+    t_gen = np.array([r.timings.get("generation", 0.0) for r in teacher])
+    s_gen = np.array([r.timings.get("generation", 0.0) for r in student])
+    order = np.argsort(-np.asarray(scores), kind="stable")  # most teacher-needing first
+    curve = []
+    for k in np.linspace(0, len(order), points).round().astype(int):
+        to_teacher = np.zeros(len(order), dtype=bool)
+        to_teacher[order[:k]] = True
+        curve.append(
+            {
+                "teacher_share": float(to_teacher.mean()) if len(order) else 0.0,
+                "accuracy": float(np.where(to_teacher, t_ok, s_ok).mean()) if len(order) else 0.0,
+                "gen_latency_mean_s": float(np.where(to_teacher, t_gen, s_gen).mean()) if len(order) else 0.0,
+            }
+        )
+    return curve

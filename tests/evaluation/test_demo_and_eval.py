@@ -1,0 +1,95 @@
+"""The demo end to end (the real SmolLM2 teacher, a tiny random student, transformers engine), and
+`ragroute eval` on its artifacts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from evaluation.demo import DemoConfig, run_demo
+
+METRIC_KEYS = {"accuracy", "macro_f1", "rouge_l", "citation_valid", "own_abstract_cited", "gen_latency_p50_s",
+               "gen_latency_p95_s", "total_latency_p50_s", "teacher_share"}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, make_tiny_model, teacher_dir):
+    root = tmp_path_factory.mktemp("demo")
+    student_dir = make_tiny_model(root / "student", num_layers=1, seed=1)
+    student_spec = root / "student.yaml"
+    student_spec.write_text(f"name: tiny-student\npath: {student_dir}\ndtype: float32\nmax_model_len: 2048\n")
+    router_cfg = root / "router.yaml"
+    # The real teacher gets some verdicts right and the random student none: labels against the gold verdicts mix.
+    router_cfg.write_text(
+        "labels:\n  metric: decision\n  reference: gold\n  tolerance: 1.0\nfeatures:\n  min_df: 1\n"
+        "model: logreg\ncv_folds: 2\nthreshold_rule: teacher_share\nthreshold_target: 0.5\n"
+    )
+    env_home = os.environ.get("RAGROUTE_HOME")
+    os.environ["RAGROUTE_HOME"] = str(root / "home")
+    cfg = DemoConfig(out=str(root / "out"), teacher="smollm2-135m", student_init=str(student_spec),
+                     engine="transformers", limit=24, train_steps=2, max_tokens=12, router_config=str(router_cfg))
+    try:
+        result = run_demo(cfg)
+        yield root, cfg, result
+    finally:
+        if env_home is None:
+            os.environ.pop("RAGROUTE_HOME", None)
+        else:
+            os.environ["RAGROUTE_HOME"] = env_home
+
+
+@pytest.mark.slow
+def test_demo_produces_every_artifact(demo_run):
+    root, cfg, result = demo_run
+    out = root / "out"
+    for path in ("teacher/records.jsonl", "student/records.jsonl", "student.yaml", "router.skops",
+                 "train/train_report.json", "eval/metrics.json", "eval/report.md", "eval/latency_breakdown.png",
+                 "eval/quality_vs_teacher_share.png"):
+        assert (out / path).exists(), path
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["n"] == 24
+    assert {"teacher", "student", "routed"} <= set(metrics["systems"])
+    for system in ("teacher", "student", "routed"):
+        assert METRIC_KEYS <= set(metrics["systems"][system])
+    assert metrics["systems"]["teacher"]["teacher_share"] == 1.0
+    assert metrics["systems"]["student"]["teacher_share"] == 0.0
+    assert 0.0 <= metrics["systems"]["routed"]["teacher_share"] <= 1.0
+    assert "router" in metrics["systems"]["routed"]["stages"]
+    report = json.loads((out / "train" / "train_report.json").read_text())
+    assert report["steps"] == 2
+    student_records = (out / "student" / "records.jsonl").read_text()
+    assert '"model": "smollm2-135m-distilled"' in student_records
+
+
+@pytest.mark.slow
+def test_demo_rerun_skips_finished_steps(demo_run, capsys):
+    root, cfg, first = demo_run
+    before = {p: p.stat().st_mtime for p in (root / "out").rglob("*.jsonl")}
+    second = run_demo(cfg)
+    after = {p: p.stat().st_mtime for p in (root / "out").rglob("*.jsonl")}
+    assert before == after  # no answers regenerated
+    assert second["systems"]["teacher"]["accuracy"] == first["systems"]["teacher"]["accuracy"]
+    assert "done, skipped" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_eval_cli_on_demo_artifacts_and_bad_input(demo_run, tmp_path):
+    root, cfg, _ = demo_run
+    env = {**os.environ, "RAGROUTE_HOME": str(root / "home"), "HF_HUB_OFFLINE": "1"}
+    out = root / "out"
+    cmd = [sys.executable, "-m", "ragroute.cli", "eval", "--dataset", "demo", "--limit", "10", "--out", str(tmp_path / "e"),
+           "--teacher", cfg.teacher, "--student", str(out / "student.yaml"), "--router", str(out / "router.skops"),
+           "--teacher-records", str(out / "teacher"), "--student-records", str(out / "student"), "--bootstrap", "50"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["n"] == 10 and "routed" in metrics["systems"]
+    bad = subprocess.run(cmd[:-2] + ["--bootstrap", "-1"], capture_output=True, text=True, env=env, timeout=600)
+    assert bad.returncode == 2 and "bootstrap" in bad.stderr and "Traceback" not in bad.stderr
+    missing = subprocess.run([sys.executable, "-m", "ragroute.cli", "eval", "--dataset", "demo", "--out", str(tmp_path / "m")],
+                             capture_output=True, text=True, env={**env, "RAGROUTE_HOME": str(tmp_path / "empty")}, timeout=600)
+    assert missing.returncode == 2 and "ragroute demo" in missing.stderr

@@ -1,0 +1,64 @@
+"""Evaluation metrics against small cases computed by hand."""
+
+import pytest
+
+from evaluation.metrics import bootstrap_ci, macro_f1, system_metrics
+from evaluation.systems import quality_curve
+from ragroute.records import AnswerRecord
+
+
+def rec(i, answer, gold, gen_s=1.0, gold_doc="D1", doc_ids=("D1", "D2")):
+    return AnswerRecord(
+        id=f"q{i}", question=f"q{i}?", answer=answer, model="m", doc_ids=list(doc_ids), gold_decision=gold,
+        gold_answer="statins lower ldl", gold_doc_id=gold_doc, completion_tokens=10,
+        timings={"retrieval": 0.01, "rerank": 0.0, "filter": 0.0, "prompt": 0.0, "generation": gen_s},
+    )
+
+
+def test_macro_f1_by_hand():
+    gold = ["yes", "yes", "no", "maybe"]
+    pred = ["yes", "no", "no", None]
+    # yes: P=1 R=.5 F=2/3; no: P=.5 R=1 F=2/3; maybe: F=0  -> (2/3 + 2/3 + 0) / 3
+    assert macro_f1(gold, pred) == pytest.approx(4 / 9)
+
+
+def test_system_metrics_by_hand():
+    records = [
+        rec(0, "Yes. Statins lower LDL [0].", "yes", gen_s=1.0),  # right, cites own doc, valid
+        rec(1, "No, they do not [1].", "yes", gen_s=2.0),  # wrong, cites D2 (valid, not own)
+        rec(2, "No. See [5].", "no", gen_s=3.0),  # right, invalid citation
+        rec(3, "It is unclear.", "maybe", gen_s=4.0),  # right: "unclear" reads as maybe
+        rec(4, "Aspirin is a drug.", "no", gen_s=5.0),  # wrong: no decision at all
+    ]
+    m = system_metrics(records, [True, False, True, False, False], bootstrap=200, seed=1)
+    assert m["n"] == 5
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    # yes: P=1 R=1/2 -> 2/3; no: P=1/2 R=1/2 -> 1/2; maybe: P=1 R=1 -> 1
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    assert m["citation_valid"] == pytest.approx(2 / 5)  # records 0 and 1: every citation names a prompt document
+    assert m["has_citation"] == pytest.approx(3 / 5)
+    assert m["own_abstract_cited"] == pytest.approx(1 / 5)
+    assert m["teacher_share"] == pytest.approx(2 / 5)
+    assert m["gen_latency_p50_s"] == pytest.approx(3.0)
+    assert m["gen_latency_p95_s"] == pytest.approx(4.8)
+    assert m["total_latency_p50_s"] == pytest.approx(3.01)
+    assert m["output_tokens_per_s"] == pytest.approx(50 / 15.0)
+    low, high = m["ci95"]["accuracy"]
+    assert low <= m["accuracy"] <= high
+
+
+def test_bootstrap_ci_brackets_the_mean_and_needs_two_values():
+    values = [0, 1] * 50
+    low, high = bootstrap_ci(values, lambda v: sum(v) / len(v), 500, 0)
+    assert low < 0.5 < high and high - low < 0.3
+    assert bootstrap_ci([1], lambda v: 1.0, 100, 0) is None
+
+
+def test_quality_curve_by_hand():
+    teacher = [rec(i, "Yes.", "yes", gen_s=4.0) for i in range(4)]
+    student = [rec(0, "Yes.", "yes", 1.0), rec(1, "No.", "yes", 1.0), rec(2, "No.", "yes", 1.0), rec(3, "Yes.", "yes", 1.0)]
+    scores = [0.1, 0.9, 0.8, 0.2]  # the router ranks the two questions the student gets wrong first
+    curve = quality_curve(teacher, student, scores, points=5)
+    assert [p["teacher_share"] for p in curve] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert [p["accuracy"] for p in curve] == [0.5, 0.75, 1.0, 1.0, 1.0]
+    assert curve[2]["gen_latency_mean_s"] == pytest.approx(2.5)
