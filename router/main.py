@@ -1,0 +1,104 @@
+"""The router stage's entry points, one per subcommand: fit, eval, predict, hard-set."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from router.config import RouterConfig
+from router.persist import RouterBundle, load_router, save_router
+
+
+def fit_main(cfg: RouterConfig, teacher: str, student: str, out: str, log=print) -> RouterBundle:
+    """Label the paired records, fit ``cfg.model``, choose its threshold, save it with skops."""
+    from router.fit import fit_router
+    from router.labels import build_labels
+
+    labelled = build_labels(teacher, student, cfg.labels)
+    bundle = fit_router(labelled, cfg, log=log)
+    path = save_router(bundle, out)
+    meta = bundle.metadata
+    log(
+        f"wrote {path}: threshold {bundle.threshold:.4f} (teacher share {meta['validation_teacher_share']:.2f} on "
+        f"out-of-fold scores), params {meta['params']}, CV ROC AUC {meta['cv_roc_auc']}"
+    )
+    return bundle
+
+
+def stored_config(bundle: RouterBundle) -> RouterConfig:
+    """The config a router file was fitted with."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ragroute.errors import UserError
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RouterConfig), bundle.metadata["config"])
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except (KeyError, ValueError, OmegaConfBaseException) as exc:
+        raise UserError(f"the router file's recorded config is unusable: {exc}") from None
+
+
+def eval_main(
+    cfg: RouterConfig | None, teacher: str, student: str, out_dir: str, router: str | None = None,
+    trusted: Sequence[str] = (), log=print,
+) -> dict[str, Any]:
+    """Compare the trained router(s) with the baselines on the paired records; write the JSON and the plot."""
+    from router.evaluate import evaluate, write_report
+    from router.labels import build_labels
+
+    bundle = load_router(router, trusted) if router else None
+    if cfg is None:
+        cfg = stored_config(bundle) if bundle is not None else RouterConfig()
+    labelled = build_labels(teacher, student, cfg.labels)
+    report = evaluate(labelled, cfg, bundle)
+    json_path, png_path = write_report(report, out_dir)
+    for name, summary in report["routers"].items():
+        log(f"{name:>12}: APGR {summary['apgr']}  CPT(50%) {summary['cpt50']}  CPT(80%) {summary['cpt80']}")
+    log(f"wrote {json_path} and {png_path}")
+    return report
+
+
+def predict_main(
+    router: str, questions: list[str], signals: dict[str, float] | None = None, trusted: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """The decision for each question: use_teacher, score, threshold."""
+    bundle = load_router(router, trusted)
+    scores = bundle.score(questions, None if signals is None else [signals] * len(questions))
+    return [
+        {"question": q, "use_teacher": bool(s >= bundle.threshold), "score": round(float(s), 6),
+         "threshold": bundle.threshold}
+        for q, s in zip(questions, scores, strict=True)
+    ]
+
+
+def hard_set_main(
+    router: str, out: str, teacher: str | None = None, student: str | None = None,
+    questions_path: str | None = None, trusted: Sequence[str] = (), log=print,
+) -> Path:
+    """Export the hard questions of a records pair, or of a question file, as a data_gen question file."""
+    from router.hardset import hard_rows, write_rows
+
+    bundle = load_router(router, trusted)
+    if teacher and student:
+        from router.labels import build_labels
+
+        labelled = build_labels(teacher, student, stored_config(bundle).labels)
+        gold = [
+            {"long_answer": r.gold_answer, "final_decision": r.gold_decision, "doc_id": r.gold_doc_id}
+            for r in labelled.teacher_records
+        ]
+        rows = hard_rows(bundle, labelled.ids, labelled.questions, labelled.signals,
+                         labelled.teacher_needed.tolist(), gold)
+        total = len(labelled)
+    else:
+        from ragroute.rag.corpus import load_questions
+
+        items = load_questions(str(questions_path)).items
+        gold = [{"long_answer": q.gold_answer, "final_decision": q.gold_decision, "doc_id": q.gold_doc_id} for q in items]
+        rows = hard_rows(bundle, [q.id for q in items], [q.question for q in items], None, None, gold)
+        total = len(items)
+    path = write_rows(rows, out)
+    log(f"wrote {path}: {len(rows)} of {total} questions are hard")
+    return path
