@@ -1,0 +1,92 @@
+"""``main(cfg)``: teacher records -> tokenized split -> student (+ teacher) -> SFT / KD training -> final model + report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ragroute.config import config_hash, config_to_dict
+from ragroute.errors import UserError
+from train.config import TrainConfig
+
+
+def main(cfg: TrainConfig, log=print) -> dict[str, Any]:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from ragroute.hardware import pick_dtype, torch_dtype
+    from train import data, report
+    from train.losses import make_kd_loss
+    from train.student_init import (
+        load_student,
+        load_teacher,
+        load_tokenizer_for,
+        resolve_model_ref,
+        shared_vocab_size,
+    )
+    from train.trainer import build_trainer
+
+    started = time.perf_counter()
+    compute = pick_dtype(cfg.dtype)
+    on_gpu = compute != "float32" and _has_cuda()
+    records = data.load_teacher_records(cfg.data, cfg.max_records)
+    tokenizer = load_tokenizer_for(resolve_model_ref(cfg.student.model))
+    kd_loss = make_kd_loss(cfg.loss)
+    topk = data.stored_topk(records) if cfg.loss.name == "topk_kl" else None
+    if topk == 0:
+        raise UserError(f"loss topk_kl needs records with top_logprobs; {cfg.data} has none (data_gen logprobs)")
+    examples, stats = data.build_examples(records, tokenizer, cfg.max_length, cfg.too_long, topk)
+    train_ex, eval_ex = data.split_examples(examples, cfg.eval_fraction, cfg.seed)
+    stats.train_examples, stats.eval_examples = len(train_ex), len(eval_ex)
+    log(f"data: {stats.to_dict()}")
+
+    # Full fine-tunes keep float32 master weights (autocast computes in bf16); LoRA freezes a bf16 base.
+    weights_dtype = torch_dtype(compute if (cfg.lora.enabled and on_gpu) else "float32")
+    student, student_info = load_student(
+        cfg.student, tokenizer, weights_dtype, cfg.attn_implementation, cfg.lora.load_in_4bit, log=log
+    )
+    teacher, vocab = None, None
+    if cfg.needs_teacher:
+        teacher, teacher_tok, _ = load_teacher(cfg.teacher, torch_dtype(compute), cfg.attn_implementation)
+        vocab = shared_vocab_size(
+            tokenizer, teacher_tok, student.get_output_embeddings().weight.shape[0],
+            teacher.get_output_embeddings().weight.shape[0],
+        )
+    log(f"student: {student_info}; loss {cfg.loss.name}; compute dtype {compute}")
+
+    timer = report.StepTimer()
+    trainer = build_trainer(
+        cfg, student, tokenizer, data.to_dataset(train_ex, bool(topk)),
+        data.to_dataset(eval_ex, bool(topk)) if eval_ex else None, kd_loss, teacher, compute, [timer],
+    )
+    checkpoint = get_last_checkpoint(cfg.output_dir) if cfg.resume and Path(cfg.output_dir).is_dir() else None
+    if cfg.resume and checkpoint is None:
+        log(f"resume: no checkpoint in {cfg.output_dir}, starting from step 0")
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    eval_metrics = trainer.evaluate() if eval_ex else {}
+    info = {"config_hash": config_hash(cfg), "student": student_info, "loss": cfg.loss.name}
+    final = save_final_model(trainer, tokenizer, cfg, info, torch_dtype(compute))
+    report_extra = {
+        "loss": cfg.loss.name, "resumed_from": checkpoint, "final_model": str(final) if final else None,
+        "data": stats.to_dict(),
+        "compute_dtype": compute, "shared_vocab": vocab, "student": student_info, "config": config_to_dict(cfg),
+        "world_size": trainer.accelerator.num_processes,
+    }
+    out = report.build_report(trainer, result, eval_metrics, timer, time.perf_counter() - started, report_extra)
+    if trainer.accelerator.is_main_process:
+        path = report.write_report(cfg.output_dir, out)
+        log(f"report: {path} (steps {out['steps']}, loss {out['first_loss']} -> {out['final_loss']}, "
+            f"eval {out['eval_loss']}, {out['tokens_per_s']:.0f} tokens/s)")
+    return out
+
+
+def save_final_model(trainer, tokenizer, cfg: TrainConfig, info: dict, dtype) -> Path | None:
+    from train.export import save_final
+
+    return save_final(trainer, tokenizer, cfg.output_dir, info, dtype)
+
+
+def _has_cuda() -> bool:
+    from ragroute.hardware import has_cuda
+
+    return has_cuda()
