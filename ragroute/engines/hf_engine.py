@@ -71,6 +71,7 @@ class TransformersEngine(GenerationEngine):
         clock = _FirstTokenClock()
         gen_kwargs = {
             "max_new_tokens": sampling.max_tokens,
+            "min_new_tokens": sampling.min_tokens,
             "do_sample": sampling.temperature > 0,
             "pad_token_id": self.tokenizer.pad_token_id,
             "stopping_criteria": StoppingCriteriaList([clock]),

@@ -58,8 +58,14 @@ class OpenAIEngine(GenerationEngine):
         }
         if sampling.stop:
             common["stop"] = list(sampling.stop)
+        # vLLM's extensions of the OpenAI API
+        extra = {}
         if sampling.repetition_penalty != 1.0:
-            common["extra_body"] = {"repetition_penalty": sampling.repetition_penalty}  # vLLM's extension
+            extra["repetition_penalty"] = sampling.repetition_penalty
+        if sampling.min_tokens:
+            extra["min_tokens"] = sampling.min_tokens
+        if extra:
+            common["extra_body"] = extra
         if sampling.seed is not None:
             common["seed"] = sampling.seed
         started = time.perf_counter()

@@ -66,6 +66,7 @@ def to_sampling_params(sampling: SamplingConfig):
 
     return SamplingParams(
         max_tokens=sampling.max_tokens,
+        min_tokens=sampling.min_tokens,
         temperature=sampling.temperature,
         top_p=sampling.top_p,
         repetition_penalty=sampling.repetition_penalty,
