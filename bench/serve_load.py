@@ -1,0 +1,307 @@
+"""Bounded load on loopback against `ragroute serve`: throughput, latency percentiles, errors, and the server's
+overhead over calling the model directly.
+
+Two modes:
+
+* ``--mode echo`` (default): both models are a FAKE echo OpenAI-compatible upstream (serve/echo_upstream.py,
+  its own process), so the numbers are the serving layer's cost alone: routing, validation, SSE relaying,
+  metrics. The same load is first sent straight to the echo upstream ("direct"); ``overhead_p50_ms`` is
+  p50(through ragroute) - p50(direct) at the same concurrency.
+* ``--mode real``: the models run in the ragroute process (``--config``, default the offline SmolLM2 pair on
+  transformers); "direct" drives the same backend class in this process without HTTP.
+
+Both servers run as subprocesses (``ragroute serve``), the clients here (httpx, N concurrent, fixed request
+count, streaming by default). ``--json OUT`` writes {"requests", "errors", "concurrency", "throughput_rps",
+"p50_ms", "p95_ms", "p99_ms", "overhead_p50_ms", ...}.
+
+    .venv/bin/python bench/serve_load.py --concurrency 64 --requests 2000 --json /tmp/serve_load.json
+    .venv/bin/python bench/serve_load.py --mode real --concurrency 4 --requests 16 --max-tokens 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+QUESTIONS = [
+    "What is the first-line oral drug for type 2 diabetes?",
+    "Does intensive blood pressure control reduce stroke in elderly patients?",
+    "Which vitamin deficiency causes scurvy?",
+    "Is aspirin effective for primary prevention of cardiovascular events?",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, proc: subprocess.Popen, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {timeout_s}s")
+
+
+def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def one_request(
+    client: httpx.AsyncClient, url: str, body: dict, stream: bool
+) -> tuple[float, float | None]:
+    """(latency s, time to first content s) of one chat completion; raises on any failure."""
+    started = time.perf_counter()
+    if not stream:
+        response = await client.post(url, json=body)
+        response.raise_for_status()
+        if not response.json()["choices"][0]["message"]["content"]:
+            raise RuntimeError("empty answer")
+        return time.perf_counter() - started, None
+    ttft = None
+    done = False
+    async with client.stream("POST", url, json={**body, "stream": True}) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            data = line[6:]
+            if data == "[DONE]":
+                done = True
+                break
+            event = json.loads(data)
+            if "error" in event:
+                raise RuntimeError(event["error"]["message"])
+            if ttft is None and event["choices"] and event["choices"][0]["delta"].get("content"):
+                ttft = time.perf_counter() - started
+    if not done:
+        raise RuntimeError("stream ended without [DONE]")
+    return time.perf_counter() - started, ttft
+
+
+async def run_load(
+    url: str, model: str, n_requests: int, concurrency: int, max_tokens: int, stream: bool
+) -> dict:
+    latencies: list[float] = []
+    ttfts: list[float] = []
+    errors: list[str] = []
+    counter = iter(range(n_requests))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async with httpx.AsyncClient(limits=limits, timeout=600) as client:
+
+        async def worker() -> None:
+            for i in counter:
+                body = {
+                    "model": model,
+                    "max_tokens": max_tokens,
+                    "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+                }
+                try:
+                    latency, ttft = await one_request(client, url, body, stream)
+                    latencies.append(latency)
+                    if ttft is not None:
+                        ttfts.append(ttft)
+                except Exception as exc:  # counted, not fatal: the benchmark reports errors
+                    errors.append(f"{type(exc).__name__}: {exc}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    return summarize(latencies, ttfts, errors, n_requests, concurrency, wall)
+
+
+def summarize(
+    latencies: list[float], ttfts: list[float], errors: list[str], n: int, concurrency: int, wall: float
+) -> dict:
+    ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    result = {
+        "requests": n,
+        "errors": len(errors),
+        "concurrency": concurrency,
+        "throughput_rps": round(len(latencies) / wall, 2),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p95_ms": round(float(np.percentile(ms, 95)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+    }
+    if ttfts:
+        result["ttft_p50_ms"] = round(float(np.percentile(np.array(ttfts) * 1000, 50)), 3)
+    if errors:
+        result["first_errors"] = sorted(set(errors))[:5]
+    return result
+
+
+async def run_direct_backend(config: str, n_requests: int, concurrency: int, max_tokens: int, warmup: int) -> dict:
+    """The real-mode baseline: the configured teacher backend driven in this process, no HTTP in between."""
+    from ragroute.config import load_config
+    from ragroute.engines.base import SamplingConfig
+    from serve.backends import create_backend
+    from serve.config import ServeConfig
+
+    cfg = load_config(ServeConfig, config)
+    backend = create_backend(cfg.teacher)
+    await backend.start()
+    sampling = SamplingConfig(max_tokens=max_tokens, temperature=cfg.temperature)
+    for i in range(warmup):  # same warm-up as the served run: first calls pay for lazy kernel setup
+        await backend.complete([{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}], sampling)
+    latencies, ttfts, errors = [], [], []
+    counter = iter(range(n_requests))
+
+    async def worker() -> None:
+        for i in counter:
+            messages = [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]
+            try:
+                started = time.perf_counter()
+                ttft = None
+                async for chunk in backend.stream(messages, sampling):
+                    if ttft is None and chunk.text:
+                        ttft = time.perf_counter() - started
+                latencies.append(time.perf_counter() - started)
+                if ttft is not None:
+                    ttfts.append(ttft)
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - started
+    await backend.close()
+    return summarize(latencies, ttfts, errors, n_requests, concurrency, wall)
+
+
+def echo_serve_config(upstream: str) -> str:
+    text = f"""rag: false
+student: {{backend: openai, base_url: "{upstream}", name: echo-student, max_connections: 512}}
+teacher: {{backend: openai, base_url: "{upstream}", name: echo-teacher, max_connections: 512}}
+routing: {{if_missing: heuristic}}
+limits: {{max_concurrent: 512, max_queue: 1024}}
+log_level: warning
+"""
+    path = Path(tempfile.mkdtemp(prefix="serve-load-")) / "echo.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=("echo", "real"), default="echo")
+    parser.add_argument(
+        "--config", default="configs/serve/smollm2-135m_routed.yaml", help="real mode: serve config"
+    )
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument(
+        "--warmup", type=int, default=64, help="requests sent (and not counted) before measuring"
+    )
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--model", default="router", help="router, student or teacher")
+    parser.add_argument(
+        "--no-stream", action="store_true", help="plain JSON responses instead of SSE streams"
+    )
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+    stream = not args.no_stream
+    procs: list[subprocess.Popen] = []
+    try:
+        env = {"RAGROUTE_API_KEY": ""}
+        if args.mode == "echo":
+            up_port = free_port()
+            procs.append(start(["-m", "serve.echo_upstream", "--port", str(up_port)]))
+            upstream = f"http://127.0.0.1:{up_port}"
+            wait_for(f"{upstream}/v1/models", procs[-1])
+            config = echo_serve_config(f"{upstream}/v1")
+        else:
+            config = args.config
+        port = free_port()
+        procs.append(
+            start(
+                [
+                    "-m",
+                    "ragroute.cli",
+                    "serve",
+                    "--config",
+                    config,
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                ],
+                env,
+            )
+        )
+        server = f"http://127.0.0.1:{port}"
+        wait_for(f"{server}/ready", procs[-1])
+
+        def load(url: str, model: str, n: int) -> dict:
+            return asyncio.run(run_load(url, model, n, args.concurrency, args.max_tokens, stream))
+
+        if args.mode == "echo":
+            direct_url = f"{upstream}/v1/chat/completions"
+            load(direct_url, "echo", args.warmup)
+            direct = load(direct_url, "echo", args.requests)
+        else:
+            direct = asyncio.run(run_direct_backend(config, args.requests, args.concurrency, args.max_tokens, args.warmup))
+        served_url = f"{server}/v1/chat/completions"
+        load(served_url, args.model, args.warmup)
+        served = load(served_url, args.model if args.mode == "echo" else "teacher", args.requests)
+        unloaded = None
+        if args.mode == "echo":  # overhead without queueing: one client at a time
+            one = lambda url, model: asyncio.run(run_load(url, model, 200, 1, args.max_tokens, stream))  # noqa: E731
+            unloaded = round(one(served_url, args.model)["p50_ms"] - one(direct_url, "echo")["p50_ms"], 3)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    result = {
+        **{
+            k: served[k]
+            for k in ("requests", "errors", "concurrency", "throughput_rps", "p50_ms", "p95_ms", "p99_ms")
+        },
+        "overhead_p50_ms": round(served["p50_ms"] - direct["p50_ms"], 3),
+        "overhead_p50_ms_concurrency_1": unloaded,
+        "mode": args.mode,
+        "stream": stream,
+        "max_tokens": args.max_tokens,
+        "served": served,
+        "direct": direct,
+        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0 if served["errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,65 @@
+"""``main(cfg)``: check the settings can load, then serve the routed API under uvicorn until stopped."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ragroute.errors import UserError
+from serve.config import ServeConfig
+
+log = logging.getLogger("ragroute.serve")
+
+
+def preflight(cfg: ServeConfig) -> None:
+    """Fail before binding the port on what the user can fix: missing models, corpus or router file."""
+    from ragroute.config import resolve_path
+    from ragroute.models import resolve_model_path
+    from serve.backends import model_spec_for
+    from serve.routing import load_question_router
+
+    for role, backend in (("student", cfg.student), ("teacher", cfg.teacher)):
+        if backend.backend != "openai":
+            try:
+                path = model_spec_for(backend).path
+                resolve_model_path(path)
+            except UserError as exc:
+                raise UserError(f"{role}: {exc}") from None
+            if path.startswith(("/", ".", "~")) and not Path(path).expanduser().exists():
+                raise UserError(f"{role}: model directory not found: {path}")
+    if cfg.pipeline:
+        resolve_path(cfg.pipeline, "pipeline config")
+    if cfg.corpus and cfg.corpus.endswith((".json", ".jsonl")):  # not 'demo', a datasets dir or hub name
+        resolve_path(cfg.corpus, "corpus")
+    load_question_router(cfg.routing)  # raises when if_missing=error and the file is absent
+
+
+def main(cfg: ServeConfig) -> int:
+    from serve.app import create_app
+    from serve.server import bind_socket, make_server
+
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    preflight(cfg)
+    failure: list[BaseException] = []
+    server = None
+
+    def stop_on_load_failure(exc: BaseException) -> None:
+        # A server whose engines cannot load must not linger half-alive behind a load balancer.
+        failure.append(exc)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(cfg, on_load_failure=stop_on_load_failure)
+    try:
+        sock = bind_socket(cfg.host, cfg.port)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from None
+    server = make_server(app, log_level=cfg.log_level)
+    log.info("listening on http://%s:%d (engines load in the background; GET /ready)", cfg.host, sock.getsockname()[1])
+    server.run(sockets=[sock])
+    if failure:
+        exc = failure[0]
+        if isinstance(exc, UserError):
+            raise exc
+        raise UserError(f"engines failed to load: {type(exc).__name__}: {exc}")
+    return 0

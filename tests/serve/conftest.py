@@ -1,0 +1,161 @@
+"""Fixtures for the serve tests: real servers on 127.0.0.1 (ragroute itself, a fake echo upstream, and raw TCP
+upstreams that fail on purpose), plus backend configs for the tiny random-init Llama.
+
+The tiny model answers every prompt greedily with newlines (a blank answer); tests that need visible text from
+it sample with temperature 1.0 and a fixed seed.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serve.app import create_app
+from serve.config import BackendConfig, ServeConfig
+from serve.echo_upstream import create_echo_app
+from serve.server import server_in_thread
+
+
+def wait_ready(url: str, timeout_s: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = httpx.get(f"{url}/ready")
+        if response.status_code == 200:
+            return response.json()
+        if response.json().get("error"):
+            raise RuntimeError(f"server failed to load: {response.json()['error']}")
+        time.sleep(0.1)
+    raise TimeoutError("server did not become ready")
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[[ServeConfig], str]]:
+    """``start_server(cfg)`` runs a ragroute server until the test ends and returns its URL once ready."""
+    with ExitStack() as stack:
+
+        def start(cfg: ServeConfig) -> str:
+            url = stack.enter_context(server_in_thread(create_app(cfg)))
+            wait_ready(url)
+            return url
+
+        yield start
+
+
+@pytest.fixture(scope="module")
+def echo_upstream() -> Iterator[str]:
+    """A fake OpenAI-compatible upstream that echoes the last user message; base URL with /v1."""
+    with server_in_thread(create_echo_app()) as url:
+        yield f"{url}/v1"
+
+
+class FaultyUpstream(socketserver.ThreadingTCPServer):
+    """A raw TCP 'OpenAI server' that misbehaves in one way:
+
+    * ``error``: answers HTTP 500 with a JSON error body;
+    * ``hang``: reads the request and never answers;
+    * ``close``: reads the request and closes the connection without a byte;
+    * ``partial``: starts a 200 event stream, sends a few words, then drops the connection.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, behaviour: str) -> None:
+        self.behaviour = behaviour
+        self.stopping = threading.Event()
+        self.requests = 0
+        super().__init__(("127.0.0.1", 0), FaultyHandler)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+class FaultyHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        server: FaultyUpstream = self.server  # type: ignore[assignment]
+        sock: socket.socket = self.request
+        sock.settimeout(5)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            part = sock.recv(65536)
+            if not part:
+                return
+            data += part
+        server.requests += 1
+        if server.behaviour == "close":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+            sock.close()
+        elif server.behaviour == "hang":
+            server.stopping.wait()
+        elif server.behaviour == "error":
+            body = json.dumps({"error": {"message": "injected upstream failure", "type": "server_error"}}).encode()
+            head = f"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            sock.sendall(head.encode() + body)
+        elif server.behaviour == "partial":
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
+            for word in ("partial", " answer"):
+                chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "faulty",
+                         "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
+                sock.sendall(f"data: {json.dumps(chunk)}\n\n".encode())
+            sock.close()
+
+
+@pytest.fixture
+def faulty_upstream() -> Iterator[Callable[[str], FaultyUpstream]]:
+    servers: list[FaultyUpstream] = []
+
+    def start(behaviour: str) -> FaultyUpstream:
+        server = FaultyUpstream(behaviour)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stopping.set()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_model_dir: Path) -> Callable[..., BackendConfig]:
+    def make(name: str = "tiny", **overrides) -> BackendConfig:
+        return BackendConfig(backend="transformers", model=str(tiny_model_dir), name=name, dtype="float32",
+                             device="cpu", **overrides)
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _no_api_key_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A RAGROUTE_API_KEY in the developer's shell must not turn auth on in tests that do not ask for it."""
+    monkeypatch.delenv("RAGROUTE_API_KEY", raising=False)
+
+
+def chat_body(content: str, model: str = "router", **extra) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+@pytest.fixture(scope="session")
+def chat() -> Callable[..., dict]:
+    return chat_body
+
+
+@pytest.fixture(scope="session")
+def base_cfg() -> Callable[..., ServeConfig]:
+    """A chat-only config (no RAG pipeline) with the given backends."""
+
+    def make(student: BackendConfig, teacher: BackendConfig, **kwargs) -> ServeConfig:
+        return ServeConfig(rag=False, student=student, teacher=teacher, **kwargs)
+
+    return make

@@ -1,0 +1,53 @@
+"""Serve settings: the shipped YAMLs load, bad values are refused with the field named; the SSE decoder."""
+
+from __future__ import annotations
+
+import pytest
+
+from ragroute.config import CONFIG_ROOT, load_config
+from ragroute.errors import ConfigError
+from serve.backends import SSEDecoder
+from serve.config import ServeConfig
+
+
+def test_offline_default_config():
+    cfg = load_config(ServeConfig, CONFIG_ROOT / "serve" / "smollm2-135m_routed.yaml")
+    assert (cfg.student.backend, cfg.teacher.backend) == ("transformers", "transformers")
+    assert (cfg.student.model, cfg.teacher.model) == ("smollm2-135m-pruned", "smollm2-135m")
+    assert cfg.corpus == "demo" and cfg.rag
+    assert cfg.routing.router_path == "$RAGROUTE_HOME/demo/router.skops" and cfg.routing.if_missing == "heuristic"
+
+
+def test_upstreams_config():
+    cfg = load_config(ServeConfig, CONFIG_ROOT / "serve" / "qwen2.5-7b_1.5b_upstreams.yaml")
+    assert cfg.student.backend == cfg.teacher.backend == "openai"
+    assert cfg.student.base_url != cfg.teacher.base_url
+    assert cfg.routing.if_missing == "error"
+    assert cfg.student.timeout_s < cfg.teacher.timeout_s <= cfg.limits.request_timeout_s
+
+
+@pytest.mark.parametrize(("override", "needle"), [
+    ("student.backend=tgi", "backend must be one of"),
+    ("teacher.backend=openai", "needs base_url"),
+    ("student.timeout_s=0", "timeout_s"),
+    ("routing.if_missing=maybe", "if_missing"),
+    ("routing.threshold=1.5", "threshold"),
+    ("limits.max_concurrent=0", "max_concurrent"),
+    ("limits.max_tokens_limit=8", "max_tokens_limit"),
+    ("port=-1", "port"),
+    ("colour=red", "unknown key"),
+    ("limits.max_queue=lots", "max_queue"),
+])
+def test_bad_values_are_named(override, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_config(ServeConfig, None, [override])
+
+
+def test_sse_decoder_handles_split_events_crlf_and_keepalives():
+    decoder = SSEDecoder()
+    assert decoder.feed(b'data: {"a": 1}\r') == []
+    assert decoder.feed(b'\n\r\n: keep-alive\n\ndata: {"b"') == [{"a": 1}]
+    assert decoder.feed(b': 2}\n\ndata: [DONE]\n\n') == [{"b": 2}]
+    assert decoder.done
+    with pytest.raises(ValueError):
+        SSEDecoder().feed(b"data: {broken\n\n")
