@@ -281,29 +281,37 @@ class RoutedService:
             generation_s=time.perf_counter() - started,
         )
 
-    async def complete(
-        self, role: str, messages: list[Message], sampling: SamplingConfig, allow_fallback: bool = True
-    ) -> Outcome:
-        """The whole answer from ``role``, or from the teacher when the student fails and fallback applies."""
-        # A blank answer is a failure only where the teacher can still step in; the teacher's is final.
+    async def _with_fallback(self, role: str, allow_fallback: bool, attempt: Any) -> Any:
+        """``await attempt(role, reject_blank)``; if the student fails and fallback applies, the teacher's attempt,
+        marked with the reason. A blank answer is a failure only where the teacher can still step in."""
         try:
-            outcome = await self._complete_once(role, messages, sampling, reject_blank=role == "student")
+            return await attempt(role, role == "student")
         except Exception as exc:
             reason = self._record_failure(role, exc)
             if not self._may_fall_back(role, reason, allow_fallback):
                 raise GenerationFailed(f"{role} ({self.model_name(role)}) failed: {_describe(exc)}",
                                        timed_out=reason == "timeout") from exc
             self.metrics.fallbacks.labels(reason).inc()
-            fallback = FallbackInfo(from_model="student", reason=reason, detail=_describe(exc))
             try:
-                outcome = await self._complete_once("teacher", messages, sampling, reject_blank=False)
+                result = await attempt("teacher", False)
             except Exception as teacher_exc:
                 teacher_reason = self._record_failure("teacher", teacher_exc)
                 raise GenerationFailed(
                     f"student {reason} ({_describe(exc)}), then teacher {teacher_reason} ({_describe(teacher_exc)})",
                     timed_out=teacher_reason == "timeout",
                 ) from teacher_exc
-            outcome.fallback = fallback
+            result.fallback = FallbackInfo(from_model="student", reason=reason, detail=_describe(exc))
+            return result
+
+    async def complete(
+        self, role: str, messages: list[Message], sampling: SamplingConfig, allow_fallback: bool = True
+    ) -> Outcome:
+        """The whole answer from ``role``, or from the teacher when the student fails and fallback applies."""
+
+        async def attempt(who: str, reject_blank: bool) -> Outcome:
+            return await self._complete_once(who, messages, sampling, reject_blank=reject_blank)
+
+        outcome = await self._with_fallback(role, allow_fallback, attempt)
         self._record_success(outcome.answered_by, outcome.prompt_tokens, outcome.completion_tokens, outcome.generation_s)
         return outcome
 
@@ -338,24 +346,11 @@ class RoutedService:
         self, role: str, messages: list[Message], sampling: SamplingConfig, allow_fallback: bool = True
     ) -> StreamHandle:
         """An answer stream from ``role``, switched to the teacher if the student fails before its first token."""
-        try:
-            return await self._open_once(role, messages, sampling, reject_blank=role == "student")
-        except Exception as exc:
-            reason = self._record_failure(role, exc)
-            if not self._may_fall_back(role, reason, allow_fallback):
-                raise GenerationFailed(f"{role} ({self.model_name(role)}) failed: {_describe(exc)}",
-                                       timed_out=reason == "timeout") from exc
-            self.metrics.fallbacks.labels(reason).inc()
-            try:
-                handle = await self._open_once("teacher", messages, sampling, reject_blank=False)
-            except Exception as teacher_exc:
-                teacher_reason = self._record_failure("teacher", teacher_exc)
-                raise GenerationFailed(
-                    f"student {reason} ({_describe(exc)}), then teacher {teacher_reason} ({_describe(teacher_exc)})",
-                    timed_out=teacher_reason == "timeout",
-                ) from teacher_exc
-            handle.fallback = FallbackInfo(from_model="student", reason=reason, detail=_describe(exc))
-            return handle
+
+        async def attempt(who: str, reject_blank: bool) -> StreamHandle:
+            return await self._open_once(who, messages, sampling, reject_blank=reject_blank)
+
+        return await self._with_fallback(role, allow_fallback, attempt)
 
     async def iterate(self, handle: StreamHandle) -> AsyncIterator[Chunk]:
         """All chunks of an opened stream; raises (BackendError/TimeoutError) if the model fails mid-answer."""
