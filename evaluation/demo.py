@@ -32,7 +32,7 @@ class DemoConfig:
     corpus: str | None = field(default=None, metadata={"help": "documents to retrieve from (default: see dataset)"})
     out: str | None = field(default=None, metadata={"help": "working directory (default: $RAGROUTE_HOME/demo)"})
     limit: int | None = field(default=None, metadata={"help": "only the first N questions"})
-    train_steps: int = field(default=16, metadata={"help": "distillation steps (~15 s each on 2 cores)"})
+    train_steps: int = field(default=16, metadata={"help": "distillation steps (~4 s each on 2 idle cores)"})
     teacher: str = field(default="smollm2-135m", metadata={"help": "teacher model config name or YAML path"})
     student_init: str = field(
         default="smollm2-135m-pruned", metadata={"help": "model the student starts from (config name or YAML path)"}

@@ -14,7 +14,6 @@ so every backend gets the same behaviour.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import os
 import threading
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragroute.engines.base import Message, SamplingConfig
+from ragroute.engines.base import Message, SamplingConfig, import_target
 from serve.config import BACKEND_KINDS, BackendConfig
 
 
@@ -419,5 +418,4 @@ def register_backend(name: str, target: str) -> None:
 
 
 def create_backend(cfg: BackendConfig) -> ServingBackend:
-    module_name, class_name = BACKENDS[cfg.backend].split(":")
-    return getattr(importlib.import_module(module_name), class_name)(cfg)
+    return import_target(BACKENDS[cfg.backend])(cfg)

@@ -135,6 +135,12 @@ ENGINES: dict[str, str] = {
 }
 
 
+def import_target(target: str) -> Any:
+    """The object a lazy registry entry ``"module:Name"`` names, imported on first use."""
+    module_name, attribute = target.split(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
 def register_engine(name: str, target: str) -> None:
     """Make a third-party engine available by name (``target`` is ``"module:Class"``)."""
     ENGINES[name] = target
@@ -146,6 +152,4 @@ def create_engine(model: Any, engine: EngineConfig) -> GenerationEngine:
         target = ENGINES[engine.name]
     except KeyError:
         raise UserError(f"unknown engine '{engine.name}' (known: {', '.join(sorted(ENGINES))})") from None
-    module_name, class_name = target.split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(model, engine)
+    return import_target(target)(model, engine)
