@@ -28,7 +28,7 @@ class DataGenConfig:
     )
     limit: int | None = field(default=None, metadata={"help": "only the first N questions (after sharding)"})
     shard: str = field(
-        default="0/1", metadata={"help": "i/N: this worker answers every question whose index %% N == i"}
+        default="0/1", metadata={"help": "i/N: this worker answers every question whose index % N == i"}
     )
     top_logprobs: int | None = field(
         default=None, metadata={"help": "store the top-k logprobs of each answer token (offline logit KD)"}

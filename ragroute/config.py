@@ -126,6 +126,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         default = f.default if f.default is not dataclasses.MISSING else None
         if default is not None and help_text:
             help_text = f"{help_text} (default: {default})"
+        help_text = help_text.replace("%", "%%")  # argparse %-formats help strings
         group.add_argument(
             "--" + dotted.replace("_", "-"), dest=f"cfg:{dotted}", metavar="V", default=None, help=help_text
         )

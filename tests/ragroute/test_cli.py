@@ -25,6 +25,13 @@ def test_help_is_instant_and_imports_nothing_heavy():
         assert name in out.stdout
 
 
+@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+def test_every_subcommand_documents_itself(name):
+    out = run(name, "--help")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "usage: ragroute" in out.stdout
+
+
 def test_unknown_subcommand_exits_2():
     assert run("frobnicate").returncode == 2
 
