@@ -44,6 +44,8 @@ class DataGenConfig:
         self.shard_index, self.shard_count = parse_shard(self.shard)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {self.batch_size}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, not {self.limit}")
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -60,7 +60,7 @@ def check_resumable(manifest_path: Path, config_hash: str, overwrite: bool) -> b
         return False
     raise UserError(
         f"{manifest_path.parent} holds records made with a different config (hash {previous.get('config_hash')}, "
-        f"now {config_hash}); use another --out, or --overwrite to start it afresh"
+        f"now {config_hash}); use another --out, or --overwrite to start it afresh (ragroute demo: --fresh)"
     )
 
 

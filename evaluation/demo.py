@@ -40,6 +40,13 @@ class DemoConfig:
     engine: str = field(default="vllm", metadata={"help": "generation engine: vllm or transformers"})
     max_tokens: int | None = field(default=None, metadata={"help": "answer length (default: the data_gen configs')"})
     router_config: str = field(default=ROUTER, metadata={"help": "router YAML (labels, features, model)"})
+    fresh: bool = field(default=False, metadata={"help": "delete the working directory first and redo every step"})
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, not {self.limit}")
+        if self.train_steps < 1:
+            raise ValueError(f"train_steps must be >= 1, not {self.train_steps}")
 
 
 def step(number: int, title: str, done: bool) -> None:
@@ -59,7 +66,13 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from train.config import TrainConfig
     from train.main import main as train_main
 
-    out = Path(cfg.out) if cfg.out else ragroute_home() / "demo"
+    # Another dataset gets its own directory, so its answers never collide with the bundled demo's.
+    default_name = "demo" if cfg.dataset == "demo" else f"demo-{Path(cfg.dataset).stem}"
+    out = Path(cfg.out) if cfg.out else ragroute_home() / default_name
+    if cfg.fresh and out.exists():
+        import shutil
+
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     limit = f"limit={cfg.limit if cfg.limit is not None else 'null'}"

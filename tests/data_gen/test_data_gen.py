@@ -105,7 +105,10 @@ def test_merge_refuses_missing_shard(tiny_cfg, tmp_path):
         merge_shards(tmp_path / "out")
 
 
-@pytest.mark.parametrize(("override", "message"), [("shard=3/2", "shard index"), ("shard=x", "i/N"), ("batch_size=0", "batch_size")])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("shard=3/2", "shard index"), ("shard=x", "i/N"), ("batch_size=0", "batch_size"), ("limit=0", "limit must be")],
+)
 def test_bad_settings_are_config_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(DataGenConfig, None, [override])
