@@ -18,6 +18,7 @@ Model FLOPs counted (causal attention counted at half, as FlashAttention does):
 
 Usage (on the GPU machine; bench/results/train_gpu.json is written, or --out):
   python bench/train_gpu.py --out results.json
+  python bench/train_gpu.py --only sft --batch 4 --accum 2 --liger --out liger.json   # Liger kernels
   accelerate launch --multi_gpu --num_processes 2 bench/train_gpu.py --ddp --out ddp.json
 """
 
@@ -161,6 +162,8 @@ def run(kind: str, args, tokenizer, device, teacher=None) -> dict:
         "warmup_ratio=0.0",
         "learning_rate=1e-5",
         "teacher=bench-teacher",
+        f"use_liger_kernel={str(args.liger).lower()}",
+        f"torch_compile={str(args.compile).lower()}",
     ]
     cfg = load_config(TrainConfig, None, overrides)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -266,6 +269,10 @@ def main() -> int:
     parser.add_argument("--only", default="sft,topk,kd,gkd", help="parts to run")
     parser.add_argument("--baseline", help="single-GPU results JSON: adds ddp2_scaling to a --ddp run")
     parser.add_argument(
+        "--liger", action="store_true", help="use_liger_kernel: Liger RMSNorm/RoPE/SwiGLU kernels (needs liger-kernel)"
+    )
+    parser.add_argument("--compile", action="store_true", help="torch_compile: torch.compile the student (inductor)")
+    parser.add_argument(
         "--tiny", action="store_true", help="CPU smoke run with toy shapes (checks the code only)"
     )
     args = parser.parse_args()
@@ -298,6 +305,8 @@ def main() -> int:
         "torch": torch.__version__,
         "batch": args.batch,
         "accum": args.accum,
+        "liger": args.liger,
+        "torch_compile": args.compile,
         "seq": SEQ,
         "answer_tokens": ANSWER,
     }

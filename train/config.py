@@ -150,6 +150,16 @@ class TrainConfig:
         metadata={"help": "compute dtype: auto (bf16 where the GPU/CPU has it, else float32), bfloat16, float32"},
     )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations to save memory"})
+    use_liger_kernel: bool = field(
+        default=False,
+        metadata={
+            "help": "Liger Triton kernels for RMSNorm, RoPE and SwiGLU (needs CUDA and the liger-kernel package, "
+            "extra train-gpu); the LM head stays TRL's fused chunked one"
+        },
+    )
+    torch_compile: bool = field(
+        default=False, metadata={"help": "torch.compile the model (inductor) before training; first steps are slower"}
+    )
     attn_implementation: str = field(
         default="sdpa", metadata={"help": "attention kernel: sdpa, eager, flash_attention_2 (if installed)"}
     )

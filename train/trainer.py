@@ -18,6 +18,7 @@ import torch
 from trl import SFTConfig, SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+from ragroute.errors import UserError
 from train.config import TrainConfig
 from train.losses import Head, KDLoss, cross_entropy_per_token
 
@@ -190,8 +191,24 @@ class DistillationTrainer(SFTTrainer):
         return {k: v.to(inputs["input_ids"].device) for k, v in batch.items()}
 
 
+def _check_kernels(cfg: TrainConfig) -> None:
+    """Fail early, with a clear message, when use_liger_kernel is set but the package cannot run."""
+    if not cfg.use_liger_kernel:
+        return
+    if not torch.cuda.is_available():
+        raise UserError("use_liger_kernel: true needs a CUDA GPU (Liger's kernels are Triton); set it to false here")
+    from transformers.utils import is_liger_kernel_available
+
+    if not is_liger_kernel_available():
+        raise UserError(
+            "use_liger_kernel: true needs the liger-kernel package (>= 0.3.0, with triton and a CUDA GPU): "
+            "pip install 'ragroute[train-gpu]' or liger-kernel, or set use_liger_kernel: false"
+        )
+
+
 def training_arguments(cfg: TrainConfig, compute_dtype: str, has_eval: bool) -> SFTConfig:
     """SFTConfig (transformers TrainingArguments + TRL's SFT options) for this run."""
+    _check_kernels(cfg)
     on_cuda = torch.cuda.is_available()
     optim = cfg.optim if cfg.optim != "auto" else ("adamw_torch_fused" if on_cuda else "adamw_torch")
     eval_strategy = "no"
@@ -215,6 +232,8 @@ def training_arguments(cfg: TrainConfig, compute_dtype: str, has_eval: bool) -> 
         use_cpu=not on_cuda,
         gradient_checkpointing=cfg.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        use_liger_kernel=cfg.use_liger_kernel,
+        torch_compile=cfg.torch_compile,
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
         eval_strategy=eval_strategy,
