@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ragroute.errors import UserError
-from ragroute.rag.corpus import DEMO_CORPUS, DEMO_QUESTIONS, Document, QAItem, load_corpus, load_questions
+from ragroute.rag.corpus import Document, QAItem, load_corpus, load_questions
 
 
 @dataclass
@@ -19,8 +19,6 @@ def load_inputs(questions_path: str | None, corpus_path: str | None) -> RunInput
     """Load and check the questions and the corpus; bad questions are reported in ``problems`` and skipped."""
     if not questions_path:
         raise UserError("no questions file given (--questions FILE, or 'demo' for the bundled demo questions)")
-    questions_path = str(DEMO_QUESTIONS) if questions_path == "demo" else questions_path
-    corpus_path = str(DEMO_CORPUS) if corpus_path == "demo" else corpus_path
     question_set = load_questions(questions_path)
     if corpus_path is None:
         try:

@@ -193,12 +193,12 @@ class RoutedService:
             raise
 
     def _load_pipeline(self) -> None:
-        from ragroute.rag.corpus import DEMO_CORPUS, load_corpus
+        from ragroute.rag.corpus import load_corpus
         from ragroute.rag.pipeline import PipelineConfig, RAGPipeline, load_pipeline_config
 
         pipeline_cfg = load_pipeline_config(self.cfg.pipeline) if self.cfg.pipeline else PipelineConfig()
         corpus = self.cfg.corpus or pipeline_cfg.corpus or "demo"
-        pipeline = RAGPipeline(pipeline_cfg, load_corpus(str(DEMO_CORPUS) if corpus == "demo" else corpus))
+        pipeline = RAGPipeline(pipeline_cfg, load_corpus(corpus))
         pipeline.warmup()  # build/load the indexes now, not on the first user's request
         self.pipeline = pipeline
 

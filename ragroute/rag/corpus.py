@@ -153,12 +153,13 @@ def _document_from_row(row: dict[str, Any]) -> Document | str:
 
 
 def load_corpus(path: str) -> list[Document]:
-    """Documents of a PubMedQA json, a JSONL of ``{id, title, text}``, or a ``datasets`` directory/hub name.
+    """Documents of a PubMedQA json, a JSONL of ``{id, title, text}``, a ``datasets`` directory/hub name, or
+    ``demo`` for the bundled demo corpus.
 
     Rows without an id or text are skipped; a corpus with no usable document, a missing or unreadable file, or
     two documents with the same id is a :class:`UserError` (ids are what citations point at).
     """
-    data, kind = _read_rows(str(path), "corpus")
+    data, kind = _read_rows(str(DEMO_CORPUS) if str(path) == "demo" else str(path), "corpus")
     docs: list[Document] = []
     skipped: list[str] = []
     if kind == "pubmedqa":
@@ -220,13 +221,13 @@ def _qa_from_row(row: dict[str, Any], fallback_id: str) -> QAItem | str:
 
 
 def load_questions(path: str) -> QuestionSet:
-    """Questions of a PubMedQA json (gold answer = LONG_ANSWER, decision = final_decision, doc = PMID) or a JSONL
-    of ``{id, question, long_answer|answer, final_decision, doc_id}``.
+    """Questions of a PubMedQA json (gold answer = LONG_ANSWER, decision = final_decision, doc = PMID), a JSONL
+    of ``{id, question, long_answer|answer, final_decision, doc_id}``, or ``demo`` for the bundled questions.
 
     Bad items (malformed JSON, empty question, unknown decision, duplicate id) are listed in ``problems`` and
     skipped. Only a missing/unreadable file or a file of the wrong shape is a :class:`UserError`.
     """
-    data, kind = _read_rows(str(path), "questions")
+    data, kind = _read_rows(str(DEMO_QUESTIONS) if str(path) == "demo" else str(path), "questions")
     items: list[QAItem] = []
     problems: list[str] = []
     if kind == "pubmedqa":

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ragroute.errors import UserError
 from ragroute.rag.config import PipelineConfig
-from ragroute.rag.corpus import DEMO_CORPUS, Document, load_corpus
+from ragroute.rag.corpus import Document, load_corpus
 from ragroute.rag.filter import DuplicateKeys, filter_hits
 from ragroute.rag.prompt import build_messages
 from ragroute.rag.rerank import create_reranker
@@ -66,7 +66,7 @@ class RAGPipeline:
         """A pipeline over ``cfg.corpus`` ('demo' is the bundled demo corpus)."""
         if cfg.corpus is None:
             raise UserError("the pipeline config names no corpus: set corpus (a file, or 'demo')")
-        return cls(cfg, load_corpus(str(DEMO_CORPUS) if cfg.corpus == "demo" else cfg.corpus))
+        return cls(cfg, load_corpus(cfg.corpus))
 
     def warmup(self) -> None:
         """Run one throw-away question so that lazy initialisation (torch kernels, page-ins of the memory-mapped
