@@ -70,27 +70,23 @@ def route_answers(
 
 
 def quality_curve(
-    teacher: list[AnswerRecord], student: list[AnswerRecord], scores: list[float], points: int = 21
+    teacher: list[AnswerRecord], student: list[AnswerRecord], scores: list[float]
 ) -> list[dict[str, float]]:
-    """Decision accuracy and mean generation time of the routed system as the teacher share goes 0 → 1."""
+    """Decision accuracy and mean generation time of the routed system as the teacher share goes 0 → 1: the
+    router stage's routing curve (tied scores routed together), with correctness against the gold verdict."""
     import numpy as np
 
     from ragroute.quality import extract_decision
+    from router.metrics import routing_curve
 
-    t_ok = np.array([extract_decision(r.answer) == r.gold_decision for r in teacher], dtype=float)
-    s_ok = np.array([extract_decision(r.answer) == r.gold_decision for r in student], dtype=float)
-    t_gen = np.array([r.timings.get("generation", 0.0) for r in teacher])
-    s_gen = np.array([r.timings.get("generation", 0.0) for r in student])
-    order = np.argsort(-np.asarray(scores), kind="stable")  # most teacher-needing first
-    curve = []
-    for k in np.linspace(0, len(order), points).round().astype(int):
-        to_teacher = np.zeros(len(order), dtype=bool)
-        to_teacher[order[:k]] = True
-        curve.append(
-            {
-                "teacher_share": float(to_teacher.mean()) if len(order) else 0.0,
-                "accuracy": float(np.where(to_teacher, t_ok, s_ok).mean()) if len(order) else 0.0,
-                "gen_latency_mean_s": float(np.where(to_teacher, t_gen, s_gen).mean()) if len(order) else 0.0,
-            }
-        )
-    return curve
+    def correct(records: list[AnswerRecord]) -> np.ndarray:
+        return np.array([extract_decision(r.answer) == r.gold_decision for r in records], dtype=float)
+
+    def generation(records: list[AnswerRecord]) -> np.ndarray:
+        return np.array([r.timings.get("generation", 0.0) for r in records])
+
+    curve = routing_curve(np.asarray(scores), correct(student), correct(teacher), generation(student), generation(teacher))
+    return [
+        {"teacher_share": float(share), "accuracy": float(accuracy), "gen_latency_mean_s": float(latency)}
+        for share, accuracy, latency in zip(curve.share, curve.quality, curve.mean_generation_s, strict=True)
+    ]

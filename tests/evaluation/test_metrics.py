@@ -58,7 +58,7 @@ def test_quality_curve_by_hand():
     teacher = [rec(i, "Yes.", "yes", gen_s=4.0) for i in range(4)]
     student = [rec(0, "Yes.", "yes", 1.0), rec(1, "No.", "yes", 1.0), rec(2, "No.", "yes", 1.0), rec(3, "Yes.", "yes", 1.0)]
     scores = [0.1, 0.9, 0.8, 0.2]  # the router ranks the two questions the student gets wrong first
-    curve = quality_curve(teacher, student, scores, points=5)
+    curve = quality_curve(teacher, student, scores)
     assert [p["teacher_share"] for p in curve] == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert [p["accuracy"] for p in curve] == [0.5, 0.75, 1.0, 1.0, 1.0]
     assert curve[2]["gen_latency_mean_s"] == pytest.approx(2.5)
