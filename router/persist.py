@@ -66,6 +66,9 @@ class RouterBundle:
         self.metadata = metadata
         self.feature_config = FeatureConfig(**metadata["config"]["features"])
         self.signal_defaults: dict[str, float] = dict(metadata.get("signal_defaults", {}))
+        from router.linear import LinearScorer
+
+        self.linear = LinearScorer.from_pipeline(estimator)  # None for non-linear classifiers (gboost, kNN)
 
     def features(
         self, questions: Sequence[str], signals: Sequence[dict[str, float] | None] | None = None
@@ -88,7 +91,8 @@ class RouterBundle:
         return score >= self.threshold, score
 
     def _predict(self, matrix: np.ndarray) -> np.ndarray:
-        """The pipeline's ``predict_proba(matrix)[:, 1]``, calling the fitted parts directly.
+        """The pipeline's ``predict_proba(matrix)[:, 1]``: a linear router's folded weights (:mod:`router.linear`),
+        else the fitted parts called directly.
 
         A one-question decision through ``Pipeline.predict_proba`` spends most of its ~2 ms on input checks and
         dispatch (ColumnTransformer column handling, CalibratedClassifierCV's label encoding per call). The same
@@ -96,6 +100,8 @@ class RouterBundle:
         calibrated binary classifier feeding its decision values to the one calibrator, which is what
         ``_CalibratedClassifier.predict_proba`` computes for two classes. Tests compare both paths.
         """
+        if self.linear is not None:
+            return self.linear.score(matrix)
         import scipy.sparse as sp
         from sklearn import config_context
         from sklearn.calibration import CalibratedClassifierCV
