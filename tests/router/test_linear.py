@@ -7,7 +7,7 @@ import pytest
 
 from router.config import FeatureConfig
 from router.features import column_transformer, feature_matrix
-from router.linear import LinearScorer, TfidfDot
+from router.linear import FOLDED_MAX_ROWS, LinearScorer, TfidfDot
 from router.persist import RouterBundle
 
 
@@ -36,7 +36,11 @@ def test_scores_equal_predict_proba_for_each_calibration(data, calibration: str)
     pipeline = _fit(matrix, y, column_transformer(FeatureConfig(), matrix.shape[1] - 1), classifier)
     scorer = LinearScorer.from_pipeline(pipeline)
     assert scorer is not None
-    np.testing.assert_allclose(scorer.score(matrix), pipeline.predict_proba(matrix)[:, 1], rtol=0, atol=1e-12)
+    expected = pipeline.predict_proba(matrix)[:, 1]
+    assert len(matrix) > FOLDED_MAX_ROWS  # the whole matrix takes the vectorized path, slices the folded one
+    np.testing.assert_allclose(scorer.score(matrix), expected, rtol=0, atol=1e-12)
+    folded = np.concatenate([scorer.score(matrix[i : i + FOLDED_MAX_ROWS]) for i in range(0, len(matrix), FOLDED_MAX_ROWS)])
+    np.testing.assert_allclose(folded, expected, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -81,7 +85,7 @@ def test_unfolded_vectorizers_and_scaler_options_still_match(data) -> None:
     pipeline = _fit(matrix, y, transformer, LogisticRegression(solver="liblinear", max_iter=2000))
     scorer = LinearScorer.from_pipeline(pipeline)
     assert scorer is not None and scorer.blocks[0].text_dot is None
-    np.testing.assert_allclose(scorer.score(matrix), pipeline.predict_proba(matrix)[:, 1], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(scorer.score(matrix[:10]), pipeline.predict_proba(matrix[:10])[:, 1], rtol=0, atol=1e-10)
 
 
 def test_non_linear_classifiers_take_the_pipeline_path(data) -> None:
