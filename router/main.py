@@ -54,8 +54,23 @@ def eval_main(
     labelled = build_labels(teacher, student, cfg.labels)
     report = evaluate(labelled, cfg, bundle)
     json_path, png_path = write_report(report, out_dir)
+    fixed, labels = report["fixed"], report["labels"]
+    log(
+        f"{report['n']} questions, {labels['share_hard']:.1%} hard ({labels['metric']} vs {labels['reference']}); "
+        f"quality always-student {fixed['always_student']['quality']:.3f}, "
+        f"always-teacher {fixed['always_teacher']['quality']:.3f}"
+    )
+    if report["note"]:
+        log(f"note: {report['note']}")
+
+    def shown(value: float | None) -> str:
+        return "undefined" if value is None else f"{value:.3f}"
+
     for name, summary in report["routers"].items():
-        log(f"{name:>12}: APGR {summary['apgr']}  CPT(50%) {summary['cpt50']}  CPT(80%) {summary['cpt80']}")
+        log(
+            f"{name:>12}: APGR {shown(summary['apgr'])}  CPT(50%) {shown(summary['cpt50'])}  "
+            f"CPT(80%) {shown(summary['cpt80'])}  ROC AUC {shown(summary['roc_auc'])}"
+        )
     log(f"wrote {json_path} and {png_path}")
     return report
 

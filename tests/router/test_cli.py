@@ -50,6 +50,19 @@ def test_eval_beats_the_baselines_out_of_fold(record_pair, tmp_path: Path) -> No
     assert len(routers["logreg"]["curve"]["teacher_share"]) == len(routers["logreg"]["curve"]["pgr"])
 
 
+def test_eval_without_a_quality_gap_says_so(record_pair, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Roles swapped: the "teacher" is the weaker model, so there is no gap for routing to recover.
+    teacher, student, _ = record_pair
+    code = ragroute_main(["router", "eval", "--teacher", str(student), "--student", str(teacher),
+                          *FAST, "--out", str(tmp_path)])
+    assert code == 0
+    report = json.loads((tmp_path / "router_eval.json").read_text())
+    assert report["quality_gap"] <= 0 and report["routers"]["logreg"]["apgr"] is None
+    out = capsys.readouterr().out
+    assert "note: the teacher is not better than the student" in out
+    assert "APGR undefined" in out and "quality always-student" in out
+
+
 def test_eval_of_a_router_file(fitted: Path, record_pair, tmp_path: Path, pqal_items, pair_writer) -> None:
     # On its own training records the file's model is re-fitted out-of-fold (same data hash) ...
     teacher, student, _ = record_pair
