@@ -95,15 +95,22 @@ def models_dir() -> Path:
 
 
 def load_model_spec(path_or_name: str) -> ModelSpec:
-    """Load ``configs/models/NAME.yaml`` by name, or a model YAML by path."""
+    """Load ``configs/models/NAME.yaml`` by name, a model YAML by path, or a checkpoint directory (``config.json``
+    inside: what ``ragroute train`` writes to ``OUTPUT_DIR/final``), named after the directory."""
     from ragroute.config import CONFIG_ROOT, load_config
 
     candidate = Path(path_or_name)
+    if candidate.is_dir() and (candidate / "config.json").is_file():
+        directory = candidate.resolve()
+        name = directory.parent.name if directory.name == "final" else directory.name
+        return ModelSpec(name=name, path=str(directory), description=f"checkpoint {directory}")
     if candidate.suffix not in (".yaml", ".yml"):
         candidate = CONFIG_ROOT / "models" / f"{path_or_name}.yaml"
         if not candidate.exists():
             known = ", ".join(sorted(p.stem for p in (CONFIG_ROOT / "models").glob("*.yaml")))
-            raise UserError(f"unknown model config '{path_or_name}' (known: {known}; or give a .yaml path)")
+            raise UserError(
+                f"unknown model config '{path_or_name}' (known: {known}; or give a .yaml path or a checkpoint directory)"
+            )
     return load_config(ModelSpec, candidate)
 
 

@@ -204,11 +204,15 @@ def _qa_from_row(row: dict[str, Any], fallback_id: str) -> QAItem | str:
     question = row.get("question", row.get("QUESTION"))
     if not isinstance(question, str) or not question.strip():
         return "empty question"
-    decision_raw = row.get("final_decision", row.get("decision"))
+    if "gold_answer" in row or "gold_decision" in row:
+        # A data_gen record: its gold fields are the reference; its "answer" is a model's, never gold.
+        decision_raw, answer = row.get("gold_decision"), row.get("gold_answer")
+    else:
+        decision_raw = row.get("final_decision", row.get("decision"))
+        answer = row.get("long_answer", row.get("answer", row.get("LONG_ANSWER")))
     decision = _normalize_decision(decision_raw)
     if decision_raw not in (None, "") and decision is None:
         return f"final_decision must be yes, no or maybe, not {decision_raw!r}"
-    answer = row.get("long_answer", row.get("answer", row.get("LONG_ANSWER")))
     doc_id = row.get("doc_id", row.get("gold_doc_id"))
     qid = row.get("id", fallback_id)
     return QAItem(
@@ -222,7 +226,8 @@ def _qa_from_row(row: dict[str, Any], fallback_id: str) -> QAItem | str:
 
 def load_questions(path: str) -> QuestionSet:
     """Questions of a PubMedQA json (gold answer = LONG_ANSWER, decision = final_decision, doc = PMID), a JSONL
-    of ``{id, question, long_answer|answer, final_decision, doc_id}``, or ``demo`` for the bundled questions.
+    of ``{id, question, long_answer|answer, final_decision, doc_id}``, data_gen records (their ``gold_*``
+    fields, not the model's answer), or ``demo`` for the bundled questions.
 
     Bad items (malformed JSON, empty question, unknown decision, duplicate id) are listed in ``problems`` and
     skipped. Only a missing/unreadable file or a file of the wrong shape is a :class:`UserError`.

@@ -38,6 +38,17 @@ def test_unknown_model_config_lists_known_ones():
         load_model_spec("no-such-model")
 
 
+def test_a_checkpoint_directory_is_a_model_config(tmp_path):
+    final = tmp_path / "student-kd" / "final"
+    final.mkdir(parents=True)
+    with pytest.raises(UserError, match="checkpoint directory"):
+        load_model_spec(str(final))  # no config.json: not a checkpoint
+    (final / "config.json").write_text("{}")
+    spec = load_model_spec(str(final))
+    assert (spec.name, spec.path) == ("student-kd", str(final.resolve()))
+    assert load_model_spec(str(tmp_path / "student-kd" / "final" / "")).name == "student-kd"
+
+
 def test_atomic_checkpoint_leaves_nothing_on_failure_and_skips_when_done(tmp_path):
     target = tmp_path / "m"
 

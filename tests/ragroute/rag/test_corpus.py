@@ -36,6 +36,19 @@ def test_pubmedqa_questions_carry_gold_fields(pqal_dev_path: Path):
     assert {q.gold_decision for q in qs.items} == {"yes", "no", "maybe"}
 
 
+def test_data_gen_records_are_questions_with_their_gold_fields(tmp_path: Path):
+    from ragroute.records import AnswerRecord, JsonlWriter
+
+    path = tmp_path / "records.jsonl"
+    with JsonlWriter(path, fsync=False) as writer:
+        writer.write(AnswerRecord(id="1", question="Do statins work?", answer="No, never.", model="m", gold_answer="Yes, they do.",
+                                  gold_decision="yes", gold_doc_id="D1"))
+        writer.write(AnswerRecord(id="2", question="What is malaria?", answer="A fever [0].", model="m"))
+    first, second = load_questions(str(path)).items
+    assert (first.id, first.gold_answer, first.gold_decision, first.gold_doc_id) == ("1", "Yes, they do.", "yes", "D1")
+    assert (second.gold_answer, second.gold_decision) == (None, None)  # the model's answer is never taken as gold
+
+
 def test_demo_corpus_and_questions():
     docs = load_corpus(str(DEMO_CORPUS))
     assert len(docs) == 60 and all(d.title and d.text for d in docs)
