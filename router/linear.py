@@ -58,6 +58,19 @@ class TfidfDot:
         return dot / (math.sqrt(norm) if self.norm == "l2" else norm)
 
 
+def binary_calibrated_parts(classifier: Any) -> tuple[Any, Any] | None:
+    """(inner estimator, its calibrator) of a ``CalibratedClassifierCV`` fitted with ``ensemble=False`` on two
+    classes: its probability is ``calibrator.predict(inner's decision values)``. None for anything else."""
+    from sklearn.calibration import CalibratedClassifierCV
+
+    if not isinstance(classifier, CalibratedClassifierCV) or len(classifier.calibrated_classifiers_) != 1:
+        return None
+    calibrated = classifier.calibrated_classifiers_[0]
+    if len(calibrated.calibrators) != 1:  # binary: one calibrator for the positive class
+        return None
+    return calibrated.estimator, calibrated.calibrators[0]
+
+
 @dataclass
 class _Block:
     columns: Any  # the ColumnTransformer's column selection of this block
@@ -84,10 +97,10 @@ class LinearScorer:
         columns, classifier = pipeline.steps[0][1], pipeline.steps[-1][1]
         calibrator = None
         if isinstance(classifier, CalibratedClassifierCV):
-            if len(classifier.calibrated_classifiers_) != 1 or len(classifier.calibrated_classifiers_[0].calibrators) != 1:
+            parts = binary_calibrated_parts(classifier)
+            if parts is None:
                 return None
-            calibrated = classifier.calibrated_classifiers_[0]
-            classifier, calibrator = calibrated.estimator, calibrated.calibrators[0]
+            classifier, calibrator = parts
         if not isinstance(classifier, LogisticRegression) or classifier.coef_.shape[0] != 1:
             return None
         coef = np.asarray(classifier.coef_[0], dtype=float)

@@ -23,6 +23,7 @@ import numpy as np
 from ragroute.errors import UserError
 from router.config import FeatureConfig
 from router.features import FEATURE_VERSION, feature_matrix
+from router.linear import LinearScorer, binary_calibrated_parts
 
 FORMAT = "ragroute-router"
 FORMAT_VERSION = 1
@@ -66,8 +67,6 @@ class RouterBundle:
         self.metadata = metadata
         self.feature_config = FeatureConfig(**metadata["config"]["features"])
         self.signal_defaults: dict[str, float] = dict(metadata.get("signal_defaults", {}))
-        from router.linear import LinearScorer
-
         self.linear = LinearScorer.from_pipeline(estimator)  # None for non-linear classifiers (gboost, kNN)
 
     def features(
@@ -104,7 +103,6 @@ class RouterBundle:
             return self.linear.score(matrix)
         import scipy.sparse as sp
         from sklearn import config_context
-        from sklearn.calibration import CalibratedClassifierCV
 
         columns, classifier = self.estimator.steps[0][1], self.estimator.steps[-1][1]
         with config_context(assume_finite=True, skip_parameter_validation=True):
@@ -118,15 +116,14 @@ class RouterBundle:
                 features = sp.hstack([sp.csr_matrix(part) for part in parts], format="csr")
             else:
                 features = np.hstack(parts)
-            if isinstance(classifier, CalibratedClassifierCV) and len(classifier.calibrated_classifiers_) == 1:
-                calibrated = classifier.calibrated_classifiers_[0]
-                if len(calibrated.calibrators) == 1:  # binary: one calibrator for the positive class
-                    inner = calibrated.estimator
-                    if hasattr(inner, "decision_function"):
-                        raw = inner.decision_function(features)
-                    else:
-                        raw = inner.predict_proba(features)[:, 1]
-                    return np.asarray(calibrated.calibrators[0].predict(raw), dtype=float)
+            calibrated = binary_calibrated_parts(classifier)
+            if calibrated is not None:
+                inner, calibrator = calibrated
+                if hasattr(inner, "decision_function"):
+                    raw = inner.decision_function(features)
+                else:
+                    raw = inner.predict_proba(features)[:, 1]
+                return np.asarray(calibrator.predict(raw), dtype=float)
             return classifier.predict_proba(features)[:, 1]
 
 

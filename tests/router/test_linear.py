@@ -88,11 +88,16 @@ def test_unfolded_vectorizers_and_scaler_options_still_match(data) -> None:
     np.testing.assert_allclose(scorer.score(matrix[:10]), pipeline.predict_proba(matrix[:10])[:, 1], rtol=0, atol=1e-10)
 
 
-def test_non_linear_classifiers_take_the_pipeline_path(data) -> None:
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_non_linear_classifiers_take_the_pipeline_path(data, calibrated: bool) -> None:
+    from sklearn.calibration import CalibratedClassifierCV
     from sklearn.neighbors import KNeighborsClassifier
 
     matrix, y = data
-    pipeline = _fit(matrix, y, column_transformer(FeatureConfig(), matrix.shape[1] - 1), KNeighborsClassifier(10))
+    classifier = KNeighborsClassifier(10)
+    if calibrated:
+        classifier = CalibratedClassifierCV(classifier, method="sigmoid", cv=3, ensemble=False)
+    pipeline = _fit(matrix, y, column_transformer(FeatureConfig(), matrix.shape[1] - 1), classifier)
     assert LinearScorer.from_pipeline(pipeline) is None
     bundle = RouterBundle(pipeline, 0.5, {"config": {"features": {}}})
     assert bundle.linear is None
