@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ragroute.config import shared_pubmedqa_dev
 from ragroute.rag.bm25 import BM25Index, BM25Settings, make_stemmer
 from ragroute.rag.corpus import load_corpus, load_questions
 
-DEFAULT_DATASET = Path(__file__).resolve().parents[2] / "shared" / "data" / "pubmedqa" / "pqal_dev.json"
+DEFAULT_DATASET = shared_pubmedqa_dev()
 RANK_BM25_MAX_DOCS = 100_000
 TARGET_P50_MS_AT_1M = 20.0
 TARGET_SPEEDUP_AT_100K = 50.0

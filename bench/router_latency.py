@@ -21,9 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-PQAL_DEV = REPO.parent / "shared" / "data" / "pubmedqa" / "pqal_dev.json"
-
 
 def percentiles(samples: list[float]) -> dict[str, float]:
     ms = np.asarray(samples) * 1e3
@@ -75,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         questions = [r.question for r in records]
         signals = [retrieval_signals(r.doc_scores) for r in records]
     else:
-        questions = [v["QUESTION"] for v in json.loads(PQAL_DEV.read_text()).values()]
+        from ragroute.config import shared_pubmedqa_dev
+
+        questions = [v["QUESTION"] for v in json.loads(shared_pubmedqa_dev().read_text()).values()]
         signals = [None] * len(questions)
     pairs = list(zip(questions, signals, strict=True))
 

@@ -27,6 +27,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_ROOT = REPO_ROOT / "configs"
 
 
+def shared_pubmedqa_dev() -> Path:
+    """The shared PubMedQA dev set that tests and benchmarks read (never copied into the repo):
+    ``$RAGROUTE_PQAL_DEV``, else ``../shared/data/pubmedqa/pqal_dev.json`` beside the checkout."""
+    default = REPO_ROOT.parent / "shared" / "data" / "pubmedqa" / "pqal_dev.json"
+    return Path(os.environ.get("RAGROUTE_PQAL_DEV") or default)
+
+
 def resolve_path(path: str | os.PathLike[str], what: str = "config file") -> Path:
     """Find a file as given, else relative to the repository root (so ``configs/...`` works from anywhere)."""
     candidate = Path(path).expanduser()

@@ -7,17 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from ragroute.config import REPO_ROOT
-
-PQAL_DEV = REPO_ROOT.parent / "shared" / "data" / "pubmedqa" / "pqal_dev.json"
+from ragroute.config import shared_pubmedqa_dev
 
 
 @pytest.fixture(scope="session")
 def pqal_dev_path() -> Path:
     """The 500 expert-labelled PubMedQA questions shared beside the checkout (never copied into the repo)."""
-    if not PQAL_DEV.exists():
-        pytest.fail(f"shared dataset missing: {PQAL_DEV}")
-    return PQAL_DEV
+    path = shared_pubmedqa_dev()
+    if not path.exists():
+        pytest.fail(f"shared dataset missing: {path} (a checkout outside the workspace: set RAGROUTE_PQAL_DEV)")
+    return path
 
 
 @pytest.fixture(scope="session")
