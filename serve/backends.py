@@ -257,7 +257,7 @@ class VLLMBackend(ServingBackend):
 
         if self.engine is None:
             raise BackendError(f"{self.model_name}: engine not loaded")
-        params = to_sampling_params(sampling)
+        params = to_sampling_params(sampling, self.spec.shape_only)
         params.output_kind = RequestOutputKind.DELTA
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         # Token ids, not text: the chat template already holds any BOS, and vLLM would add another to text.
