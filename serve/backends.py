@@ -205,6 +205,9 @@ class TransformersBackend(ServingBackend):
 # ------------------------------------------------------------------------------------------------ vLLM
 
 
+SHAPE_ONLY_TOKEN = "\u25af"  # ▯
+
+
 class VLLMBackend(ServingBackend):
     """An in-process vLLM ``AsyncLLM``: concurrent requests share continuous batches."""
 
@@ -269,15 +272,18 @@ class VLLMBackend(ServingBackend):
             ):
                 piece = output.outputs[0]
                 completion_tokens += len(piece.token_ids)
+                # A shape-only model (random weights) has no text: one placeholder per token keeps the stream a
+                # stream (time to first token, chunk pacing) and can never pass for an answer.
+                text = SHAPE_ONLY_TOKEN * len(piece.token_ids) if self.spec.shape_only else piece.text
                 if output.finished:
                     yield Chunk(
-                        piece.text,
+                        text,
                         finish_reason="length" if piece.finish_reason == "length" else "stop",
                         prompt_tokens=len(prompt_ids),
                         completion_tokens=completion_tokens,
                     )
-                elif piece.text:
-                    yield Chunk(piece.text)
+                elif text:
+                    yield Chunk(text)
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:
