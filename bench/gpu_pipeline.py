@@ -443,10 +443,12 @@ def merge(paths: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     parts: dict[str, Any] = {}
     for path in paths:
         data = json.loads(Path(path).read_text())
+        if data.get("mode") == "gpu":  # bench/serve_load.py --mode gpu
+            data = {"part": "serve", "result": data}
         shard = data["result"].get("shard", "0/1")
         key = data["part"] if data["part"] != "datagen" or shard == "0/1" else f"datagen_{shard}"
         parts[key] = data
-    first = next(iter(parts.values()))
+    first = next(p for p in parts.values() if "device" in p)
     results = {name: data["result"] for name, data in parts.items()}
     flat: dict[str, Any] = {"device": first["device"], "date": first["date"], "vllm": first["vllm"]}
     for key, path in CONTRACT.items():

@@ -265,7 +265,7 @@ def gpu_sweep(args: argparse.Namespace, server: str, questions: list[str]) -> di
     for model in ("teacher", "router"):
         good = 0.0
         for level in args.levels:
-            n = max(3 * level, 8)
+            n = max(args.rounds * level, 8)
             batch = [questions[(level + i) % len(questions)] for i in range(n)]
             row = asyncio.run(run_answer_load(url, model, batch, level, args.max_tokens))
             print(model, json.dumps(row), flush=True)
@@ -299,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", help="gpu mode: PubMedQA json (default: the shared dev set)")
     parser.add_argument("--dense-model", help="gpu mode: sentence-transformers path for dense retrieval")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64, 256])
+    parser.add_argument("--rounds", type=int, default=3, help="gpu mode: requests per level = rounds x concurrency")
     parser.add_argument("--share", type=float, default=0.3, help="gpu mode: routed teacher share")
     parser.add_argument("--slo-s", type=float, default=3.0, help="gpu mode: p99 bound for goodput")
     parser.add_argument(

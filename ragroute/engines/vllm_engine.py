@@ -129,11 +129,10 @@ class VLLMEngine(GenerationEngine):
         self.model_name = model.name
         self.shape_only = model.shape_only
         if engine.data_parallel_size > 1:
-            # vllm.LLM refuses data_parallel_size > 1 in one process (it may hang); offline replicas are
-            # separate processes, one per GPU group: data_gen runs them as shards (DataGenConfig).
             raise UserError(
-                "the in-process vLLM engine runs one replica; for data_parallel_size > 1 run one shard per GPU "
-                "(ragroute data-gen does this itself when engine.data_parallel_size > 1)"
+                "the in-process vLLM engine runs one replica (vllm.LLM refuses data_parallel_size > 1 in one "
+                "process); for N replicas run N processes, one per GPU: CUDA_VISIBLE_DEVICES=i ragroute data-gen "
+                "... --shard i/N"
             )
         kwargs = vllm_engine_kwargs(model, engine)
         try:
