@@ -9,6 +9,7 @@
 set -uo pipefail
 mode=${1:?smoke, pipeline, scale or merge}
 OUT=${OUT:-gpu-out}
+export XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-false}  # JAX would take 75% of each GPU
 mkdir -p "$OUT/logs"
 args=(--dense-model "${DENSE_MODEL:-/tmp/minilm}")
 [ "$mode" = smoke ] && args=(--smoke --bm25-only)

@@ -237,6 +237,7 @@ class VLLMBackend(ServingBackend):
 
     def _load(self) -> None:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # see ragroute.engines.vllm_engine
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 

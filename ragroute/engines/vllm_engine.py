@@ -124,6 +124,9 @@ class VLLMEngine(GenerationEngine):
     def __init__(self, model: ModelSpec, engine: EngineConfig) -> None:
         # vLLM's CPU build logs every step at INFO; keep user output readable unless asked otherwise.
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        # JAX, where installed beside vLLM and imported on the way, would reserve 75% of every GPU on first use
+        # (seen on the device: vLLM then refused to start); the engine process inherits this.
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         from vllm import LLM
 
         self.model_name = model.name
