@@ -10,6 +10,12 @@ Two modes:
 * ``--mode real``: the models run in the ragroute process (``--config``, default the offline SmolLM2 pair on
   transformers); "direct" drives the same backend class in this process without HTTP.
 
+* ``--mode gpu``: ``ragroute serve`` with both shape-only Qwen2.5 models in-process on one GPU (vLLM AsyncLLM,
+  teacher 7B at 55% of the memory, student 1.5B at 30%), RAG over the PubMedQA dev abstracts (V3.1 pipeline),
+  and the stand-in router of bench/gpu_pipeline.py at teacher share 0.3. ``/v1/answer`` at each concurrency
+  (default 1/4/16/64/256), teacher-only (``model: teacher``) then routed; goodput = the highest throughput of a
+  level whose p99 total latency is <= ``--slo-s``.
+
 Both servers run as subprocesses (``ragroute serve``), the clients here (httpx, N concurrent, fixed request
 count, streaming by default). ``--json OUT`` writes {"requests", "errors", "concurrency", "throughput_rps",
 "p50_ms", "p95_ms", "p99_ms", "overhead_p50_ms", ...}.
@@ -36,6 +42,7 @@ import httpx
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 QUESTIONS = [
     "What is the first-line oral drug for type 2 diabetes?",
     "Does intensive blood pressure control reduce stroke in elderly patients?",
@@ -65,12 +72,14 @@ def wait_for(url: str, proc: subprocess.Popen, timeout_s: float = 600) -> None:
 
 
 def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A subprocess in the repository root; its output goes to $SERVE_LOAD_LOG if set, else nowhere."""
+    log = open(os.environ["SERVE_LOAD_LOG"], "ab") if os.environ.get("SERVE_LOAD_LOG") else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(
         [sys.executable, *args],
         cwd=REPO,
         env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT if log is not subprocess.DEVNULL else subprocess.DEVNULL,
     )
 
 
@@ -196,6 +205,79 @@ async def run_direct_backend(config: str, n_requests: int, concurrency: int, max
     return summarize(latencies, ttfts, errors, n_requests, concurrency, wall)
 
 
+async def run_answer_load(url: str, model: str, questions: list[str], concurrency: int, max_tokens: int) -> dict:
+    """Closed-loop load on /v1/answer: ``concurrency`` clients, one question each at a time, all different."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    counter = iter(range(len(questions)))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=600) as client:
+
+        async def worker() -> None:
+            for i in counter:
+                body = {"question": questions[i], "options": {"model": model, "max_tokens": max_tokens}}
+                started = time.perf_counter()
+                try:
+                    response = await client.post(url, json=body)
+                    response.raise_for_status()
+                    latencies.append(time.perf_counter() - started)
+                except Exception as exc:  # counted, not fatal
+                    errors.append(f"{type(exc).__name__}: {exc}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    return summarize(latencies, [], errors, len(questions), concurrency, wall)
+
+
+def gpu_serve_config(args: argparse.Namespace, questions: list, workdir: Path) -> str:
+    """Serve + pipeline YAMLs for the shape-only pair, and the stand-in router at teacher share ``args.share``."""
+    import numpy as np
+    from gpu_pipeline import stand_in_router
+
+    from router.persist import save_router
+
+    bundle, _ = stand_in_router(questions[len(questions) // 2 :])
+    threshold = float(np.quantile(bundle.score([q.question for q in questions]), 1 - args.share))
+    router = save_router(bundle, workdir / "router.skops")
+    pipeline = workdir / "pipeline.yaml"
+    pipeline.write_text((REPO / "configs/pipeline/v3.1.yaml").read_text()
+                        + f"index_dir: {workdir / 'index'}\n"
+                        + (f"dense_model: {args.dense_model}\n" if args.dense_model else ""))
+    config = workdir / "serve.yaml"
+    config.write_text(f"""student: {{backend: vllm, model: {args.student}, gpu_memory_utilization: 0.3, timeout_s: 600}}
+teacher: {{backend: vllm, model: {args.teacher}, gpu_memory_utilization: 0.55, timeout_s: 600}}
+rag: true
+pipeline: {pipeline}
+corpus: {args.dataset}
+pipeline_workers: 4
+routing: {{router_path: {router}, threshold: {threshold}, if_missing: error}}
+limits: {{max_concurrent: 1024, max_queue: 4096, max_tokens_limit: 1024, request_timeout_s: 600}}
+log_level: warning
+""")
+    return str(config)
+
+
+def gpu_sweep(args: argparse.Namespace, server: str, questions: list[str]) -> dict:
+    url = f"{server}/v1/answer"
+    asyncio.run(run_answer_load(url, "router", questions[:8], 4, args.max_tokens))  # warm-up
+    result: dict = {"slo_s": args.slo_s, "share": args.share, "max_tokens": args.max_tokens, "levels": {}}
+    for model in ("teacher", "router"):
+        good = 0.0
+        for level in args.levels:
+            n = max(args.rounds * level, 8)
+            batch = [questions[(level + i) % len(questions)] for i in range(n)]
+            row = asyncio.run(run_answer_load(url, model, batch, level, args.max_tokens))
+            print(model, json.dumps(row), flush=True)
+            result["levels"][f"{model}_c{level}"] = row
+            if row["errors"] == 0 and row["p99_ms"] <= 1000 * args.slo_s:
+                good = max(good, row["throughput_rps"])
+        result[f"goodput_{'routed' if model == 'router' else 'teacher'}_rps"] = good
+    for level in (64, 256):
+        result[f"c{level}"] = result["levels"].get(f"router_c{level}")
+    return result
+
+
 def echo_serve_config(upstream: str) -> str:
     text = f"""rag: false
 student: {{backend: openai, base_url: "{upstream}", name: echo-student, max_connections: 512}}
@@ -211,7 +293,15 @@ log_level: warning
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=("echo", "real"), default="echo")
+    parser.add_argument("--mode", choices=("echo", "real", "gpu"), default="echo")
+    parser.add_argument("--teacher", default="qwen2.5-7b-shape", help="gpu mode: teacher model config")
+    parser.add_argument("--student", default="qwen2.5-1.5b-shape", help="gpu mode: student model config")
+    parser.add_argument("--dataset", help="gpu mode: PubMedQA json (default: the shared dev set)")
+    parser.add_argument("--dense-model", help="gpu mode: sentence-transformers path for dense retrieval")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64, 256])
+    parser.add_argument("--rounds", type=int, default=3, help="gpu mode: requests per level = rounds x concurrency")
+    parser.add_argument("--share", type=float, default=0.3, help="gpu mode: routed teacher share")
+    parser.add_argument("--slo-s", type=float, default=3.0, help="gpu mode: p99 bound for goodput")
     parser.add_argument(
         "--config", default="configs/serve/smollm2-135m_routed.yaml", help="real mode: serve config"
     )
@@ -231,7 +321,14 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[subprocess.Popen] = []
     try:
         env = {"RAGROUTE_API_KEY": ""}
-        if args.mode == "echo":
+        if args.mode == "gpu":
+            from data_gen.inputs import load_inputs
+            from ragroute.config import shared_pubmedqa_dev
+
+            args.dataset = str(args.dataset or shared_pubmedqa_dev())
+            items = load_inputs(args.dataset, None).questions
+            config = gpu_serve_config(args, items, Path(tempfile.mkdtemp(prefix="serve-gpu-")))
+        elif args.mode == "echo":
             up_port = free_port()
             procs.append(start(["-m", "serve.echo_upstream", "--port", str(up_port)]))
             upstream = f"http://127.0.0.1:{up_port}"
@@ -258,6 +355,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         server = f"http://127.0.0.1:{port}"
         wait_for(f"{server}/ready", procs[-1])
+        if args.mode == "gpu":
+            result = gpu_sweep(args, server, [q.question for q in items])
+            result.update(mode="gpu", date=time.strftime("%Y-%m-%d"), config=Path(config).read_text())
+            print(json.dumps(result, indent=2))
+            if args.json:
+                Path(args.json).write_text(json.dumps(result, indent=2))
+            return 0
 
         def load(url: str, model: str, n: int) -> dict:
             return asyncio.run(run_load(url, model, n, args.concurrency, args.max_tokens, stream))

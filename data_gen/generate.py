@@ -38,6 +38,7 @@ def build_record(item: QAItem, prepared: Any, result: GenerationResult, model_na
         gold_doc_id=item.gold_doc_id,
         answer_token_ids=result.token_ids if top is not None else None,
         top_logprobs=top,
+        shape_only=result.shape_only,
     )
 
 

@@ -44,11 +44,14 @@ def _pct(values: list[float], q: float) -> float | None:
 def system_metrics(
     records: list[AnswerRecord], teacher_flags: list[bool], bootstrap: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
-    """Everything the report shows for one system. ``teacher_flags[i]``: record i was answered by the teacher."""
-    decided = [(r.gold_decision, extract_decision(r.answer)) for r in records if r.gold_decision in DECISIONS]
-    with_gold_answer = [(r.answer, r.gold_answer) for r in records if r.gold_answer]
+    """Everything the report shows for one system. ``teacher_flags[i]``: record i was answered by the teacher.
+    Answers of shape-only models (random weights) have real timings and no quality: every quality figure is None."""
+    shape_only = any(r.shape_only for r in records)
+    judged = [] if shape_only else records
+    decided = [(r.gold_decision, extract_decision(r.answer)) for r in judged if r.gold_decision in DECISIONS]
+    with_gold_answer = [(r.answer, r.gold_answer) for r in judged if r.gold_answer]
     rouge = [rouge_l(answer, gold) for answer, gold in with_gold_answer]
-    cited = [citation_validity(r.answer, len(r.doc_ids)) for r in records]
+    cited = [citation_validity(r.answer, len(r.doc_ids)) for r in judged]
 
     def accuracy(pairs: list[tuple[str, str | None]]) -> float:
         return float(np.mean([g == p for g, p in pairs])) if pairs else float("nan")
@@ -69,8 +72,9 @@ def system_metrics(
         "rouge_l": float(np.mean(rouge)) if rouge else None,
         "citation_valid": float(np.mean([c.has_citation and c.valid_fraction == 1.0 for c in cited])) if cited else None,
         "has_citation": float(np.mean([c.has_citation for c in cited])) if cited else None,
-        "own_abstract_cited": float(np.mean([own_doc_cited(r.answer, r.doc_ids, r.gold_doc_id) for r in records]))
-        if any(r.gold_doc_id for r in records) else None,
+        "own_abstract_cited": float(np.mean([own_doc_cited(r.answer, r.doc_ids, r.gold_doc_id) for r in judged]))
+        if any(r.gold_doc_id for r in judged) else None,
+        "shape_only": shape_only,
         "answer_tokens_mean": float(np.mean([r.completion_tokens for r in records])) if records else None,
         "gen_latency_p50_s": _pct(generation, 50),
         "gen_latency_p95_s": _pct(generation, 95),

@@ -84,6 +84,22 @@ class ModelSpec:
     prune: PruneSpec | None = field(
         default=None, metadata={"help": "derive this model from another by pruning (ragroute models prepare)"}
     )
+    load_format: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (the weights in path) or dummy (vLLM: random weights of the shape in path/config.json; "
+            "timing only: answers are meaningless, records and metrics say shape_only)"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.load_format not in ("auto", "dummy"):
+            raise ValueError(f"load_format must be auto or dummy, not '{self.load_format}'")
+
+    @property
+    def shape_only(self) -> bool:
+        """Random weights of a real architecture: latency and throughput are faithful, quality is not."""
+        return self.load_format == "dummy"
 
 
 def ragroute_home() -> Path:
@@ -97,7 +113,7 @@ def models_dir() -> Path:
 def load_model_spec(path_or_name: str) -> ModelSpec:
     """Load ``configs/models/NAME.yaml`` by name, a model YAML by path, or a checkpoint directory (``config.json``
     inside: what ``ragroute train`` writes to ``OUTPUT_DIR/final``), named after the directory."""
-    from ragroute.config import CONFIG_ROOT, load_config
+    from ragroute.config import CONFIG_ROOT, load_config, resolve_path
 
     candidate = Path(path_or_name)
     if candidate.is_dir() and (candidate / "config.json").is_file():
@@ -111,7 +127,12 @@ def load_model_spec(path_or_name: str) -> ModelSpec:
             raise UserError(
                 f"unknown model config '{path_or_name}' (known: {known}; or give a .yaml path or a checkpoint directory)"
             )
-    return load_config(ModelSpec, candidate)
+    spec = load_config(ModelSpec, candidate)
+    # A relative path that names a folder beside the YAML (a shipped shape config) is read from there.
+    beside = resolve_path(candidate).parent / spec.path
+    if not Path(spec.path).is_absolute() and not spec.path.startswith(CACHE_PREFIX) and beside.is_dir():
+        spec.path = str(beside.resolve())
+    return spec
 
 
 def is_prepared(directory: Path) -> bool:

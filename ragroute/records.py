@@ -44,6 +44,8 @@ class AnswerRecord:
     # Top-k logprobs of every answer token, for offline logit distillation: [[token_id, logprob] x k] per step.
     answer_token_ids: list[int] | None = None
     top_logprobs: list[list[list[float]]] | None = None
+    # Answered by a shape-only model (random weights, fixed answer length): timings are real, the answer is not.
+    shape_only: bool = False
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:

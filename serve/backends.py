@@ -205,6 +205,9 @@ class TransformersBackend(ServingBackend):
 # ------------------------------------------------------------------------------------------------ vLLM
 
 
+SHAPE_ONLY_TOKEN = "\u25af"  # ▯
+
+
 class VLLMBackend(ServingBackend):
     """An in-process vLLM ``AsyncLLM``: concurrent requests share continuous batches."""
 
@@ -234,6 +237,7 @@ class VLLMBackend(ServingBackend):
 
     def _load(self) -> None:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # see ragroute.engines.vllm_engine
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -257,7 +261,7 @@ class VLLMBackend(ServingBackend):
 
         if self.engine is None:
             raise BackendError(f"{self.model_name}: engine not loaded")
-        params = to_sampling_params(sampling)
+        params = to_sampling_params(sampling, self.spec.shape_only)
         params.output_kind = RequestOutputKind.DELTA
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         # Token ids, not text: the chat template already holds any BOS, and vLLM would add another to text.
@@ -269,15 +273,18 @@ class VLLMBackend(ServingBackend):
             ):
                 piece = output.outputs[0]
                 completion_tokens += len(piece.token_ids)
+                # A shape-only model (random weights) has no text: one placeholder per token keeps the stream a
+                # stream (time to first token, chunk pacing) and can never pass for an answer.
+                text = SHAPE_ONLY_TOKEN * len(piece.token_ids) if self.spec.shape_only else piece.text
                 if output.finished:
                     yield Chunk(
-                        piece.text,
+                        text,
                         finish_reason="length" if piece.finish_reason == "length" else "stop",
                         prompt_tokens=len(prompt_ids),
                         completion_tokens=completion_tokens,
                     )
-                elif piece.text:
-                    yield Chunk(piece.text)
+                elif text:
+                    yield Chunk(text)
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:

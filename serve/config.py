@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 # serve.backends.register_backend adds third-party names.
 BACKEND_KINDS = ["vllm", "transformers", "openai"]
 NO_ROUTER_POLICIES = ("teacher", "heuristic", "error")
+# Two in-process vLLM engines share one GPU; leave room for the CUDA contexts and activations of both.
+MAX_SHARED_GPU_MEMORY = 0.9
 
 
 @dataclass
@@ -204,3 +206,11 @@ class ServeConfig:
             raise ValueError("pipeline_workers must be >= 1")
         if self.temperature < 0:
             raise ValueError("temperature must be >= 0")
+        both = (self.student, self.teacher)
+        share = sum(b.gpu_memory_utilization for b in both)
+        if all(b.backend == "vllm" for b in both) and share > MAX_SHARED_GPU_MEMORY:
+            # Both in-process engines start on the same GPU(s); each reserves its share of the whole card.
+            raise ValueError(
+                f"student and teacher both run vLLM in this process on the same GPU: their gpu_memory_utilization "
+                f"must add up to at most {MAX_SHARED_GPU_MEMORY} (e.g. teacher 0.55, student 0.3), not {share:.2f}"
+            )

@@ -70,6 +70,8 @@ class GenerationResult:
     token_ids: list[int] = field(default_factory=list)
     # One {token_id: logprob} dict per generated token (top-k), when SamplingConfig.logprobs was set.
     logprobs: list[dict[int, float]] | None = None
+    # Random weights of a real shape (ModelSpec.load_format dummy): timing is real, the text is empty.
+    shape_only: bool = False
 
 
 @dataclass
@@ -90,6 +92,11 @@ class EngineConfig:
         default=None, metadata={"help": "vLLM: skip graph compilation (default: on for CPU, off for GPU)"}
     )
     speculative_model: str | None = field(default=None, metadata={"help": "vLLM: draft model for speculative decoding"})
+    speculative_method: str | None = field(
+        default=None,
+        metadata={"help": "vLLM: ngram (draft tokens looked up in the prompt, no draft model) or draft_model "
+                  "(speculative_model; the default when that is set)"},
+    )
     num_speculative_tokens: int = field(default=5, metadata={"help": "vLLM: tokens the draft proposes per step"})
     max_num_seqs: int | None = field(default=None, metadata={"help": "vLLM: most sequences batched at once"})
     # OpenAI-compatible HTTP
@@ -106,6 +113,12 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.name not in ENGINES:
             raise ValueError(f"unknown engine '{self.name}' (known: {', '.join(sorted(ENGINES))})")
+        if self.speculative_method not in (None, "ngram", "draft_model"):
+            raise ValueError(f"speculative_method must be ngram or draft_model, not '{self.speculative_method}'")
+        if self.speculative_method == "draft_model" and not self.speculative_model:
+            raise ValueError("speculative_method draft_model needs speculative_model (the draft's path)")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], not {self.gpu_memory_utilization}")
 
 
 class GenerationEngine(ABC):
@@ -152,4 +165,6 @@ def create_engine(model: Any, engine: EngineConfig) -> GenerationEngine:
         target = ENGINES[engine.name]
     except KeyError:
         raise UserError(f"unknown engine '{engine.name}' (known: {', '.join(sorted(ENGINES))})") from None
+    if getattr(model, "shape_only", False) and engine.name != "vllm":
+        raise UserError(f"model '{model.name}' is shape-only (random weights): it runs on the vllm engine only")
     return import_target(target)(model, engine)

@@ -17,6 +17,7 @@ from ragroute.engines.base import (
     GenerationResult,
     SamplingConfig,
 )
+from ragroute.errors import UserError
 from ragroute.hardware import has_cuda, pick_dtype
 from ragroute.models import ModelSpec, hub_error, resolve_model_path
 
@@ -53,30 +54,46 @@ def vllm_engine_kwargs(model: ModelSpec, engine: EngineConfig) -> dict[str, Any]
         kwargs["kv_cache_memory_bytes"] = int(kv_gb * (1 << 30))
     if on_gpu:
         kwargs["gpu_memory_utilization"] = engine.gpu_memory_utilization
-    if engine.speculative_model:
-        kwargs["speculative_config"] = {
-            "model": resolve_model_path(engine.speculative_model),
-            "num_speculative_tokens": engine.num_speculative_tokens,
-        }
+    if model.shape_only:
+        kwargs["load_format"] = "dummy"
+    speculative = speculative_config(engine)
+    if speculative:
+        kwargs["speculative_config"] = speculative
     return kwargs
 
 
-def to_sampling_params(sampling: SamplingConfig):
+def speculative_config(engine: EngineConfig) -> dict[str, Any] | None:
+    """vLLM's ``speculative_config``: n-gram prompt lookup (no draft model) or a draft model; None for neither."""
+    if engine.speculative_method == "ngram":
+        return {"method": "ngram", "num_speculative_tokens": engine.num_speculative_tokens,
+                "prompt_lookup_min": 2, "prompt_lookup_max": 5}
+    if engine.speculative_model:
+        return {"model": resolve_model_path(engine.speculative_model),
+                "num_speculative_tokens": engine.num_speculative_tokens}
+    return None
+
+
+def to_sampling_params(sampling: SamplingConfig, shape_only: bool = False):
+    """vLLM sampling parameters. A shape-only model (random weights) answers exactly ``max_tokens`` tokens with
+    EOS ignored and no detokenization (its token ids may lie outside the stand-in tokenizer's vocabulary), so
+    its timing is that of a fixed-length answer and never depends on where random weights happen to stop."""
     from vllm import SamplingParams
 
     return SamplingParams(
         max_tokens=sampling.max_tokens,
-        min_tokens=sampling.min_tokens,
+        min_tokens=sampling.max_tokens if shape_only else sampling.min_tokens,
+        ignore_eos=shape_only,
+        detokenize=not shape_only,
         temperature=sampling.temperature,
         top_p=sampling.top_p,
         repetition_penalty=sampling.repetition_penalty,
-        stop=list(sampling.stop) or None,
+        stop=None if shape_only else list(sampling.stop) or None,
         seed=sampling.seed,
         logprobs=sampling.logprobs,
     )
 
 
-def result_from_output(output: Any, started: float, finished: float) -> GenerationResult:
+def result_from_output(output: Any, started: float, finished: float, shape_only: bool = False) -> GenerationResult:
     """Convert one ``vllm.RequestOutput`` into a :class:`GenerationResult`."""
     completion = output.outputs[0]
     metrics = getattr(output, "metrics", None)
@@ -97,6 +114,7 @@ def result_from_output(output: Any, started: float, finished: float) -> Generati
         ttft_s=ttft,
         token_ids=list(completion.token_ids),
         logprobs=logprobs,
+        shape_only=shape_only,
     )
 
 
@@ -106,9 +124,19 @@ class VLLMEngine(GenerationEngine):
     def __init__(self, model: ModelSpec, engine: EngineConfig) -> None:
         # vLLM's CPU build logs every step at INFO; keep user output readable unless asked otherwise.
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        # JAX, where installed beside vLLM and imported on the way, would reserve 75% of every GPU on first use
+        # (seen on the device: vLLM then refused to start); the engine process inherits this.
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         from vllm import LLM
 
         self.model_name = model.name
+        self.shape_only = model.shape_only
+        if engine.data_parallel_size > 1:
+            raise UserError(
+                "the in-process vLLM engine runs one replica (vllm.LLM refuses data_parallel_size > 1 in one "
+                "process); for N replicas run N processes, one per GPU: CUDA_VISIBLE_DEVICES=i ragroute data-gen "
+                "... --shard i/N"
+            )
         kwargs = vllm_engine_kwargs(model, engine)
         try:
             self.llm = LLM(**kwargs)
@@ -118,7 +146,7 @@ class VLLMEngine(GenerationEngine):
     def generate(self, requests: list[GenerationRequest], sampling: SamplingConfig) -> list[GenerationResult]:
         if not requests:
             return []
-        params = to_sampling_params(sampling)
+        params = to_sampling_params(sampling, self.shape_only)
         chats = [r for r in requests if r.messages is not None]
         started = time.perf_counter()
         if len(chats) == len(requests):
@@ -135,7 +163,7 @@ class VLLMEngine(GenerationEngine):
             ]
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
         finished = time.perf_counter()
-        return [result_from_output(o, started, finished) for o in outputs]
+        return [result_from_output(o, started, finished, self.shape_only) for o in outputs]
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)

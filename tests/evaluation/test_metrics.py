@@ -47,6 +47,20 @@ def test_system_metrics_by_hand():
     assert low <= m["accuracy"] <= high
 
 
+def test_shape_only_records_have_timings_and_no_quality():
+    records = [rec(0, "Yes. Statins lower LDL [0].", "yes", gen_s=1.0), rec(1, "", "no", gen_s=3.0)]
+    for r in records:
+        r.shape_only = True
+    m = system_metrics(records, [True, False], bootstrap=50, seed=1)
+    assert m["shape_only"] is True
+    for key in ("accuracy", "macro_f1", "rouge_l", "citation_valid", "has_citation", "own_abstract_cited"):
+        assert m[key] is None, key
+    assert m["gen_latency_p50_s"] == pytest.approx(2.0)
+    records[0].shape_only = False
+    real = system_metrics(records[:1], [True], bootstrap=50, seed=1)
+    assert real["shape_only"] is False and real["accuracy"] == pytest.approx(1.0)
+
+
 def test_bootstrap_ci_brackets_the_mean_and_needs_two_values():
     values = [0, 1] * 50
     low, high = bootstrap_ci(values, lambda v: sum(v) / len(v), 500, 0)

@@ -51,3 +51,15 @@ def test_sse_decoder_handles_split_events_crlf_and_keepalives():
     assert decoder.done
     with pytest.raises(ValueError):
         SSEDecoder().feed(b"data: {broken\n\n")
+
+
+def test_two_in_process_vllm_engines_must_split_the_gpu():
+    cfg = load_config(ServeConfig, CONFIG_ROOT / "serve" / "qwen2.5-7b_1.5b_shape_one_gpu.yaml")
+    assert (cfg.teacher.gpu_memory_utilization, cfg.student.gpu_memory_utilization) == (0.55, 0.3)
+    both_default = ["student.backend=vllm", "student.model=qwen2.5-1.5b-shape", "teacher.backend=vllm",
+                    "teacher.model=qwen2.5-7b-shape"]
+    with pytest.raises(ConfigError, match="must add up to at most 0.9"):
+        load_config(ServeConfig, None, both_default)
+    split = load_config(ServeConfig, None, [*both_default, "teacher.gpu_memory_utilization=0.55",
+                                            "student.gpu_memory_utilization=0.3"])
+    assert split.teacher.gpu_memory_utilization + split.student.gpu_memory_utilization <= 0.9
