@@ -117,6 +117,13 @@ class EngineStage:
         return {"item": list(batch["item"]), "prepared": list(batch["prepared"]),
                 "result": [result_to_json(r) for r in results]}
 
+    def __del__(self) -> None:
+        # Ray Data deletes the UDF when it retires the actor gracefully: stop the engine's own processes
+        # (vLLM's engine core and workers) rather than leave them to outlive the actor.
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
+
 
 def engine_generation(ds: Any, cfg: Any, spec: Any, sampling: SamplingConfig) -> Any:
     import ray.data

@@ -84,6 +84,26 @@ def test_bad_input_counted_like_local(ray_address, make_cfg, tmp_path):
     assert distributed["problems"] == 4 and sorted(r.id for r in read_records(tmp_path / "ray")) == ["ok1", "ok2"]
 
 
+def test_ray_llm_generation_builds_the_vllm_processor(ray_address, make_cfg, tiny_model_dir):
+    """The ray.data.llm path against the installed Ray's API: the processor's stages are chained after the
+    retrieval stage. (Running it needs GPU workers, which CI does not have.)"""
+    import ray.data
+
+    from data_gen.ray_executor import ray_llm_generation
+    from ragroute.models import load_model_spec
+
+    cfg = make_cfg("llm", executor="ray", ray_generation="ray-llm", **{"engine.name": "vllm"})
+    ds = ray_llm_generation(ray.data.from_items([{"item": "{}", "prepared": "{}"}]), cfg,
+                            load_model_spec(cfg.model_config), cfg.sampling)
+    plan, ops = [], [ds._logical_plan.dag]
+    while ops:
+        plan.append(ops[0].name)
+        ops = list(ops[0].input_dependencies)
+    plan = " <- ".join(plan)
+    for stage in ("ChatTemplateUDF", "TokenizeUDF", "vLLMEngineStageUDF", "DetokenizeUDF", "_postprocess"):
+        assert stage in plan, plan
+
+
 def engine_actor_pids() -> list[int]:
     """The pids of this test's EngineStage actors: descendants of this process (its own Ray cluster) only."""
     import psutil
