@@ -185,6 +185,24 @@ def result_from_ray_llm(row: dict[str, Any], max_tokens: int) -> GenerationResul
     )
 
 
+def warn_if_unschedulable(cfg: Any) -> None:
+    """Ray Data waits (silently, for an autoscaler) when the pools ask for more than the cluster has: say so."""
+    import ray
+
+    total = ray.cluster_resources()
+    cpus = cfg.ray_prepare_actors * cfg.ray_prepare_cpus
+    gpus = 0.0
+    if cfg.ray_generation == "engine":
+        cpus += cfg.ray_actors * cfg.ray_cpus_per_actor
+        gpus = cfg.ray_actors * cfg.ray_gpus_per_actor
+    else:
+        gpus = cfg.ray_actors * cfg.engine.tensor_parallel_size
+    if cpus > total.get("CPU", 0) or gpus > total.get("GPU", 0):
+        log.warning("the Ray pools ask for %.1f CPUs and %.1f GPUs but the cluster has %.1f and %.1f: the run waits "
+                    "until an autoscaler adds nodes (lower ray_actors / ray_cpus_per_actor otherwise)",
+                    cpus, gpus, total.get("CPU", 0), total.get("GPU", 0))
+
+
 def answer_with_ray(
     items: list[QAItem],
     corpus: list[Document],
@@ -203,6 +221,7 @@ def answer_with_ray(
 
     written, problems = 0, []
     with ray_cluster(cfg.ray_address):
+        warn_if_unschedulable(cfg)
         ray.data.DataContext.get_current().enable_progress_bars = False
         ds = ray.data.from_items([{"item": json.dumps(dataclasses.asdict(item))} for item in items])
         ds = ds.map_batches(
