@@ -162,12 +162,12 @@ def ray_llm_generation(ds: Any, cfg: Any, spec: Any, sampling: SamplingConfig) -
 
     def postprocess(row: dict[str, Any]) -> dict[str, Any]:
         return {"item": row["item"], "prepared": row["prepared"],
-                "result": result_to_json(result_from_ray_llm(row, sampling.max_tokens))}
+                "result": result_to_json(result_from_ray_llm(row, sampling.max_tokens, spec.shape_only))}
 
     return build_processor(config, preprocess=preprocess, postprocess=postprocess)(ds)
 
 
-def result_from_ray_llm(row: dict[str, Any], max_tokens: int) -> GenerationResult:
+def result_from_ray_llm(row: dict[str, Any], max_tokens: int, shape_only: bool = False) -> GenerationResult:
     """A ``GenerationResult`` from a row of ray.data.llm's vLLM stage (``generated_text``, token counts,
     ``logprobs`` as {token_id: {logprob, rank, decoded_token}} per step)."""
     logprobs = row.get("logprobs")
@@ -182,6 +182,7 @@ def result_from_ray_llm(row: dict[str, Any], max_tokens: int) -> GenerationResul
         logprobs=None if logprobs is None else [
             {int(tok): float(info["logprob"]) for tok, info in step.items()} for step in logprobs
         ],
+        shape_only=shape_only,
     )
 
 
