@@ -36,6 +36,34 @@ class DataGenConfig:
     overwrite: bool = field(
         default=False, metadata={"help": "discard records written with a different config instead of refusing"}
     )
+    executor: str = field(
+        default="local",
+        metadata={"help": "local (this process) or ray (Ray Data: a retrieval stage and an engine actor pool, "
+            "on a local or remote Ray cluster; needs pip install -e .[ray])"},
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata={"help": "ray: cluster to join ('auto', HOST:PORT, ray://HOST:10001; default: $RAY_ADDRESS, "
+            "else a Ray instance on this machine for the run)"},
+    )
+    ray_generation: str = field(
+        default="engine",
+        metadata={"help": "ray: 'engine' (ragroute's engine in an actor pool: vllm, vllm-cpu, transformers, openai) "
+            "or 'ray-llm' (ray.data.llm's vLLM processor, GPU workers)"},
+    )
+    ray_actors: int = field(
+        default=1, metadata={"help": "ray: model replicas answering at once (actor pool size / processor concurrency)"}
+    )
+    ray_cpus_per_actor: float = field(default=1.0, metadata={"help": "ray: CPUs reserved per model replica"})
+    ray_gpus_per_actor: float = field(
+        default=0.0,
+        metadata={"help": "ray, generation 'engine': GPUs reserved per replica (set engine.tensor_parallel_size "
+            "to match); 'ray-llm' reserves tensor_parallel_size GPUs itself"},
+    )
+    ray_prepare_actors: int = field(
+        default=1, metadata={"help": "ray: retrieval + prompt building workers (each holds the indexes)"}
+    )
+    ray_prepare_cpus: float = field(default=0.5, metadata={"help": "ray: CPUs reserved per retrieval worker"})
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -46,6 +74,16 @@ class DataGenConfig:
             raise ValueError(f"batch_size must be >= 1, not {self.batch_size}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, not {self.limit}")
+        if self.executor not in ("local", "ray"):
+            raise ValueError(f"executor must be local or ray, not '{self.executor}'")
+        if self.ray_generation not in ("engine", "ray-llm"):
+            raise ValueError(f"ray_generation must be engine or ray-llm, not '{self.ray_generation}'")
+        if self.ray_generation == "ray-llm" and self.engine.name != "vllm":
+            raise ValueError(f"ray_generation ray-llm runs vLLM: engine.name must be vllm, not '{self.engine.name}'")
+        if self.ray_actors < 1 or self.ray_prepare_actors < 1:
+            raise ValueError("ray_actors and ray_prepare_actors must be >= 1")
+        if min(self.ray_cpus_per_actor, self.ray_gpus_per_actor, self.ray_prepare_cpus) < 0:
+            raise ValueError("ray_cpus_per_actor, ray_gpus_per_actor and ray_prepare_cpus must be >= 0")
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -47,6 +47,47 @@ def _batches(items: list[QAItem], size: int) -> Iterable[list[QAItem]]:
         yield items[start : start + size]
 
 
+def generate_isolated(
+    engine: GenerationEngine, requests: list[GenerationRequest], sampling: SamplingConfig
+) -> list[GenerationResult | str]:
+    """One result per request, in order; a string is the error of a request the engine failed on. One bad
+    question never sinks a batch: if the engine rejects the batch, its requests are retried one by one. Raises
+    when every request fails (the engine itself is broken)."""
+    try:
+        return list(engine.generate(requests, sampling))
+    except Exception as batch_error:  # noqa: BLE001 - isolate the failing question below
+        results: list[GenerationResult | str] = []
+        for request in requests:
+            try:
+                results.extend(engine.generate([request], sampling))
+            except Exception as exc:  # noqa: BLE001
+                results.append(f"generation failed: {type(exc).__name__}: {exc}")
+        if all(isinstance(r, str) for r in results):
+            raise batch_error
+        return results
+
+
+def write_results(
+    items: list[QAItem],
+    prepared: list[Any],
+    results: list[GenerationResult | str],
+    writer: JsonlWriter,
+    model_name: str,
+    config_hash: str,
+    problems: list[str],
+) -> int:
+    """Append one durable record per answered question; failed questions go to ``problems``. Returns the
+    number of records written."""
+    written = 0
+    for item, prep, result in zip(items, prepared, results, strict=True):
+        if isinstance(result, str):
+            problems.append(f"question {item.id}: {result}")
+            continue
+        writer.write(build_record(item, prep, result, model_name, config_hash))
+        written += 1
+    return written
+
+
 def answer_questions(
     items: list[QAItem],
     pipeline: Any,
@@ -58,28 +99,12 @@ def answer_questions(
     config_hash: str,
     on_done: Callable[[int], None] = lambda n: None,
 ) -> tuple[int, list[str]]:
-    """Answer ``items`` in batches; returns (records written, problems). One bad question never sinks a batch:
-    if the engine rejects a batch, its questions are retried one by one and the failures are reported."""
+    """Answer ``items`` in batches in this process; returns (records written, problems)."""
     written, problems = 0, []
     for batch in _batches(items, batch_size):
         prepared = pipeline.prepare_batch([item.question for item in batch])
         requests = [GenerationRequest(messages=p.messages) for p in prepared]
-        try:
-            results: list[GenerationResult | None] = list(engine.generate(requests, sampling))
-        except Exception as batch_error:  # noqa: BLE001 - isolate the failing question below
-            results = []
-            for item, request in zip(batch, requests, strict=True):
-                try:
-                    results.extend(engine.generate([request], sampling))
-                except Exception as exc:  # noqa: BLE001
-                    problems.append(f"question {item.id}: generation failed: {type(exc).__name__}: {exc}")
-                    results.append(None)
-            if all(r is None for r in results):
-                raise batch_error
-        for item, prep, result in zip(batch, prepared, results, strict=True):
-            if result is None:
-                continue
-            writer.write(build_record(item, prep, result, model_name, config_hash))
-            written += 1
+        results = generate_isolated(engine, requests, sampling)
+        written += write_results(batch, prepared, results, writer, model_name, config_hash, problems)
         on_done(len(batch))
     return written, problems

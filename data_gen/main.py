@@ -32,6 +32,10 @@ def main(cfg: DataGenConfig) -> dict:
 
     if not cfg.out:
         raise UserError("no output directory given (--out DIR)")
+    if cfg.executor == "ray":
+        from data_gen.ray_executor import require_ray
+
+        require_ray()
     started = time.time()
     spec = load_model_spec(cfg.model_config)
     inputs = load_inputs(cfg.questions, cfg.corpus or cfg.pipeline.corpus)
@@ -49,17 +53,24 @@ def main(cfg: DataGenConfig) -> dict:
               "problems": len(inputs.problems), "problem_examples": inputs.problems[:20]}
     write_manifest(manifest_path, cfg, identity, config_hash, counts, started)
     print(f"data-gen: {len(mine)} questions for shard {cfg.shard}, {counts['already_done']} already done, "
-          f"{len(inputs.problems)} input problems skipped; writing {records_path}")
+          f"{len(inputs.problems)} input problems skipped; writing {records_path} ({cfg.executor} executor)")
     if todo:
         sampling = cfg.sampling
         if cfg.top_logprobs:
             sampling.logprobs = cfg.top_logprobs
-        pipeline = RAGPipeline(cfg.pipeline, inputs.corpus)
-        with create_engine(spec, cfg.engine) as engine, JsonlWriter(records_path) as writer, \
-                tqdm(total=len(todo), unit="q", desc=f"{spec.name}") as bar:
-            written, problems = answer_questions(
-                todo, pipeline, engine, sampling, writer, cfg.batch_size, spec.name, config_hash, bar.update
-            )
+        with JsonlWriter(records_path) as writer, tqdm(total=len(todo), unit="q", desc=f"{spec.name}") as bar:
+            if cfg.executor == "ray":
+                from data_gen.ray_executor import answer_with_ray
+
+                written, problems = answer_with_ray(
+                    todo, inputs.corpus, cfg, spec, sampling, writer, config_hash, bar.update
+                )
+            else:
+                with create_engine(spec, cfg.engine) as engine:
+                    written, problems = answer_questions(
+                        todo, RAGPipeline(cfg.pipeline, inputs.corpus), engine, sampling, writer, cfg.batch_size,
+                        spec.name, config_hash, bar.update,
+                    )
         counts["written"] = written
         counts["problems"] += len(problems)
         counts["problem_examples"] = (inputs.problems + problems)[:20]

@@ -26,9 +26,10 @@ from ragroute.models import ModelSpec, hub_error, resolve_model_path
 CPU_DEFAULT_KV_CACHE_GB = 1.0
 
 
-def vllm_engine_kwargs(model: ModelSpec, engine: EngineConfig) -> dict[str, Any]:
-    """The ``vllm.LLM``/``AsyncEngineArgs`` keyword arguments for a model spec and engine config."""
-    on_gpu = has_cuda()
+def vllm_engine_kwargs(model: ModelSpec, engine: EngineConfig, on_gpu: bool | None = None) -> dict[str, Any]:
+    """The ``vllm.LLM``/``AsyncEngineArgs`` keyword arguments for a model spec and engine config, for this
+    machine's device (``on_gpu=None``) or for the workers' (a Ray driver may run on a CPU-only head node)."""
+    on_gpu = has_cuda() if on_gpu is None else on_gpu
     kwargs: dict[str, Any] = {
         "model": resolve_model_path(model.path),
         "dtype": pick_dtype(model.dtype),
@@ -73,24 +74,30 @@ def speculative_config(engine: EngineConfig) -> dict[str, Any] | None:
     return None
 
 
+def sampling_kwargs(sampling: SamplingConfig, shape_only: bool = False) -> dict[str, Any]:
+    """The ``vllm.SamplingParams`` keyword arguments for ragroute's sampling settings (also the per-row
+    ``sampling_params`` of ray.data.llm). A shape-only model (random weights) answers exactly ``max_tokens``
+    tokens with EOS ignored and no detokenization (its token ids may lie outside the stand-in tokenizer's
+    vocabulary), so its timing is that of a fixed-length answer and never depends on where random weights
+    happen to stop."""
+    return {
+        "max_tokens": sampling.max_tokens,
+        "min_tokens": sampling.max_tokens if shape_only else sampling.min_tokens,
+        "ignore_eos": shape_only,
+        "detokenize": not shape_only,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "repetition_penalty": sampling.repetition_penalty,
+        "stop": None if shape_only else list(sampling.stop) or None,
+        "seed": sampling.seed,
+        "logprobs": sampling.logprobs,
+    }
+
+
 def to_sampling_params(sampling: SamplingConfig, shape_only: bool = False):
-    """vLLM sampling parameters. A shape-only model (random weights) answers exactly ``max_tokens`` tokens with
-    EOS ignored and no detokenization (its token ids may lie outside the stand-in tokenizer's vocabulary), so
-    its timing is that of a fixed-length answer and never depends on where random weights happen to stop."""
     from vllm import SamplingParams
 
-    return SamplingParams(
-        max_tokens=sampling.max_tokens,
-        min_tokens=sampling.max_tokens if shape_only else sampling.min_tokens,
-        ignore_eos=shape_only,
-        detokenize=not shape_only,
-        temperature=sampling.temperature,
-        top_p=sampling.top_p,
-        repetition_penalty=sampling.repetition_penalty,
-        stop=None if shape_only else list(sampling.stop) or None,
-        seed=sampling.seed,
-        logprobs=sampling.logprobs,
-    )
+    return SamplingParams(**sampling_kwargs(sampling, shape_only))
 
 
 def result_from_output(output: Any, started: float, finished: float, shape_only: bool = False) -> GenerationResult:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -125,31 +122,10 @@ def test_cli_missing_out_and_questions_exit_2(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_vllm_run_resumes_without_losing_records(tmp_path):
+def test_killed_vllm_run_resumes_without_losing_records(tmp_path, kill_midway_then_rerun):
     """A real data_gen run on the SmolLM2 teacher under vLLM is SIGKILLed mid-run; the rerun completes it."""
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "ragroute.cli", "data-gen", "--config", "configs/data_gen/smollm2-135m_demo_teacher.yaml",
            "--out", str(out), "--limit", "12", "--batch-size", "2", "--sampling.max-tokens", "16",
            "--pipeline.index-dir", str(tmp_path / "idx"), "--engine.kv-cache-memory-gb", "0.5"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    repo = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    records = out / "records.jsonl"
-    deadline = time.time() + 400
-    while time.time() < deadline and proc.poll() is None:
-        if records.exists() and len(records.read_text().splitlines()) >= 4:
-            break
-        time.sleep(0.5)
-    assert proc.poll() is None, "run ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: the engine core dies too
-    proc.wait()
-    kept = [r["id"] for r in iter_jsonl(records)]
-    assert 4 <= len(kept) < 12
-    before = records.read_bytes()
-    done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert records.read_bytes().startswith(before)
-    ids = [r.id for r in read_records(out)]
-    assert len(ids) == len(set(ids)) == 12
-    assert f"{len(kept)} already done" in done.stdout
+    kill_midway_then_rerun(cmd, out, 4, 12)
