@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -10,9 +11,16 @@ from ragroute.rag.corpus import QAItem
 from ragroute.records import AnswerRecord, JsonlWriter
 
 
-def build_record(item: QAItem, prepared: Any, result: GenerationResult, model_name: str, config_hash: str) -> AnswerRecord:
+def build_record(
+    item: QAItem, prepared: Any, result: GenerationResult, model_name: str, config_hash: str,
+    generation_share: float | None = None,
+) -> AnswerRecord:
     timings = dict(prepared.timings)
     timings["generation"] = result.total_s
+    if generation_share is not None:
+        # This question's equal share of its batch's generation wall time: summed with the (equally shared)
+        # pipeline stages over a run, it gives the batched throughput; ``generation`` is the request's latency.
+        timings["generation_share"] = generation_share
     if result.ttft_s is not None:
         timings["ttft"] = result.ttft_s
     top = None
@@ -64,6 +72,7 @@ def answer_questions(
     for batch in _batches(items, batch_size):
         prepared = pipeline.prepare_batch([item.question for item in batch])
         requests = [GenerationRequest(messages=p.messages) for p in prepared]
+        started = time.perf_counter()
         try:
             results: list[GenerationResult | None] = list(engine.generate(requests, sampling))
         except Exception as batch_error:  # noqa: BLE001 - isolate the failing question below
@@ -76,10 +85,11 @@ def answer_questions(
                     results.append(None)
             if all(r is None for r in results):
                 raise batch_error
+        share = (time.perf_counter() - started) / len(batch)
         for item, prep, result in zip(batch, prepared, results, strict=True):
             if result is None:
                 continue
-            writer.write(build_record(item, prep, result, model_name, config_hash))
+            writer.write(build_record(item, prep, result, model_name, config_hash, share))
             written += 1
         on_done(len(batch))
     return written, problems

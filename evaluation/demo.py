@@ -129,7 +129,7 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"ragroute demo: {result['n']} questions")
-    for column in ("system", "acc", "F1", "ROUGE-L", "cites ok", "gen p50", "total p50", "teacher"):
+    for column in ("system", "acc", "F1", "ROUGE-L", "cites ok", "gen p50 s", "total p50 s", "batch q/min", "teacher"):
         table.add_column(column, justify="right" if column != "system" else "left")
 
     def cell(value: Any, digits: int = 3) -> str:
@@ -137,11 +137,14 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
 
     for name, m in result["systems"].items():
         table.add_row(name, cell(m["accuracy"]), cell(m["macro_f1"]), cell(m["rouge_l"]), cell(m["citation_valid"]),
-                      cell(m["gen_latency_p50_s"], 2), cell(m["total_latency_p50_s"], 2), cell(m["teacher_share"], 2))
+                      cell(m["gen_latency_p50_s"], 2), cell(m["total_latency_p50_s"], 2), cell(m["batch_q_per_min"], 1),
+                      cell(m["teacher_share"], 2))
     console = Console()
     console.print(table)
     if result.get("routed_vs_teacher_latency_ratio"):
-        console.print(f"routed / teacher-only latency (p50): {result['routed_vs_teacher_latency_ratio']:.2f}x")
+        console.print(f"routed / teacher-only latency (single-stream p50): {result['routed_vs_teacher_latency_ratio']:.2f}x")
+    console.print(f"latencies: {result['latency_sample']} questions answered one at a time; "
+                  "batch q/min: the batched answering's throughput")
     console.print(f"report: {out / 'eval' / 'report.md'}   metrics: {out / 'eval' / 'metrics.json'}   "
                   f"({result['demo_wall_s']:.0f} s)")
     console.print("the demo evaluates on the questions it trained on; for held-out numbers run "

@@ -59,6 +59,16 @@ def test_demo_produces_every_artifact(demo_run):
     assert metrics["systems"]["student"]["teacher_share"] == 0.0
     assert 0.0 <= metrics["systems"]["routed"]["teacher_share"] <= 1.0
     assert "router" in metrics["systems"]["routed"]["stages"]
+    # Latencies come from 16 of the 24 questions answered one at a time; throughput from the batched answers.
+    assert metrics["latency_sample"] == 16
+    for system in ("teacher", "student", "routed"):
+        m = metrics["systems"][system]
+        assert m["latency_n"] == 16 and m["gen_latency_p50_s"] > 0 and m["batch_q_per_min"] > 0
+    assert metrics["routed_vs_teacher_latency_ratio"] == pytest.approx(
+        metrics["systems"]["routed"]["total_latency_p50_s"] / metrics["systems"]["teacher"]["total_latency_p50_s"])
+    assert {"teacher.json", "student.json"} <= {p.name for p in (out / "eval" / "latency").iterdir()}
+    report_md = (out / "eval" / "report.md").read_text()
+    assert "Single-stream: 16 sampled questions" in report_md and "batched q/min" in report_md
     report = json.loads((out / "train" / "train_report.json").read_text())
     assert report["steps"] == 2
     student_records = (out / "student" / "records.jsonl").read_text()
@@ -68,10 +78,11 @@ def test_demo_produces_every_artifact(demo_run):
 @pytest.mark.slow
 def test_demo_rerun_skips_finished_steps(demo_run, capsys):
     root, cfg, first = demo_run
-    before = {p: p.stat().st_mtime for p in (root / "out").rglob("*.jsonl")}
+    kept = [*(root / "out").rglob("*.jsonl"), *(root / "out" / "eval" / "latency").glob("*.json")]
+    before = {p: p.stat().st_mtime for p in kept}
     second = run_demo(cfg)
-    after = {p: p.stat().st_mtime for p in (root / "out").rglob("*.jsonl")}
-    assert before == after  # no answers regenerated
+    after = {p: p.stat().st_mtime for p in kept}
+    assert before == after  # no answers regenerated, no latency remeasured
     assert second["systems"]["teacher"]["accuracy"] == first["systems"]["teacher"]["accuracy"]
     assert "done, skipped" in capsys.readouterr().out
 
@@ -83,11 +94,13 @@ def test_eval_cli_on_demo_artifacts_and_bad_input(demo_run, tmp_path):
     out = root / "out"
     cmd = [sys.executable, "-m", "ragroute.cli", "eval", "--dataset", "demo", "--limit", "10", "--out", str(tmp_path / "e"),
            "--teacher", cfg.teacher, "--student", str(out / "student.yaml"), "--router", str(out / "router.skops"),
-           "--teacher-records", str(out / "teacher"), "--student-records", str(out / "student"), "--bootstrap", "50"]
+           "--teacher-records", str(out / "teacher"), "--student-records", str(out / "student"), "--engine.name", "transformers", "--latency-sample", "3",
+           "--sampling.max-tokens", "8", "--bootstrap", "50"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert metrics["n"] == 10 and "routed" in metrics["systems"]
+    assert metrics["latency_sample"] == 3 and metrics["systems"]["routed"]["latency_n"] == 3
     bad = subprocess.run(cmd[:-2] + ["--bootstrap", "-1"], capture_output=True, text=True, env=env, timeout=600)
     assert bad.returncode == 2 and "bootstrap" in bad.stderr and "Traceback" not in bad.stderr
     missing = subprocess.run([sys.executable, "-m", "ragroute.cli", "eval", "--dataset", "demo", "--out", str(tmp_path / "m")],
