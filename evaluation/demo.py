@@ -40,11 +40,17 @@ class DemoConfig:
     engine: str = field(default="vllm", metadata={"help": "generation engine: vllm or transformers"})
     max_tokens: int | None = field(default=None, metadata={"help": "answer length (default: the data_gen configs')"})
     router_config: str = field(default=ROUTER, metadata={"help": "router YAML (labels, features, model)"})
+    latency_sample: int | None = field(
+        default=None,
+        metadata={"help": "questions answered one at a time for the latency figures (default: the eval config's)"},
+    )
     fresh: bool = field(default=False, metadata={"help": "delete the working directory first and redo every step"})
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, not {self.limit}")
+        if self.latency_sample is not None and self.latency_sample < 0:
+            raise ValueError(f"latency_sample must be >= 0, not {self.latency_sample}")
         if self.train_steps < 1:
             raise ValueError(f"train_steps must be >= 1, not {self.train_steps}")
 
@@ -117,7 +123,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     result = eval_main(load_config(EvalConfig, EVAL, [
         f"dataset={cfg.dataset}", f"out={out / 'eval'}", f"student={student_spec}", f"router={router_path}",
         f"teacher={cfg.teacher}", f"teacher_records={out / 'teacher'}", f"student_records={out / 'student'}", limit,
-        *generation,
+        *generation, *([f"latency_sample={cfg.latency_sample}"] if cfg.latency_sample is not None else []),
     ]))
     result["demo_wall_s"] = time.perf_counter() - started
     print_summary(result, out)
