@@ -13,6 +13,6 @@ setup(
     package_data={
         "ragroute": ["data/demo/*.jsonl", "data/demo/*.md", "data/pubmedqa/*.json", "data/pubmedqa/*.md",
                      "data/pubmedqa/LICENSE"],
-        "ragroute.configs": ["**/*.yaml", "**/*.yml"],
+        "ragroute.configs": ["**/*.yaml", "**/*.yml", "**/*.json"],
     },
 )

@@ -49,6 +49,9 @@ assert CONFIG_ROOT.parent == Path(ragroute.__file__).parent, CONFIG_ROOT
 found = resolve_path("configs/eval/smollm2-135m_demo.yaml")
 assert found.parent.parent == CONFIG_ROOT, found
 assert load_config(EvalConfig, "configs/eval/smollm2-135m_demo.yaml") != EvalConfig()
+shapes = sorted(p.relative_to(CONFIG_ROOT) for p in CONFIG_ROOT.rglob("*.json"))
+source = sorted(p.relative_to(repo / "configs") for p in (repo / "configs").rglob("*.json"))
+assert shapes == source, f"configs/ files missing from the wheel: {set(source) - set(shapes)}"
 n = len(load_questions(str(shared_pubmedqa_dev())).items)
 assert n == 500, n
 print(f"wheel check: ragroute from {Path(ragroute.__file__).parent}, configs in {CONFIG_ROOT}, {n} PubMedQA questions")
