@@ -1,6 +1,6 @@
 """data_gen throughput: questions/min with the engine batched vs one question at a time, same model, one run.
 
-    .venv/bin/python bench/data_gen_throughput.py --dataset ../shared/data/pubmedqa/pqal_dev.json --n 64 \
+    .venv/bin/python bench/data_gen_throughput.py --n 64 \
         --json bench/results/data_gen_throughput.json
 
 Both passes run data_gen's own answering loop (RAG pipeline ▶ vLLM engine ▶ durable JSONL records) on one
@@ -16,10 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from ragroute.config import shared_pubmedqa_dev
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--dataset", default=str(shared_pubmedqa_dev()), help="PubMedQA-format file (default: the bundled dev set)")
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--config", default="configs/data_gen/smollm2-135m_pubmedqa_teacher.yaml")

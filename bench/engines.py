@@ -1,7 +1,7 @@
 """Engine benchmark: the same real RAG prompts through transformers (sequential, batched) and vLLM (batched),
 in float32 and bfloat16, with this machine's measured matmul rate as the roof.
 
-    .venv/bin/python bench/engines.py --dataset ../shared/data/pubmedqa/pqal_dev.json --json bench/results/engines.json
+    .venv/bin/python bench/engines.py --json bench/results/engines.json
 
 Prompts: the first N PubMedQA questions with their retrieved abstracts (5 documents x 800 characters, ~1k
 tokens); every answer is exactly --answer-tokens tokens (min = max tokens), so each engine does the same work.
@@ -15,6 +15,8 @@ import json
 import statistics
 import time
 from pathlib import Path
+
+from ragroute.config import shared_pubmedqa_dev
 
 
 def matmul_gflops(dtype_name: str, size: int = 2048, seconds: float = 3.0) -> float:
@@ -72,7 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--dataset", required=True, help="PubMedQA-format file")
+    parser.add_argument("--dataset", default=str(shared_pubmedqa_dev()), help="PubMedQA-format file (default: the bundled dev set)")
     parser.add_argument("--model-config", default="smollm2-135m")
     parser.add_argument("--n", type=int, default=32, help="prompts")
     parser.add_argument("--answer-tokens", type=int, default=100)

@@ -4,7 +4,7 @@ The corpus is the file's own abstracts; each question's gold document is its own
 through the full configured pipeline (retrieve ▶ rerank ▶ filter ▶ prompt) one at a time, as a served request
 would; the peer, plain bm25s with its defaults, runs over the same corpus and questions in the same process.
 
-    .venv/bin/python bench/retrieval.py --dataset /work/shared/data/pubmedqa/pqal_dev.json \
+    .venv/bin/python bench/retrieval.py \
         --config configs/pipeline/v3.1.yaml --json /tmp/retrieval.json
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ragroute.config import shared_pubmedqa_dev
 from ragroute.rag.corpus import load_corpus, load_questions
 from ragroute.rag.pipeline import PipelineConfig, RAGPipeline, load_pipeline_config
 
@@ -105,7 +106,7 @@ def run(dataset: str, cfg: PipelineConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--dataset", required=True, help="PubMedQA-format json (or a corpus/questions file pair)"
+        "--dataset", default=str(shared_pubmedqa_dev()), help="PubMedQA-format json (default: the bundled dev set)"
     )
     parser.add_argument("--config", help="pipeline YAML (default: PipelineConfig defaults)")
     parser.add_argument(

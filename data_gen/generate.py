@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -10,9 +11,16 @@ from ragroute.rag.corpus import QAItem
 from ragroute.records import AnswerRecord, JsonlWriter
 
 
-def build_record(item: QAItem, prepared: Any, result: GenerationResult, model_name: str, config_hash: str) -> AnswerRecord:
+def build_record(
+    item: QAItem, prepared: Any, result: GenerationResult, model_name: str, config_hash: str,
+    generation_share: float | None = None,
+) -> AnswerRecord:
     timings = dict(prepared.timings)
     timings["generation"] = result.total_s
+    if generation_share is not None:
+        # This question's equal share of its batch's generation wall time: summed with the (equally shared)
+        # pipeline stages over a run, it gives the batched throughput; ``generation`` is the request's latency.
+        timings["generation_share"] = generation_share
     if result.ttft_s is not None:
         timings["ttft"] = result.ttft_s
     top = None
@@ -75,15 +83,17 @@ def write_results(
     model_name: str,
     config_hash: str,
     problems: list[str],
+    generation_share: float | None = None,
 ) -> int:
     """Append one durable record per answered question; failed questions go to ``problems``. Returns the
-    number of records written."""
+    number of records written. ``generation_share`` is each question's share of its batch's wall time, where
+    the caller timed the batch."""
     written = 0
     for item, prep, result in zip(items, prepared, results, strict=True):
         if isinstance(result, str):
             problems.append(f"question {item.id}: {result}")
             continue
-        writer.write(build_record(item, prep, result, model_name, config_hash))
+        writer.write(build_record(item, prep, result, model_name, config_hash, generation_share))
         written += 1
     return written
 
@@ -104,7 +114,9 @@ def answer_questions(
     for batch in _batches(items, batch_size):
         prepared = pipeline.prepare_batch([item.question for item in batch])
         requests = [GenerationRequest(messages=p.messages) for p in prepared]
+        started = time.perf_counter()
         results = generate_isolated(engine, requests, sampling)
-        written += write_results(batch, prepared, results, writer, model_name, config_hash, problems)
+        share = (time.perf_counter() - started) / len(batch)
+        written += write_results(batch, prepared, results, writer, model_name, config_hash, problems, share)
         on_done(len(batch))
     return written, problems

@@ -1,6 +1,6 @@
 """``ragroute eval``: teacher-only vs student-only vs routed on a QA dataset: quality, latency, report.
 
-    ragroute eval --dataset ../shared/data/pubmedqa/pqal_dev.json --limit 100 --out runs/eval
+    ragroute eval --dataset ragroute/data/pubmedqa/pqal_dev.json --limit 100 --out runs/eval
     ragroute eval --config configs/eval/smollm2-135m_pubmedqa_v3_vs_v3.1.yaml --dataset F --out DIR
 
 With no --config, the teacher is the offline SmolLM2 and the student and router are what `ragroute demo` made.

@@ -46,6 +46,11 @@ class EvalConfig:
     bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95% confidence intervals"})
     seed: int = field(default=0, metadata={"help": "seed of the bootstrap"})
     batch_size: int = field(default=32, metadata={"help": "questions per engine call"})
+    latency_sample: int = field(
+        default=16,
+        metadata={"help": "questions answered one at a time (batch 1) for the per-question latency figures; "
+                  "0 skips that pass (latencies are then null)"},
+    )
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -53,5 +58,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.bootstrap < 0:
             raise ValueError(f"bootstrap must be >= 0, not {self.bootstrap}")
+        if self.latency_sample < 0:
+            raise ValueError(f"latency_sample must be >= 0, not {self.latency_sample}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, not {self.limit}")

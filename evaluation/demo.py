@@ -40,11 +40,17 @@ class DemoConfig:
     engine: str = field(default="vllm", metadata={"help": "generation engine: vllm or transformers"})
     max_tokens: int | None = field(default=None, metadata={"help": "answer length (default: the data_gen configs')"})
     router_config: str = field(default=ROUTER, metadata={"help": "router YAML (labels, features, model)"})
+    latency_sample: int | None = field(
+        default=None,
+        metadata={"help": "questions answered one at a time for the latency figures (default: the eval config's)"},
+    )
     fresh: bool = field(default=False, metadata={"help": "delete the working directory first and redo every step"})
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, not {self.limit}")
+        if self.latency_sample is not None and self.latency_sample < 0:
+            raise ValueError(f"latency_sample must be >= 0, not {self.latency_sample}")
         if self.train_steps < 1:
             raise ValueError(f"train_steps must be >= 1, not {self.train_steps}")
 
@@ -117,7 +123,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     result = eval_main(load_config(EvalConfig, EVAL, [
         f"dataset={cfg.dataset}", f"out={out / 'eval'}", f"student={student_spec}", f"router={router_path}",
         f"teacher={cfg.teacher}", f"teacher_records={out / 'teacher'}", f"student_records={out / 'student'}", limit,
-        *generation,
+        *generation, *([f"latency_sample={cfg.latency_sample}"] if cfg.latency_sample is not None else []),
     ]))
     result["demo_wall_s"] = time.perf_counter() - started
     print_summary(result, out)
@@ -129,7 +135,7 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"ragroute demo: {result['n']} questions")
-    for column in ("system", "acc", "F1", "ROUGE-L", "cites ok", "gen p50", "total p50", "teacher"):
+    for column in ("system", "acc", "F1", "ROUGE-L", "cites ok", "gen p50 s", "total p50 s", "batch q/min", "teacher"):
         table.add_column(column, justify="right" if column != "system" else "left")
 
     def cell(value: Any, digits: int = 3) -> str:
@@ -137,11 +143,14 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
 
     for name, m in result["systems"].items():
         table.add_row(name, cell(m["accuracy"]), cell(m["macro_f1"]), cell(m["rouge_l"]), cell(m["citation_valid"]),
-                      cell(m["gen_latency_p50_s"], 2), cell(m["total_latency_p50_s"], 2), cell(m["teacher_share"], 2))
+                      cell(m["gen_latency_p50_s"], 2), cell(m["total_latency_p50_s"], 2), cell(m["batch_q_per_min"], 1),
+                      cell(m["teacher_share"], 2))
     console = Console()
     console.print(table)
     if result.get("routed_vs_teacher_latency_ratio"):
-        console.print(f"routed / teacher-only latency (p50): {result['routed_vs_teacher_latency_ratio']:.2f}x")
+        console.print(f"routed / teacher-only latency (single-stream p50): {result['routed_vs_teacher_latency_ratio']:.2f}x")
+    console.print(f"latencies: {result['latency_sample']} questions answered one at a time; "
+                  "batch q/min: the batched answering's throughput")
     console.print(f"report: {out / 'eval' / 'report.md'}   metrics: {out / 'eval' / 'metrics.json'}   "
                   f"({result['demo_wall_s']:.0f} s)")
     console.print("the demo evaluates on the questions it trained on; for held-out numbers run "

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 from evaluation.config import EvalConfig
-from evaluation.metrics import system_metrics
+from evaluation.latency import SingleStream
+from evaluation.metrics import estimated_generation_s, system_metrics
 from evaluation.report import write_report
 from evaluation.systems import answer_with_model, quality_curve, resolve_demo_artifact, route_answers
 from ragroute.errors import UserError
@@ -25,14 +27,45 @@ def aligned(records: list[AnswerRecord], ids: list[str]) -> list[AnswerRecord]:
     return [by_id[i] for i in ids]
 
 
-def main(cfg: EvalConfig) -> dict[str, Any]:
+def variant_setups(cfg: EvalConfig) -> dict[str, Any]:
+    """The extra teacher systems: ``teacher@NAME`` → its pipeline settings and decoding."""
+    from evaluation.latency import Setup
     from ragroute.rag.pipeline import load_pipeline_config
 
+    setups = {}
+    for name, pipeline_path in cfg.pipeline_variants.items():
+        sampling = copy.deepcopy(cfg.sampling)
+        sampling.max_tokens = cfg.variant_sampling.get(name, sampling.max_tokens)
+        setups[f"teacher@{name}"] = Setup(load_pipeline_config(pipeline_path), sampling)
+    return setups
+
+
+def single_stream(cfg: EvalConfig, ids: list[str], student_model: str, variants: dict[str, Any]) -> dict[str, SingleStream]:
+    """Per-question latency of every model system on a sample of ``ids``, answered one at a time."""
+    from data_gen.inputs import load_inputs
+    from evaluation.latency import Setup, measure_single_stream, sample_ids
+
+    if cfg.latency_sample == 0:
+        return {}
+    inputs = load_inputs(cfg.dataset, cfg.corpus or cfg.pipeline.corpus)
+    text = {q.id: q.question for q in inputs.questions}
+    sample = [(i, text[i]) for i in sample_ids(ids, cfg.latency_sample, cfg.seed) if i in text]
+    if not sample:
+        raise UserError(f"none of the evaluated question ids is in {cfg.dataset}: cannot time single questions")
+    own = Setup(cfg.pipeline, cfg.sampling)
+    cache = Path(cfg.out) / "latency"
+    measured = measure_single_stream(cfg.teacher, cfg, sample, inputs.corpus, {"teacher": own, **variants}, cache)
+    measured.update(measure_single_stream(student_model, cfg, sample, inputs.corpus, {"student": own}, cache))
+    return measured
+
+
+def main(cfg: EvalConfig) -> dict[str, Any]:
     if not cfg.dataset or not cfg.out:
         raise UserError("give --dataset FILE (or 'demo') and --out DIR")
     out = Path(cfg.out)
     student_model = resolve_demo_artifact(cfg.student, "student.yaml")
     router_path = resolve_demo_artifact(cfg.router, "router.skops")
+    variants = variant_setups(cfg)
     teacher = answers(cfg, cfg.teacher, cfg.teacher_records, out / "answers" / "teacher")
     student = answers(cfg, student_model, cfg.student_records, out / "answers" / "student")
     student_ids = {r.id for r in student}
@@ -40,31 +73,42 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
     if not ids:
         raise UserError("the teacher's and the student's answers share no question ids")
     teacher, student = aligned(teacher, ids), aligned(student, ids)
+    variant_answers = {name: answers(cfg, cfg.teacher, None, out / "answers" / name, pipeline=setup.pipeline,
+                                     max_tokens=setup.sampling.max_tokens) for name, setup in variants.items()}
+    timed = single_stream(cfg, ids, student_model, variants)
     notes = ["routed answers are the teacher's or the student's answer to the same prompt (greedy decoding), "
-             "plus the router's own decision time"]
+             "plus the router's own decision time",
+             f"latencies (gen/total p50/p95, stages, tokens/s) are single-stream: {cfg.latency_sample} sampled "
+             "questions answered one at a time (batch 1) after a warm-up; batch_q_per_min is the throughput of "
+             f"the batched answering (up to {cfg.batch_size} questions per engine call) that produced the scored answers"]
     if len(ids) < max(len(student_ids), len(teacher)):
         notes.append(f"only the {len(ids)} questions both models answered are compared")
     systems = {
-        "teacher": system_metrics(teacher, [True] * len(ids), cfg.bootstrap, cfg.seed),
-        "student": system_metrics(student, [False] * len(ids), cfg.bootstrap, cfg.seed),
+        "teacher": system_metrics(teacher, [True] * len(ids), cfg.bootstrap, cfg.seed, timed.get("teacher")),
+        "student": system_metrics(student, [False] * len(ids), cfg.bootstrap, cfg.seed, timed.get("student")),
     }
     result: dict[str, Any] = {"dataset": cfg.dataset, "n": len(ids), "teacher": cfg.teacher,
-                              "student": student_model, "router": router_path, "systems": systems, "notes": notes}
+                              "student": student_model, "router": router_path, "systems": systems, "notes": notes,
+                              "latency_sample": len(timed["teacher"].timings) if timed else 0}
     if router_path:
         from router.persist import load_router
 
         bundle = load_router(router_path, trusted=cfg.trust_router)
         routed, flags, scores = route_answers(teacher, student, bundle)
-        systems["routed"] = system_metrics(routed, flags, cfg.bootstrap, cfg.seed)
+        routed_timed = None
+        if timed:
+            use_teacher = dict(zip(ids, flags, strict=True))
+            router_s = {r.id: r.timings["router"] for r in routed}
+            routed_timed = timed["teacher"].routed(timed["student"], use_teacher, router_s)
+        systems["routed"] = system_metrics(routed, flags, cfg.bootstrap, cfg.seed, routed_timed)
         t50, r50 = systems["teacher"]["total_latency_p50_s"], systems["routed"]["total_latency_p50_s"]
-        result.update(threshold=bundle.threshold, curve=quality_curve(teacher, student, scores),
-                      routed_vs_teacher_latency_ratio=r50 / t50 if t50 else None)
-    for name, pipeline_path in cfg.pipeline_variants.items():
-        variant = answers(cfg, cfg.teacher, None, out / "answers" / f"teacher@{name}",
-                          pipeline=load_pipeline_config(pipeline_path), max_tokens=cfg.variant_sampling.get(name))
-        by_id = {r.id for r in variant}
-        kept = [i for i in ids if i in by_id]
-        systems[f"teacher@{name}"] = system_metrics(aligned(variant, kept), [True] * len(kept), cfg.bootstrap, cfg.seed)
+        curve = quality_curve(teacher, student, scores, estimated_generation_s(teacher, timed.get("teacher")),
+                              estimated_generation_s(student, timed.get("student")))
+        result.update(threshold=bundle.threshold, curve=curve,
+                      routed_vs_teacher_latency_ratio=r50 / t50 if t50 and r50 is not None else None)
+    for name, variant in variant_answers.items():
+        kept = [i for i in ids if i in {r.id for r in variant}]
+        systems[name] = system_metrics(aligned(variant, kept), [True] * len(kept), cfg.bootstrap, cfg.seed, timed.get(name))
     paths = write_report(out, result)
     print(f"eval: report in {paths['report']}, metrics in {paths['metrics']}")
     return result

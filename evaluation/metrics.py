@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from evaluation.latency import SingleStream, batch_q_per_min
 from ragroute.quality import citation_validity, extract_decision, own_doc_cited, rouge_l
 from ragroute.records import AnswerRecord
 
@@ -41,10 +42,33 @@ def _pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
+def latency_metrics(single: SingleStream | None) -> dict[str, Any]:
+    """Per-question latency figures from the single-stream measurement (all None without one)."""
+    rows = list(single.timings.values()) if single else []
+
+    def stage(name: str) -> list[float]:
+        return [t[name] for t in rows if name in t]
+
+    generation = stage("generation")
+    out_tokens = sum(single.tokens.values()) if single else 0
+    return {
+        "latency_n": len(rows),
+        "gen_latency_p50_s": _pct(generation, 50),
+        "gen_latency_p95_s": _pct(generation, 95),
+        "total_latency_p50_s": _pct([sum(t.get(s, 0.0) for s in STAGES) for t in rows], 50),
+        "total_latency_p95_s": _pct([sum(t.get(s, 0.0) for s in STAGES) for t in rows], 95),
+        "ttft_p50_s": _pct(stage("ttft"), 50),
+        "output_tokens_per_s": out_tokens / sum(generation) if generation and sum(generation) > 0 else None,
+        "stages": {s: {"p50_s": _pct(stage(s), 50), "p95_s": _pct(stage(s), 95)} for s in STAGES if stage(s)},
+    }
+
+
 def system_metrics(
-    records: list[AnswerRecord], teacher_flags: list[bool], bootstrap: int = 1000, seed: int = 0
+    records: list[AnswerRecord], teacher_flags: list[bool], bootstrap: int = 1000, seed: int = 0,
+    single: SingleStream | None = None,
 ) -> dict[str, Any]:
     """Everything the report shows for one system. ``teacher_flags[i]``: record i was answered by the teacher.
+    Quality and ``batch_q_per_min`` come from ``records`` (answered in batches); latencies from ``single``.
     Answers of shape-only models (random weights) have real timings and no quality: every quality figure is None."""
     shape_only = any(r.shape_only for r in records)
     judged = [] if shape_only else records
@@ -59,12 +83,6 @@ def system_metrics(
     def f1(pairs: list[tuple[str, str | None]]) -> float:
         return macro_f1([g for g, _ in pairs], [p for _, p in pairs])
 
-    def stage(name: str) -> list[float]:
-        return [r.timings[name] for r in records if name in r.timings]
-
-    totals = [sum(r.timings.get(s, 0.0) for s in STAGES) for r in records]
-    generation = stage("generation")
-    out_tokens = sum(r.completion_tokens for r in records)
     metrics: dict[str, Any] = {
         "n": len(records),
         "accuracy": accuracy(decided) if decided else None,
@@ -76,13 +94,9 @@ def system_metrics(
         if any(r.gold_doc_id for r in judged) else None,
         "shape_only": shape_only,
         "answer_tokens_mean": float(np.mean([r.completion_tokens for r in records])) if records else None,
-        "gen_latency_p50_s": _pct(generation, 50),
-        "gen_latency_p95_s": _pct(generation, 95),
-        "total_latency_p50_s": _pct(totals, 50),
-        "total_latency_p95_s": _pct(totals, 95),
-        "output_tokens_per_s": out_tokens / sum(generation) if generation and sum(generation) > 0 else None,
+        **latency_metrics(single),
+        "batch_q_per_min": batch_q_per_min(records, STAGES),
         "teacher_share": float(np.mean(teacher_flags)) if teacher_flags else None,
-        "stages": {s: {"p50_s": _pct(stage(s), 50), "p95_s": _pct(stage(s), 95)} for s in STAGES if stage(s)},
         "ci95": {
             "accuracy": bootstrap_ci(decided, accuracy, bootstrap, seed),
             "macro_f1": bootstrap_ci(decided, f1, bootstrap, seed),
@@ -90,3 +104,16 @@ def system_metrics(
         },
     }
     return metrics
+
+
+def estimated_generation_s(records: list[AnswerRecord], single: SingleStream | None) -> np.ndarray | None:
+    """Each record's single-stream generation time, estimated from its answer length and the sample's medians
+    (time to first token, then time per further token); None without a single-stream sample."""
+    rows = [(t, single.tokens[i]) for i, t in single.timings.items() if single.tokens.get(i)] if single else []
+    if not rows:
+        return None
+    ttft = [t["ttft"] for t, _ in rows if "ttft" in t]
+    first = float(np.median(ttft)) if len(ttft) == len(rows) else 0.0
+    per_token = float(np.median([(t["generation"] - t.get("ttft", 0.0)) / max(n - (1 if first else 0), 1)
+                                 for t, n in rows]))
+    return np.array([first + per_token * r.completion_tokens for r in records])

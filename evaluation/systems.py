@@ -70,10 +70,12 @@ def route_answers(
 
 
 def quality_curve(
-    teacher: list[AnswerRecord], student: list[AnswerRecord], scores: list[float]
-) -> list[dict[str, float]]:
+    teacher: list[AnswerRecord], student: list[AnswerRecord], scores: list[float],
+    teacher_gen_s: Any = None, student_gen_s: Any = None,
+) -> list[dict[str, float | None]]:
     """Decision accuracy and mean generation time of the routed system as the teacher share goes 0 → 1: the
-    router stage's routing curve (tied scores routed together), with correctness against the gold verdict."""
+    router stage's routing curve (tied scores routed together), with correctness against the gold verdict.
+    Generation times are per-question single-stream estimates (``None``: no latency column)."""
     import numpy as np
 
     from ragroute.quality import extract_decision
@@ -82,11 +84,11 @@ def quality_curve(
     def correct(records: list[AnswerRecord]) -> np.ndarray:
         return np.array([extract_decision(r.answer) == r.gold_decision for r in records], dtype=float)
 
-    def generation(records: list[AnswerRecord]) -> np.ndarray:
-        return np.array([r.timings.get("generation", 0.0) for r in records])
-
-    curve = routing_curve(np.asarray(scores), correct(student), correct(teacher), generation(student), generation(teacher))
+    timed = teacher_gen_s is not None and student_gen_s is not None
+    curve = routing_curve(np.asarray(scores), correct(student), correct(teacher),
+                          student_gen_s if timed else None, teacher_gen_s if timed else None)
     return [
-        {"teacher_share": float(share), "accuracy": float(accuracy), "gen_latency_mean_s": float(latency)}
+        {"teacher_share": float(share), "accuracy": float(accuracy),
+         "gen_latency_mean_s": float(latency) if timed else None}
         for share, accuracy, latency in zip(curve.share, curve.quality, curve.mean_generation_s, strict=True)
     ]

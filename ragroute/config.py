@@ -24,25 +24,45 @@ from ragroute.errors import ConfigError
 T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_ROOT = REPO_ROOT / "configs"
+
+
+def config_root() -> Path:
+    """The directory of the shipped configs (``configs/<stage>/<run>.yaml``).
+
+    A wheel carries them as package data (``ragroute/configs``, mapped from the repository's top-level
+    ``configs/`` by ``setup.py``) and :mod:`importlib.resources` finds them there; a source checkout (also an
+    editable install) reads the repository's ``configs/`` directly.
+    """
+    from importlib.resources import files
+
+    packaged = Path(str(files("ragroute") / "configs"))
+    return packaged if packaged.is_dir() else REPO_ROOT / "configs"
+
+
+CONFIG_ROOT = config_root()
 
 
 def shared_pubmedqa_dev() -> Path:
-    """The shared PubMedQA dev set that tests and benchmarks read (never copied into the repo):
-    ``$RAGROUTE_PQAL_DEV``, else ``../shared/data/pubmedqa/pqal_dev.json`` beside the checkout."""
-    default = REPO_ROOT.parent / "shared" / "data" / "pubmedqa" / "pqal_dev.json"
-    return Path(os.environ.get("RAGROUTE_PQAL_DEV") or default)
+    """The PubMedQA dev set that tests and benchmarks read: ``$RAGROUTE_PQAL_DEV`` if set, else the copy shipped
+    in the package (``ragroute/data/pubmedqa/pqal_dev.json``, MIT, provenance in its README.md)."""
+    from importlib.resources import files
+
+    override = os.environ.get("RAGROUTE_PQAL_DEV")
+    return Path(override) if override else Path(str(files("ragroute") / "data" / "pubmedqa" / "pqal_dev.json"))
 
 
 def resolve_path(path: str | os.PathLike[str], what: str = "config file") -> Path:
-    """Find a file as given, else relative to the repository root (so ``configs/...`` works from anywhere)."""
+    """Find a file as given (relative to the working directory), else among the shipped configs
+    (``configs/eval/x.yaml`` or ``eval/x.yaml``), else relative to the source checkout. So the CLI's
+    ``configs/...`` defaults work from any directory, with a wheel install as with a clone."""
     candidate = Path(path).expanduser()
     if candidate.exists():
         return candidate
     if not candidate.is_absolute():
-        in_repo = REPO_ROOT / candidate
-        if in_repo.exists():
-            return in_repo
+        parts = candidate.parts[1:] if candidate.parts[:1] == ("configs",) else candidate.parts
+        for base in (CONFIG_ROOT.joinpath(*parts), REPO_ROOT / candidate):
+            if base.exists():
+                return base
     raise ConfigError(f"{what} not found: {path}")
 
 
@@ -124,18 +144,36 @@ def _leaf_fields(cls: type, prefix: str = "") -> Iterator[tuple[str, dataclasses
             yield f"{prefix}{f.name}", f
 
 
+def field_default(f: dataclasses.Field[Any]) -> str:
+    """A field's default as a YAML value (``null`` for None, flow style for lists and dicts)."""
+    import yaml
+
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:
+        return "required"
+    if isinstance(value, str):
+        return repr(value) if value == "" or value != value.strip() or "\n" in value else value
+    return yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip().removesuffix("...").strip()
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add ``--config`` plus one ``--dotted.field-name VALUE`` override per field, with the field's help."""
+    """Add ``--config`` plus one ``--dotted.field-name VALUE`` override per field, each showing the field's
+    help text (its ``metadata["help"]``) and its default."""
     parser.add_argument("--config", help="YAML file of this stage's settings (unknown keys are an error)")
     group = parser.add_argument_group("settings (override the YAML; values are parsed as YAML scalars)")
     for dotted, f in _leaf_fields(cls):
         help_text = f.metadata.get("help", "")
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if default is not None and help_text:
-            help_text = f"{help_text} (default: {default})"
-        help_text = help_text.replace("%", "%%")  # argparse %-formats help strings
+        if "(default" not in help_text:  # some helps already explain their default in words
+            help_text = f"{help_text} (default: {field_default(f)})".strip()
         group.add_argument(
-            "--" + dotted.replace("_", "-"), dest=f"cfg:{dotted}", metavar="V", default=None, help=help_text
+            "--" + dotted.replace("_", "-"),
+            dest=f"cfg:{dotted}",
+            metavar="V",
+            default=None,
+            help=help_text.replace("%", "%%"),  # argparse %-formats help strings
         )
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random-init Llama with the real SmolLM2 tokenizer, the shared PubMedQA file, paths."""
+"""Shared fixtures: a tiny random-init Llama with the real SmolLM2 tokenizer, the bundled PubMedQA file, paths."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from ragroute.config import shared_pubmedqa_dev
 
 @pytest.fixture(scope="session")
 def pqal_dev_path() -> Path:
-    """The 500 expert-labelled PubMedQA questions shared beside the checkout (never copied into the repo)."""
+    """The 500 expert-labelled PubMedQA questions shipped in the package (``$RAGROUTE_PQAL_DEV`` overrides)."""
     path = shared_pubmedqa_dev()
     if not path.exists():
-        pytest.fail(f"shared dataset missing: {path} (a checkout outside the workspace: set RAGROUTE_PQAL_DEV)")
+        pytest.fail(f"PubMedQA dev set missing: {path} (RAGROUTE_PQAL_DEV names a file that does not exist?)")
     return path
 
 

@@ -112,7 +112,7 @@ class TrainConfig:
     """One distillation run."""
 
     data: str = field(
-        default="/work/runs/demo/teacher/records.jsonl",
+        default="runs/demo/teacher/records.jsonl",
         metadata={"help": "data_gen output: a records.jsonl of teacher answers, or the directory holding it"},
     )
     output_dir: str = field(default="runs/train/default", metadata={"help": "checkpoints, final model and report"})

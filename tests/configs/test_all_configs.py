@@ -54,3 +54,42 @@ def test_model_configs_name_their_file():
 
     for path in (CONFIG_ROOT / "models").glob("*.yaml"):
         assert load_config(ModelSpec, path).name in (path.stem, path.stem.replace("-instruct", ""))
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, str):
+        yield value
+
+
+def _machine_paths(values) -> list[str]:
+    """Absolute paths (/work/..., /root/..., /data/...): they exist on one machine only. Relative paths,
+    ``$RAGROUTE_HOME/...`` and URLs are fine."""
+    return [v for v in values if v.startswith("/")]
+
+
+@pytest.mark.parametrize("path", ALL_YAMLS, ids=lambda p: str(p.relative_to(CONFIG_ROOT)))
+def test_no_config_names_a_path_of_one_machine(path: Path):
+    import yaml
+
+    assert _machine_paths(_strings(yaml.safe_load(path.read_text()))) == []
+
+
+@pytest.mark.parametrize("schema", sorted(set(SCHEMAS.values()) | {"evaluation.demo:DemoConfig", "ragroute.generate:GenerateConfig"}))
+def test_no_default_names_a_path_of_one_machine(schema: str):
+    import dataclasses
+
+    from ragroute.config import _leaf_fields
+
+    module_name, class_name = schema.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    defaults = [f.default for _, f in _leaf_fields(cls) if isinstance(f.default, str)]
+    defaults += [v for _, f in _leaf_fields(cls) if f.default_factory is not dataclasses.MISSING
+                 for v in _strings(f.default_factory())]
+    assert defaults, f"{schema} has no string defaults to check"
+    assert _machine_paths(defaults) == []

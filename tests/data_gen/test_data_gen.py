@@ -41,7 +41,12 @@ def test_writes_records_and_manifest_then_resumes(tiny_cfg, tmp_path):
     first = records[0]
     assert first.model == "tiny" and len(first.doc_ids) == 2 and first.doc_ids[0] == first.gold_doc_id
     assert first.messages[0]["role"] == "system" and "[0]" in first.prompt and first.question in first.prompt
-    assert set(first.timings) >= {"retrieval", "rerank", "filter", "prompt", "generation"}
+    assert set(first.timings) >= {"retrieval", "rerank", "filter", "prompt", "generation", "generation_share"}
+    # Batches of 3: each question carries an equal share of its batch's generation wall time (for throughput).
+    first_batch = records[:3]
+    assert len({r.timings["generation_share"] for r in first_batch}) == 1
+    assert all(3 * r.timings["generation_share"] >= r.timings["generation"] for r in first_batch)
+    assert records[3].timings["generation_share"] != first.timings["generation_share"]
     assert 1 <= first.completion_tokens <= 4 and first.prompt_tokens > 20
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["questions"] == 5 and manifest["config_hash"] == first.config_hash

@@ -31,7 +31,8 @@ def demo_run(tmp_path_factory, make_tiny_model, teacher_dir):
     env_home = os.environ.get("RAGROUTE_HOME")
     os.environ["RAGROUTE_HOME"] = str(root / "home")
     cfg = DemoConfig(out=str(root / "out"), teacher="smollm2-135m", student_init=str(student_spec),
-                     engine="transformers", limit=24, train_steps=2, max_tokens=12, router_config=str(router_cfg))
+                     engine="transformers", limit=24, train_steps=2, max_tokens=12, router_config=str(router_cfg),
+                     latency_sample=4)
     try:
         result = run_demo(cfg)
         yield root, cfg, result
@@ -59,6 +60,16 @@ def test_demo_produces_every_artifact(demo_run):
     assert metrics["systems"]["student"]["teacher_share"] == 0.0
     assert 0.0 <= metrics["systems"]["routed"]["teacher_share"] <= 1.0
     assert "router" in metrics["systems"]["routed"]["stages"]
+    # Latencies come from 4 of the 24 questions answered one at a time; throughput from the batched answers.
+    assert metrics["latency_sample"] == 4
+    for system in ("teacher", "student", "routed"):
+        m = metrics["systems"][system]
+        assert m["latency_n"] == 4 and m["gen_latency_p50_s"] > 0 and m["batch_q_per_min"] > 0
+    assert metrics["routed_vs_teacher_latency_ratio"] == pytest.approx(
+        metrics["systems"]["routed"]["total_latency_p50_s"] / metrics["systems"]["teacher"]["total_latency_p50_s"])
+    assert {"teacher.json", "student.json"} <= {p.name for p in (out / "eval" / "latency").iterdir()}
+    report_md = (out / "eval" / "report.md").read_text()
+    assert "Single-stream: 4 sampled questions" in report_md and "batched q/min" in report_md
     report = json.loads((out / "train" / "train_report.json").read_text())
     assert report["steps"] == 2
     student_records = (out / "student" / "records.jsonl").read_text()
@@ -68,10 +79,11 @@ def test_demo_produces_every_artifact(demo_run):
 @pytest.mark.slow
 def test_demo_rerun_skips_finished_steps(demo_run, capsys):
     root, cfg, first = demo_run
-    before = {p: p.stat().st_mtime for p in (root / "out").rglob("*.jsonl")}
+    kept = [*(root / "out").rglob("*.jsonl"), *(root / "out" / "eval" / "latency").glob("*.json")]
+    before = {p: p.stat().st_mtime for p in kept}
     second = run_demo(cfg)
-    after = {p: p.stat().st_mtime for p in (root / "out").rglob("*.jsonl")}
-    assert before == after  # no answers regenerated
+    after = {p: p.stat().st_mtime for p in kept}
+    assert before == after  # no answers regenerated, no latency remeasured
     assert second["systems"]["teacher"]["accuracy"] == first["systems"]["teacher"]["accuracy"]
     assert "done, skipped" in capsys.readouterr().out
 
@@ -83,11 +95,13 @@ def test_eval_cli_on_demo_artifacts_and_bad_input(demo_run, tmp_path):
     out = root / "out"
     cmd = [sys.executable, "-m", "ragroute.cli", "eval", "--dataset", "demo", "--limit", "10", "--out", str(tmp_path / "e"),
            "--teacher", cfg.teacher, "--student", str(out / "student.yaml"), "--router", str(out / "router.skops"),
-           "--teacher-records", str(out / "teacher"), "--student-records", str(out / "student"), "--bootstrap", "50"]
+           "--teacher-records", str(out / "teacher"), "--student-records", str(out / "student"), "--engine.name", "transformers", "--latency-sample", "3",
+           "--sampling.max-tokens", "8", "--bootstrap", "50"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert metrics["n"] == 10 and "routed" in metrics["systems"]
+    assert metrics["latency_sample"] == 3 and metrics["systems"]["routed"]["latency_n"] == 3
     bad = subprocess.run(cmd[:-2] + ["--bootstrap", "-1"], capture_output=True, text=True, env=env, timeout=600)
     assert bad.returncode == 2 and "bootstrap" in bad.stderr and "Traceback" not in bad.stderr
     missing = subprocess.run([sys.executable, "-m", "ragroute.cli", "eval", "--dataset", "demo", "--out", str(tmp_path / "m")],

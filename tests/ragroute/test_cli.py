@@ -32,6 +32,23 @@ def test_every_subcommand_documents_itself(name):
     assert "usage: ragroute" in out.stdout
 
 
+def test_eval_help_shows_each_nested_flags_help_and_default():
+    out = run("eval", "--help", env={"COLUMNS": "400"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines: dict[str, str] = {}  # flag -> its help (argparse puts a long flag's help on the next line)
+    flag = None
+    for line in out.stdout.split("settings (override the YAML")[1].splitlines()[1:]:
+        if line.startswith("  --"):
+            flag = line.split()[0]
+            lines[flag] = line
+        elif flag and line.startswith("    "):
+            lines[flag] += " " + line.strip()
+    assert "reciprocal-rank fusion constant" in lines["--pipeline.rrf-k"] and "(default: 60)" in lines["--pipeline.rrf-k"]
+    assert "(default: null)" in lines["--engine.quantization"]
+    assert "(default: [])" in lines["--sampling.stop"]
+    assert len(lines) > 60 and all("(default" in line for line in lines.values())
+
+
 def test_unknown_subcommand_exits_2():
     assert run("frobnicate").returncode == 2
 

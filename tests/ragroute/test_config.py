@@ -1,4 +1,6 @@
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +66,70 @@ def test_config_hash_follows_content():
     assert config_hash(a) == config_hash(b)
     b.inner.size = 4
     assert config_hash(a) != config_hash(b)
+
+
+STAGE_CONFIGS = ["evaluation.config:EvalConfig", "evaluation.demo:DemoConfig", "ragroute.generate:GenerateConfig",
+                 "serve.config:ServeConfig", "router.config:RouterConfig", "train.config:TrainConfig",
+                 "data_gen.config:DataGenConfig"]
+
+
+@pytest.mark.parametrize("schema", STAGE_CONFIGS)
+def test_every_flag_shows_its_fields_help_and_default(schema):
+    import argparse
+    import importlib
+
+    from ragroute.config import _leaf_fields, add_config_arguments
+
+    module_name, class_name = schema.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, cls)
+    helps = {a.dest[4:]: a.help for a in parser._actions if a.dest.startswith("cfg:")}
+    fields = dict(_leaf_fields(cls))
+    assert set(helps) == set(fields)
+    for dotted, f in fields.items():
+        assert f.metadata.get("help"), f"{schema}: field {dotted} has no help metadata"
+        assert helps[dotted].startswith(f.metadata["help"].replace("%", "%%")), dotted
+        assert "(default" in helps[dotted], dotted
+
+
+def test_defaults_read_as_yaml():
+    from ragroute.config import _leaf_fields, field_default
+
+    fields = dict(_leaf_fields(Outer))
+    fields.update({f"engine.{k}": v for k, v in _leaf_fields(EngineConfig)})
+    fields.update({f"sampling.{k}": v for k, v in _leaf_fields(SamplingConfig)})
+    assert field_default(fields["inner.size"]) == "3"
+    assert field_default(fields["name"]) == "x"
+    assert field_default(fields["engine.quantization"]) == "null"
+    assert field_default(fields["engine.enable_prefix_caching"]) == "true"
+    assert field_default(fields["sampling.stop"]) == "[]"
+
+
+def test_resolve_path_finds_shipped_configs_from_any_directory(tmp_path, monkeypatch):
+    from ragroute.config import CONFIG_ROOT, resolve_path
+
+    monkeypatch.chdir(tmp_path)
+    shipped = CONFIG_ROOT / "eval" / "smollm2-135m_demo.yaml"
+    assert resolve_path("configs/eval/smollm2-135m_demo.yaml") == shipped
+    assert resolve_path("eval/smollm2-135m_demo.yaml") == shipped
+    local = tmp_path / "configs" / "eval" / "smollm2-135m_demo.yaml"
+    local.parent.mkdir(parents=True)
+    local.write_text("teacher: mine\n")
+    assert resolve_path("configs/eval/smollm2-135m_demo.yaml") == Path("configs/eval/smollm2-135m_demo.yaml")
+    with pytest.raises(ConfigError, match="config file not found: configs/eval/nosuch.yaml"):
+        resolve_path("configs/eval/nosuch.yaml")
+
+
+def test_pubmedqa_dev_set_ships_in_the_package_with_its_licence(monkeypatch):
+    import ragroute
+    from ragroute.config import shared_pubmedqa_dev
+
+    monkeypatch.delenv("RAGROUTE_PQAL_DEV", raising=False)
+    path = shared_pubmedqa_dev()
+    assert path.parent == Path(ragroute.__file__).parent / "data" / "pubmedqa"
+    assert len(json.loads(path.read_text())) == 500
+    assert "MIT License" in (path.parent / "LICENSE").read_text()
+    assert "Jin" in (path.parent / "README.md").read_text()
+    monkeypatch.setenv("RAGROUTE_PQAL_DEV", "/elsewhere/pqal.json")
+    assert shared_pubmedqa_dev() == Path("/elsewhere/pqal.json")

@@ -124,11 +124,16 @@ def test_killed_prepare_leaves_no_half_checkpoint(tmp_path):
     env = {**os.environ, "RAGROUTE_HOME": str(tmp_path)}
     cmd = [sys.executable, "-m", "ragroute.cli", "models", "prepare", "smollm2-135m"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(8)  # mid-conversion: the GGUF is being dequantized
+    # Kill it mid-conversion: once its staging directory exists, the GGUF is being dequantized into it.
+    deadline = time.monotonic() + 300
+    while not any((tmp_path / "models").glob(".smollm2-135m-instruct.*")):
+        assert proc.poll() is None, "prepare ended before it could be killed"
+        assert time.monotonic() < deadline, "prepare never started writing its checkpoint"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     target = tmp_path / "models" / "smollm2-135m-instruct"
-    assert not target.exists() or (target / MARKER_FILE).exists()
+    assert not target.exists()  # killed while writing into the staging directory: nothing half-made in place
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert (target / MARKER_FILE).exists()
