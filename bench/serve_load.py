@@ -168,7 +168,7 @@ async def run_direct_backend(config: str, n_requests: int, concurrency: int, max
     cfg = load_config(ServeConfig, config)
     backend = create_backend(cfg.teacher)
     await backend.start()
-    sampling = SamplingConfig(max_tokens=max_tokens, temperature=cfg.temperature)
+    sampling = SamplingConfig(max_tokens=max_tokens, temperature=(cfg.sampling or SamplingConfig()).temperature)
     for i in range(warmup):  # same warm-up as the served run: first calls pay for lazy kernel setup
         await backend.complete([{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}], sampling)
     latencies, ttfts, errors = [], [], []
@@ -198,8 +198,8 @@ async def run_direct_backend(config: str, n_requests: int, concurrency: int, max
 
 def echo_serve_config(upstream: str) -> str:
     text = f"""rag: false
-student: {{backend: openai, base_url: "{upstream}", name: echo-student, max_connections: 512}}
-teacher: {{backend: openai, base_url: "{upstream}", name: echo-teacher, max_connections: 512}}
+student: {{name: echo-student, engine: {{name: openai, base_url: "{upstream}", concurrency: 512}}}}
+teacher: {{name: echo-teacher, engine: {{name: openai, base_url: "{upstream}", concurrency: 512}}}}
 routing: {{if_missing: heuristic}}
 limits: {{max_concurrent: 512, max_queue: 1024}}
 log_level: warning

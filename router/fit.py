@@ -16,6 +16,7 @@ import numpy as np
 
 from ragroute.config import config_to_dict
 from ragroute.errors import UserError
+from ragroute.routing import needs_teacher
 from router.calibrate import choose_threshold
 from router.config import RouterConfig
 from router.features import FEATURE_VERSION, SIGNAL_NAMES, column_transformer, feature_matrix
@@ -125,7 +126,7 @@ def fit_router(labelled: LabelledSet, cfg: RouterConfig, model: str | None = Non
         "signal_defaults": defaults,
         "threshold_rule": cfg.threshold_rule,
         "threshold_target": cfg.threshold_target,
-        "validation_teacher_share": float(np.mean(oof >= threshold)),
+        "validation_teacher_share": float(np.mean(needs_teacher(oof, threshold))),
         "n_train": len(y),
         "n_hard": int(y.sum()),
         "data_hash": labelled.data_hash,

@@ -16,10 +16,10 @@ def preflight(cfg: ServeConfig) -> None:
     from ragroute.config import resolve_path
     from ragroute.models import resolve_model_path
     from serve.backends import model_spec_for
-    from serve.routing import load_question_router
+    from serve.routing import load_bundle
 
     for role, backend in (("student", cfg.student), ("teacher", cfg.teacher)):
-        if backend.backend != "openai":
+        if backend.engine.name != "openai":
             try:
                 path = model_spec_for(backend).path
                 resolve_model_path(path)
@@ -31,7 +31,7 @@ def preflight(cfg: ServeConfig) -> None:
         resolve_path(cfg.pipeline, "pipeline config")
     if cfg.corpus and cfg.corpus.endswith((".json", ".jsonl")):  # not 'demo', a datasets dir or hub name
         resolve_path(cfg.corpus, "corpus")
-    load_question_router(cfg.routing)  # raises when if_missing=error and the file is absent
+    load_bundle(cfg.routing)  # raises when if_missing=error and the file is absent
 
 
 def main(cfg: ServeConfig) -> int:

@@ -18,11 +18,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ragroute.engines.base import Message, SamplingConfig
-from serve.backends import BackendError, Chunk, ServingBackend, create_backend
+from ragroute.engines.base import Chunk, EngineError, Message, SamplingConfig, StreamingEngine
+from ragroute.routing import RouteDecision, RoutingPolicy, retrieval_signals
+from serve.backends import create_backend
 from serve.config import BackendConfig, ServeConfig
 from serve.metrics import ServeMetrics
-from serve.routing import QuestionRouter, RouteDecision, load_question_router
+from serve.routing import load_bundle, routing_policy
 
 log = logging.getLogger("ragroute.serve")
 
@@ -162,8 +163,9 @@ class RoutedService:
         self.cfg = cfg
         self.metrics = metrics or ServeMetrics()
         self.backend_cfgs: dict[str, BackendConfig] = {"student": cfg.student, "teacher": cfg.teacher}
-        self.backends: dict[str, ServingBackend] = {}
-        self.router: QuestionRouter | None = None
+        self.backends: dict[str, StreamingEngine] = {}
+        self.router: RoutingPolicy | None = None
+        self.sampling = cfg.sampling or SamplingConfig()
         self.pipeline: Any = None
         self.limiter = ConcurrencyLimiter(cfg.limits.max_concurrent, cfg.limits.max_queue, self.metrics)
         self._pipeline_pool = ThreadPoolExecutor(max_workers=cfg.pipeline_workers, thread_name_prefix="rag")
@@ -175,7 +177,7 @@ class RoutedService:
     async def start(self) -> None:
         """Load the router, both models and the RAG pipeline; set ``ready`` when all are up."""
         try:
-            self.router = load_question_router(self.cfg.routing)
+            self.router = routing_policy(self.cfg.routing, load_bundle(self.cfg.routing))
             backends = {role: create_backend(cfg) for role, cfg in self.backend_cfgs.items()}
             self.backends = backends
             # One after the other: transformers' lazy imports are not thread-safe, and two threads importing it
@@ -214,6 +216,10 @@ class RoutedService:
         if not self.ready:
             raise NotReady(f"engines failed to load: {self.load_error}" if self.load_error else "engines are loading")
 
+    def system_info(self) -> dict[str, Any] | None:
+        """What /health shows of the served system (filled in by the system resolution)."""
+        return getattr(self, "system", None)
+
     def model_name(self, role: str) -> str:
         return self.backends[role].model_name if role in self.backends else self.backend_cfgs[role].name or role
 
@@ -230,16 +236,14 @@ class RoutedService:
 
     def decide(self, question: str, forced: str | None, doc_scores: list[float] | None = None) -> RouteDecision:
         if forced in ROLES:
-            decision = RouteDecision(use_teacher=forced == "teacher", score=None, threshold=None, source="forced")
+            decision = RoutingPolicy.forced(forced)
         else:
             assert self.router is not None
             signals = None
-            if doc_scores is not None and self.cfg.routing.use_retrieval_signals and self.router.source == "router":
-                from router.features import retrieval_signals
-
+            if doc_scores is not None and self.cfg.routing.use_retrieval_signals and self.router.uses_signals:
                 signals = retrieval_signals(doc_scores)
-            decision = self.router.route(question, signals)
-        self.metrics.routed.labels("teacher" if decision.use_teacher else "student", decision.source).inc()
+            decision = self.router.decide(question, signals)
+        self.metrics.routed.labels(decision.role, decision.source).inc()
         return decision
 
     def _may_fall_back(self, role: str, reason: str, allowed: bool) -> bool:
@@ -328,7 +332,7 @@ class RoutedService:
             while True:
                 chunk = await _next_chunk(stream, timeout_s)
                 if chunk is None:
-                    raise BackendError(f"{backend.model_name} ended its stream without finishing the answer")
+                    raise EngineError(f"{backend.model_name} ended its stream without finishing the answer")
                 head.append(chunk)
                 if chunk.text.strip():
                     break
@@ -353,7 +357,7 @@ class RoutedService:
         return await self._with_fallback(role, allow_fallback, attempt)
 
     async def iterate(self, handle: StreamHandle) -> AsyncIterator[Chunk]:
-        """All chunks of an opened stream; raises (BackendError/TimeoutError) if the model fails mid-answer."""
+        """All chunks of an opened stream; raises (EngineError/TimeoutError) if the model fails mid-answer."""
         last: Chunk | None = None
         try:
             for chunk in handle.head:
@@ -376,7 +380,6 @@ class RoutedService:
 
 
 __all__ = [
-    "BackendError",
     "ConcurrencyLimiter",
     "GenerationFailed",
     "NotReady",

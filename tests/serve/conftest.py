@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ragroute.engines.base import EngineConfig, SamplingConfig
 from serve.app import create_app
 from serve.config import BackendConfig, ServeConfig
 from serve.echo_upstream import create_echo_app
@@ -130,8 +131,8 @@ def faulty_upstream() -> Iterator[Callable[[str], FaultyUpstream]]:
 @pytest.fixture(scope="session")
 def tiny_backend(tiny_model_dir: Path) -> Callable[..., BackendConfig]:
     def make(name: str = "tiny", **overrides) -> BackendConfig:
-        return BackendConfig(backend="transformers", model=str(tiny_model_dir), name=name, dtype="float32",
-                             device="cpu", **overrides)
+        return BackendConfig(model=str(tiny_model_dir), name=name, dtype="float32",
+                             engine=EngineConfig(name="transformers", device="cpu"), **overrides)
 
     return make
 
@@ -140,6 +141,23 @@ def tiny_backend(tiny_model_dir: Path) -> Callable[..., BackendConfig]:
 def _no_api_key_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """A RAGROUTE_API_KEY in the developer's shell must not turn auth on in tests that do not ask for it."""
     monkeypatch.delenv("RAGROUTE_API_KEY", raising=False)
+
+
+def upstream_backend(base_url: str, timeout_s: float = 60.0, name: str | None = None, **engine) -> BackendConfig:
+    return BackendConfig(name=name, timeout_s=timeout_s,
+                         engine=EngineConfig(name="openai", base_url=base_url, max_retries=0, concurrency=256, **engine))
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Callable[..., BackendConfig]:
+    """``upstream(base_url, timeout_s=60, name=None, **engine)``: a role served by an OpenAI-compatible server."""
+    return upstream_backend
+
+
+@pytest.fixture(scope="session")
+def sampled() -> SamplingConfig:
+    """Sampling that gets visible text out of the tiny random model (greedy gives newlines)."""
+    return SamplingConfig(temperature=1.0)
 
 
 def chat_body(content: str, model: str = "router", **extra) -> dict:

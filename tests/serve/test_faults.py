@@ -8,6 +8,7 @@ import json
 import httpx
 import pytest
 
+from ragroute.engines.base import EngineConfig, SamplingConfig
 from serve.config import BackendConfig, FallbackConfig
 
 FAULTS = ["error", "hang", "close", "partial"]
@@ -15,8 +16,8 @@ EXPECTED_REASON = {"error": "error", "hang": "timeout", "close": "error", "parti
 
 
 def upstream_student(base_url: str) -> BackendConfig:
-    return BackendConfig(backend="openai", base_url=base_url, served_model_name="student-upstream", name="student-up",
-                         timeout_s=1.0, connect_timeout_s=1.0)
+    return BackendConfig(name="student-up", timeout_s=1.0, engine=EngineConfig(
+        name="openai", base_url=base_url, served_model_name="student-upstream", connect_timeout_s=1.0, max_retries=0))
 
 
 def metric(url: str, name: str, **labels: str) -> float:
@@ -34,7 +35,7 @@ def metric(url: str, name: str, **labels: str) -> float:
 def faulty_server(faulty_upstream, tiny_backend, base_cfg, start_server):
     def start(behaviour: str, **cfg_kwargs) -> tuple[str, object]:
         upstream = faulty_upstream(behaviour)
-        cfg = base_cfg(upstream_student(upstream.base_url), tiny_backend("tiny-teacher"), temperature=1.0, **cfg_kwargs)
+        cfg = base_cfg(upstream_student(upstream.base_url), tiny_backend("tiny-teacher"), sampling=SamplingConfig(temperature=1.0), **cfg_kwargs)
         return start_server(cfg), upstream
 
     return start
@@ -109,9 +110,9 @@ def test_fallback_disabled_reports_failure(faulty_upstream, tiny_backend, base_c
     assert metric(url, "ragroute_fallbacks_total", reason="error") == 0
 
 
-def test_hanging_teacher_gives_504_not_a_hang(faulty_upstream, tiny_backend, base_cfg, start_server, chat):
-    upstream = faulty_upstream("hang")
-    teacher = BackendConfig(backend="openai", base_url=upstream.base_url, served_model_name="t", timeout_s=0.5)
+def test_hanging_teacher_gives_504_not_a_hang(faulty_upstream, tiny_backend, base_cfg, start_server, chat, upstream):
+    hung = faulty_upstream("hang")
+    teacher = upstream(hung.base_url, served_model_name="t", timeout_s=0.5)
     url = start_server(base_cfg(tiny_backend("tiny-student"), teacher))
     response = httpx.post(f"{url}/v1/chat/completions", json=chat("Is aspirin useful?", "teacher"), timeout=30)
     assert response.status_code == 504

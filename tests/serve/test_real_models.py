@@ -8,9 +8,9 @@ import asyncio
 import httpx
 import pytest
 
-from ragroute.engines.base import SamplingConfig
+from ragroute.engines.base import EngineConfig, SamplingConfig
 from serve.backends import create_backend
-from serve.config import BackendConfig, ServeConfig
+from serve.config import BackendConfig, LimitsConfig, ServeConfig
 
 pytestmark = pytest.mark.slow
 
@@ -22,9 +22,11 @@ def test_smollm2_pair_answers_over_demo_corpus(start_server, teacher_dir, studen
     pipeline.write_text(f"corpus: demo\nretriever: bm25\nreranker: none\nretrieval_n: 5\nfinal_n: 3\n"
                         f"index_dir: {tmp_path / 'idx'}\n")
     cfg = ServeConfig(
-        student=BackendConfig(model="smollm2-135m-pruned", device="cpu"),
-        teacher=BackendConfig(model="smollm2-135m", device="cpu"),
-        pipeline=str(pipeline),
+        student=BackendConfig(model="smollm2-135m-pruned", timeout_s=600,
+                              engine=EngineConfig(name="transformers", device="cpu")),
+        teacher=BackendConfig(model="smollm2-135m", timeout_s=600,
+                              engine=EngineConfig(name="transformers", device="cpu")),
+        pipeline=str(pipeline), limits=LimitsConfig(request_timeout_s=600),  # a loaded CI machine is slow
     )
     url = start_server(cfg)
     ready = httpx.get(f"{url}/ready").json()
@@ -42,7 +44,7 @@ def test_smollm2_pair_answers_over_demo_corpus(start_server, teacher_dir, studen
 
 
 def test_vllm_async_backend_streams_like_the_batch_engine(teacher_dir):
-    cfg = BackendConfig(backend="vllm", model="smollm2-135m", kv_cache_memory_gb=0.25, max_num_seqs=8)
+    cfg = BackendConfig(model="smollm2-135m", engine=EngineConfig(name="vllm", kv_cache_memory_gb=0.25, max_num_seqs=8))
     messages = [{"role": "user", "content": "What is insulin?"}]
     sampling = SamplingConfig(max_tokens=12, temperature=0.0)
 
