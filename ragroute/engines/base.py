@@ -103,7 +103,11 @@ class EngineConfig:
     # OpenAI-compatible HTTP
     base_url: str | None = field(default=None, metadata={"help": "openai: server URL, e.g. http://127.0.0.1:8000/v1"})
     api_key: str | None = field(default=None, metadata={"help": "openai: API key (default: env OPENAI_API_KEY or 'EMPTY')"})
-    served_model_name: str | None = field(default=None, metadata={"help": "openai: model name the server expects"})
+    served_model_name: str | None = field(
+        default=None,
+        metadata={"help": "openai: model name the server expects (default: batch face, the model path; "
+                  "streaming face, the server's first model)"},
+    )
     api_key_env: str | None = field(
         default=None, metadata={"help": "openai: environment variable holding the API key (instead of api_key)"}
     )

@@ -173,14 +173,14 @@ class _Relay:
 
 class AsyncOpenAIEngine(StreamingEngine):
     """The streaming face, over ``httpx``. Without ``served_model_name`` it asks the upstream for its first
-    model, as clients of ``vllm serve`` do."""
+    model, as clients of ``vllm serve`` do (a serving router names no model path of its own)."""
 
     def __init__(self, model: ModelSpec, engine: EngineConfig) -> None:
         if not engine.base_url:
             raise UserError("the openai engine needs engine.base_url, e.g. http://127.0.0.1:8000/v1")
         self.cfg = engine
         self.model_name = model.name
-        self._served: str | None = engine.served_model_name or model.path or None
+        self._served: str | None = engine.served_model_name
         self.client: Any = None
 
     async def start(self) -> None:
