@@ -46,9 +46,18 @@ class EvalConfig:
     bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95% confidence intervals"})
     seed: int = field(default=0, metadata={"help": "seed of the bootstrap"})
     batch_size: int = field(default=32, metadata={"help": "questions per engine call"})
-    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    pipeline: PipelineConfig | None = field(
+        default=None, metadata={"help": "RAG pipeline; unset: the one the router's labels came from, else defaults"}
+    )
     engine: EngineConfig = field(default_factory=EngineConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    sampling: SamplingConfig | None = field(
+        default=None, metadata={"help": "sampling; unset: the one the router's labels came from, else defaults"}
+    )
+    system_override: bool = field(
+        default=False,
+        metadata={"help": "evaluate the configured models/pipeline/sampling even where they differ from the system "
+                  "the router's labels came from (logged, and recorded in metrics.json)"},
+    )
 
     def __post_init__(self) -> None:
         if self.bootstrap < 0:

@@ -17,6 +17,7 @@ def fit_main(cfg: RouterConfig, teacher: str, student: str, out: str, log=print)
 
     labelled = build_labels(teacher, student, cfg.labels)
     bundle = fit_router(labelled, cfg, log=log)
+    bundle.metadata["systems"] = recorded_systems(teacher, student)
     path = save_router(bundle, out)
     meta = bundle.metadata
     log(
@@ -24,6 +25,14 @@ def fit_main(cfg: RouterConfig, teacher: str, student: str, out: str, log=print)
         f"out-of-fold scores), params {meta['params']}, CV ROC AUC {meta['cv_roc_auc']}"
     )
     return bundle
+
+
+def recorded_systems(teacher: str, student: str) -> dict[str, Any]:
+    """The systems (pipeline, model, sampling) that wrote the teacher's and the student's records, from their
+    data_gen manifests: serve and eval build the routed system from them."""
+    from ragroute.system import manifest_system
+
+    return {"teacher": manifest_system(teacher), "student": manifest_system(student)}
 
 
 def stored_config(bundle: RouterBundle) -> RouterConfig:

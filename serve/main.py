@@ -12,26 +12,28 @@ log = logging.getLogger("ragroute.serve")
 
 
 def preflight(cfg: ServeConfig) -> None:
-    """Fail before binding the port on what the user can fix: missing models, corpus or router file."""
+    """Fail before binding the port on what the user can fix: missing models, corpus or router file, or a
+    configured system that differs from the one the artifacts were made with."""
     from ragroute.config import resolve_path
     from ragroute.models import resolve_model_path
-    from serve.backends import model_spec_for
     from serve.routing import load_bundle
+    from serve.system import resolve_served
 
-    for role, backend in (("student", cfg.student), ("teacher", cfg.teacher)):
-        if backend.engine.name != "openai":
-            try:
-                path = model_spec_for(backend).path
-                resolve_model_path(path)
-            except UserError as exc:
-                raise UserError(f"{role}: {exc}") from None
-            if path.startswith(("/", ".", "~")) and not Path(path).expanduser().exists():
-                raise UserError(f"{role}: model directory not found: {path}")
     if cfg.pipeline:
         resolve_path(cfg.pipeline, "pipeline config")
     if cfg.corpus and cfg.corpus.endswith((".json", ".jsonl")):  # not 'demo', a datasets dir or hub name
         resolve_path(cfg.corpus, "corpus")
-    load_bundle(cfg.routing)  # raises when if_missing=error and the file is absent
+    resolved = resolve_served(cfg, load_bundle(cfg.routing))  # raises when if_missing=error and there is no file
+    for role in ("student", "teacher"):
+        if getattr(cfg, role).engine.name == "openai":
+            continue
+        path = resolved[role].spec.model.path
+        try:
+            resolve_model_path(path)
+        except UserError as exc:
+            raise UserError(f"{role}: {exc}") from None
+        if path.startswith(("/", ".", "~")) and not Path(path).expanduser().exists():
+            raise UserError(f"{role}: model directory not found: {path}")
 
 
 def main(cfg: ServeConfig) -> int:

@@ -15,15 +15,17 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ragroute.engines.base import Chunk, EngineError, Message, SamplingConfig, StreamingEngine
 from ragroute.routing import RouteDecision, RoutingPolicy, retrieval_signals
+from ragroute.system import Resolved
 from serve.backends import create_backend
 from serve.config import BackendConfig, ServeConfig
 from serve.metrics import ServeMetrics
 from serve.routing import load_bundle, routing_policy
+from serve.system import resolve_served, system_info
 
 log = logging.getLogger("ragroute.serve")
 
@@ -165,7 +167,8 @@ class RoutedService:
         self.backend_cfgs: dict[str, BackendConfig] = {"student": cfg.student, "teacher": cfg.teacher}
         self.backends: dict[str, StreamingEngine] = {}
         self.router: RoutingPolicy | None = None
-        self.sampling = cfg.sampling or SamplingConfig()
+        self.systems: dict[str, Resolved] = {}
+        self.sampling = cfg.sampling or SamplingConfig()  # the served system's, once resolved
         self.pipeline: Any = None
         self.limiter = ConcurrencyLimiter(cfg.limits.max_concurrent, cfg.limits.max_queue, self.metrics)
         self._pipeline_pool = ThreadPoolExecutor(max_workers=cfg.pipeline_workers, thread_name_prefix="rag")
@@ -177,8 +180,12 @@ class RoutedService:
     async def start(self) -> None:
         """Load the router, both models and the RAG pipeline; set ``ready`` when all are up."""
         try:
-            self.router = routing_policy(self.cfg.routing, load_bundle(self.cfg.routing))
-            backends = {role: create_backend(cfg) for role, cfg in self.backend_cfgs.items()}
+            bundle = load_bundle(self.cfg.routing)
+            self.router = routing_policy(self.cfg.routing, bundle)
+            self.systems = resolve_served(self.cfg, bundle)
+            self.sampling = self.systems["student"].spec.sampling
+            backends = {role: create_backend(cfg, self.systems[role].spec.model)
+                        for role, cfg in self.backend_cfgs.items()}
             self.backends = backends
             # One after the other: transformers' lazy imports are not thread-safe, and two threads importing it
             # at once fail with "cannot import name AutoTokenizer".
@@ -195,12 +202,16 @@ class RoutedService:
             raise
 
     def _load_pipeline(self) -> None:
-        from ragroute.rag.corpus import load_corpus
-        from ragroute.rag.pipeline import PipelineConfig, RAGPipeline, load_pipeline_config
+        from ragroute.rag.pipeline import RAGPipeline
 
-        pipeline_cfg = load_pipeline_config(self.cfg.pipeline) if self.cfg.pipeline else PipelineConfig()
-        corpus = self.cfg.corpus or pipeline_cfg.corpus or "demo"
-        pipeline = RAGPipeline(pipeline_cfg, load_corpus(corpus))
+        pipeline_cfg = self.systems["student"].spec.pipeline
+        if self.cfg.pipeline:  # where the indexes live and how retrieval runs: the config's, not part of the system
+            from ragroute.rag.pipeline import load_pipeline_config
+            from ragroute.system import EXECUTION_ONLY
+
+            configured = load_pipeline_config(self.cfg.pipeline)
+            pipeline_cfg = replace(pipeline_cfg, **{k: getattr(configured, k) for k in EXECUTION_ONLY})
+        pipeline = RAGPipeline.from_config(pipeline_cfg)
         pipeline.warmup()  # build/load the indexes now, not on the first user's request
         self.pipeline = pipeline
 
@@ -217,8 +228,8 @@ class RoutedService:
             raise NotReady(f"engines failed to load: {self.load_error}" if self.load_error else "engines are loading")
 
     def system_info(self) -> dict[str, Any] | None:
-        """What /health shows of the served system (filled in by the system resolution)."""
-        return getattr(self, "system", None)
+        """What /health shows of the served system (once resolved at startup)."""
+        return system_info(self.cfg, self.systems) if self.systems else None
 
     def model_name(self, role: str) -> str:
         return self.backends[role].model_name if role in self.backends else self.backend_cfgs[role].name or role

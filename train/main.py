@@ -15,6 +15,7 @@ def main(cfg: TrainConfig, log=print) -> dict[str, Any]:
     from transformers.trainer_utils import get_last_checkpoint
 
     from ragroute.hardware import pick_dtype, torch_dtype
+    from ragroute.system import manifest_system
     from train import data, report
     from train.losses import make_kd_loss
     from train.student_init import (
@@ -64,13 +65,15 @@ def main(cfg: TrainConfig, log=print) -> dict[str, Any]:
         log(f"resume: no checkpoint in {cfg.output_dir}, starting from step 0")
     result = trainer.train(resume_from_checkpoint=checkpoint)
     eval_metrics = trainer.evaluate() if eval_ex else {}
-    info = {"config_hash": config_hash(cfg), "student": student_info, "loss": cfg.loss.name}
+    data_system = manifest_system(cfg.data)  # what wrote the training data: serve checks it against its own
+    info = {"config_hash": config_hash(cfg), "student": student_info, "loss": cfg.loss.name,
+            "data_system": data_system}
     final = save_final_model(trainer, tokenizer, cfg, info, torch_dtype(compute))
     report_extra = {
         "loss": cfg.loss.name, "resumed_from": checkpoint, "final_model": str(final) if final else None,
         "data": stats.to_dict(),
         "compute_dtype": compute, "shared_vocab": vocab, "student": student_info, "config": config_to_dict(cfg),
-        "world_size": trainer.accelerator.num_processes,
+        "world_size": trainer.accelerator.num_processes, "data_system": data_system,
     }
     out = report.build_report(trainer, result, eval_metrics, timer, time.perf_counter() - started, report_extra)
     if trainer.accelerator.is_main_process:

@@ -13,9 +13,10 @@ from serve.config import ServeConfig
 def test_offline_default_config():
     cfg = load_config(ServeConfig, CONFIG_ROOT / "serve" / "smollm2-135m_routed.yaml")
     assert (cfg.student.engine.name, cfg.teacher.engine.name) == ("transformers", "transformers")
-    assert (cfg.student.model, cfg.teacher.model) == ("smollm2-135m-pruned", "smollm2-135m")
-    assert cfg.corpus == "demo" and cfg.rag
-    assert cfg.routing.router_path == "$RAGROUTE_HOME/demo/router.skops" and cfg.routing.if_missing == "heuristic"
+    # Derived from the demo's artifacts: no model, pipeline, corpus or sampling of its own.
+    assert (cfg.student.model, cfg.teacher.model) == ("", "")
+    assert cfg.pipeline is cfg.corpus is cfg.sampling is None and cfg.rag and not cfg.system_override
+    assert cfg.routing.router_path == "$RAGROUTE_HOME/demo/router.skops" and cfg.routing.if_missing == "error"
 
 
 def test_upstreams_config():
