@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -10,6 +11,8 @@ from data_gen.generate import answer_questions
 from data_gen.inputs import load_inputs, select_shard
 from data_gen.manifest import check_resumable, output_identity, run_system, write_manifest
 from ragroute.errors import UserError
+
+log = logging.getLogger("ragroute.data_gen")
 
 
 def shard_paths(out: Path, index: int, count: int) -> tuple[Path, Path]:
@@ -49,7 +52,7 @@ def main(cfg: DataGenConfig) -> dict:
     counts = {"questions": len(mine), "already_done": len(mine) - len(todo), "written": 0,
               "problems": len(inputs.problems), "problem_examples": inputs.problems[:20]}
     write_manifest(manifest_path, cfg, identity, config_hash, counts, started, system)
-    print(f"data-gen: {len(mine)} questions for shard {cfg.shard}, {counts['already_done']} already done, "
+    log.info(f"data-gen: {len(mine)} questions for shard {cfg.shard}, {counts['already_done']} already done, "
           f"{len(inputs.problems)} input problems skipped; writing {records_path}")
     if todo:
         sampling = cfg.sampling
@@ -67,6 +70,6 @@ def main(cfg: DataGenConfig) -> dict:
     counts["elapsed_s"] = round(time.time() - started, 2)
     write_manifest(manifest_path, cfg, identity, config_hash, counts, started, system)
     for problem in counts["problem_examples"]:
-        print(f"  skipped: {problem}")
-    print(f"data-gen: wrote {counts['written']} records ({counts['problems']} problems) in {counts['elapsed_s']}s")
+        log.info(f"  skipped: {problem}")
+    log.info(f"data-gen: wrote {counts['written']} records ({counts['problems']} problems) in {counts['elapsed_s']}s")
     return counts

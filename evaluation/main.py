@@ -83,7 +83,9 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
         metrics["routed"] = system_metrics(routed, flags, cfg.bootstrap, cfg.seed)
         t50, r50 = metrics["teacher"]["total_latency_p50_s"], metrics["routed"]["total_latency_p50_s"]
         result.update(threshold=bundle.threshold, curve=quality_curve(teacher, student, scores),
-                      routed_vs_teacher_latency_ratio=r50 / t50 if t50 else None)
+                      routed_vs_teacher_latency_ratio=r50 / t50 if t50 else None,
+                      decisions=[{"id": i, "routed_to": "teacher" if flag else "student", "score": score}
+                                 for i, flag, score in zip(ids, flags, scores, strict=True)])
     for name, pipeline_path in cfg.pipeline_variants.items():
         from dataclasses import replace
 
@@ -93,5 +95,5 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
         kept = [i for i in ids if i in {r.id for r in variant}]
         metrics[f"teacher@{name}"] = system_metrics(aligned(variant, kept), [True] * len(kept), cfg.bootstrap, cfg.seed)
     paths = write_report(out, result)
-    print(f"eval: report in {paths['report']}, metrics in {paths['metrics']}")
+    log.info("eval: report in %s, metrics in %s", paths["report"], paths["metrics"])
     return result

@@ -41,6 +41,10 @@ def main(cfg: ServeConfig) -> int:
     from serve.server import bind_socket, make_server
 
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ragroute_log = logging.getLogger("ragroute")  # a server's log lines carry time, level and source
+    ragroute_log.setLevel(cfg.log_level.upper())
+    ragroute_log.propagate = True
+    ragroute_log.handlers = [h for h in ragroute_log.handlers if h.__class__.__name__ != "_CurrentStdout"]
     preflight(cfg)
     failure: list[BaseException] = []
     server = None

@@ -38,7 +38,7 @@ def router_file(tmp_path_factory):
         student_generation_s=np.ones(n), teacher_generation_s=np.full(n, 3.0), student_total_s=np.ones(n),
         teacher_total_s=np.full(n, 3.0), teacher_records=[], data_hash="test",
     )
-    bundle = fit_router(labelled, RouterConfig(cv_folds=3), log=lambda *_: None)
+    bundle = fit_router(labelled, RouterConfig(cv_folds=3))
     return save_router(bundle, tmp_path_factory.mktemp("router") / "router.skops")
 
 
