@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 N_QUESTIONS = 12
 # Exercises the sampling options the issue found serve could not set: a stop string and a repetition penalty.
 SYSTEM = ["pipeline.corpus=demo", "pipeline.retriever=bm25", "pipeline.reranker=none", "pipeline.retrieval_n=5",
-          "pipeline.final_n=3", "pipeline.max_chars=400", "sampling.max_tokens=16", "sampling.stop=['\\n\\n']",
+          "pipeline.final_n=3", "pipeline.max_chars=400", "sampling.max_tokens=12", "sampling.stop=['\\n\\n']",
           "sampling.repetition_penalty=1.1", "sampling.temperature=0.0"]
 MODELS = {"teacher": "smollm2-135m", "student": "smollm2-135m-pruned"}
 
@@ -72,7 +72,7 @@ def artifacts(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("parity")
     index = f"pipeline.index_dir={root / 'idx'}"
-    common = ["questions=demo", f"limit={N_QUESTIONS}", "batch_size=4", "engine.name=transformers",
+    common = ["questions=demo", f"limit={N_QUESTIONS}", "batch_size=6", "engine.name=transformers",
               "engine.device=cpu", index, *SYSTEM]
     for role, model in MODELS.items():
         data_gen_main(load_config(DataGenConfig, None, [*common, f"model_config={model}", f"out={root / role}"]))
@@ -80,7 +80,7 @@ def artifacts(tmp_path_factory):
     # eval names its models and its router file only: pipeline and sampling come from the router file.
     result = eval_main(load_config(EvalConfig, None, [
         "dataset=demo", f"limit={N_QUESTIONS}", f"out={root / 'eval'}", f"teacher={MODELS['teacher']}",
-        f"student={MODELS['student']}", f"router={router}", "batch_size=4", "engine.name=transformers",
+        f"student={MODELS['student']}", f"router={router}", "batch_size=6", "engine.name=transformers",
         "engine.device=cpu", "bootstrap=0"]))
     return root, router, result
 

@@ -179,7 +179,10 @@ def test_streaming_face_joins_to_the_batch_face_text(tiny_engine, tiny_model_spe
         engine = create_streaming_engine(tiny_model_spec, EngineConfig(name="transformers", device="cpu"))
         await engine.start()
         try:
-            return [[c async for c in engine.stream(messages, s)] for s in runs]
+            streams = []
+            for sampling in runs:
+                streams.append([c async for c in engine.stream(messages, sampling)])
+            return streams
         finally:
             await engine.close()
 
