@@ -140,10 +140,10 @@ class ServeConfig:
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on (0.0.0.0 for all interfaces)"})
     port: int = field(default=8080, metadata={"help": "TCP port (0 = any free port)"})
     student: BackendConfig = field(
-        default_factory=lambda: BackendConfig(model="smollm2-135m-pruned"), metadata={"help": "the cheap model"}
+        default_factory=BackendConfig, metadata={"help": "the cheap model (default: the router file's student)"}
     )
     teacher: BackendConfig = field(
-        default_factory=lambda: BackendConfig(model="smollm2-135m"), metadata={"help": "the strong model"}
+        default_factory=BackendConfig, metadata={"help": "the strong model (default: the router file's teacher)"}
     )
     rag: bool = field(
         default=True,

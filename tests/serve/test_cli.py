@@ -33,7 +33,8 @@ def test_help_lists_every_setting():
     (["--teacher.engine.name", "openai"], "needs engine.base_url"),
     (["--port", "70000"], "port must be"),
     (["--routing.if-missing", "error", "--routing.router-path", "/nonexistent/router.skops"], "router file not found"),
-    (["--teacher.model", "/nonexistent/model-dir"], "teacher"),
+    (["--student.model", "smollm2-135m-pruned", "--teacher.model", "/nonexistent/model-dir"], "teacher"),
+    ([], "student: no model configured and no artifact records one"),
 ])
 def test_bad_settings_exit_2_without_traceback(args, needle):
     result = run_cli(*args)
