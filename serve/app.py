@@ -1,5 +1,6 @@
 """The HTTP layer: the FastAPI app, composed of the route modules (:mod:`serve.routes`), the error handlers
-(:mod:`serve.errors`) and the metrics middleware (:mod:`serve.middleware`)."""
+(:mod:`serve.errors`), the request guard (:mod:`serve.guard`: request ids, auth before the body, body limits,
+cancellation on disconnect, JSON 500s) and the metrics middleware (:mod:`serve.middleware`)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from serve.auth import resolve_api_key
 from serve.config import ServeConfig
 from serve.errors import install_error_handlers
+from serve.guard import RequestGuard
 from serve.middleware import ObservabilityMiddleware
 from serve.routes import answer, chat, health
-from serve.routes.common import resolve_api_key
 from serve.service import RoutedService
 
 
@@ -39,11 +41,14 @@ def create_app(cfg: ServeConfig, service: RoutedService | None = None,
             loader.cancel()
             await service.close()
 
+    docs = {} if cfg.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(title="ragroute", summary="Routed biomedical RAG answers and OpenAI-compatible chat",
-                  lifespan=lifespan)
+                  lifespan=lifespan, **docs)
     app.state.service = service
-    app.state.api_key = resolve_api_key(cfg)
-    app.add_middleware(ObservabilityMiddleware, metrics=service.metrics, max_body_bytes=cfg.limits.max_body_bytes)
+    limits = cfg.limits
+    app.add_middleware(RequestGuard, max_body_bytes=limits.max_body_bytes, body_timeout_s=limits.body_timeout_s,
+                       api_key=resolve_api_key(cfg), protected=lambda path: path.startswith("/v1/"))
+    app.add_middleware(ObservabilityMiddleware, metrics=service.metrics)  # added last: outermost
     install_error_handlers(app)
     for module in (health, answer, chat):
         app.include_router(module.router)

@@ -101,7 +101,14 @@ class LimitsConfig:
     max_prompt_chars: int = field(
         default=32_000, metadata={"help": "most characters of all chat messages together (clients may send context)"}
     )
-    max_body_bytes: int = field(default=1_000_000, metadata={"help": "largest accepted request body (413 beyond)"})
+    max_body_bytes: int = field(
+        default=1_000_000, metadata={"help": "largest request body, counted on the bytes received (413 beyond)"}
+    )
+    body_timeout_s: float = field(
+        default=30.0, metadata={"help": "seconds a client may take to send its request body (408 beyond)"}
+    )
+    max_stop: int = field(default=4, metadata={"help": "most stop strings per request"})
+    max_stop_chars: int = field(default=100, metadata={"help": "longest stop string"})
     max_tokens_limit: int = field(default=1024, metadata={"help": "largest max_tokens a request may ask for"})
     max_concurrent: int = field(default=64, metadata={"help": "requests generating at once"})
     max_queue: int = field(
@@ -111,13 +118,13 @@ class LimitsConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_question_chars", "max_messages", "max_prompt_chars", "max_body_bytes", "max_tokens_limit",
-                     "max_concurrent"):
+                     "max_concurrent", "max_stop_chars"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, not {getattr(self, name)}")
-        if self.max_queue < 0:
-            raise ValueError(f"max_queue must be >= 0, not {self.max_queue}")
-        if self.request_timeout_s <= 0:
-            raise ValueError("request_timeout_s must be > 0")
+        if self.max_queue < 0 or self.max_stop < 0:
+            raise ValueError(f"max_queue and max_stop must be >= 0, not {self.max_queue} and {self.max_stop}")
+        if self.request_timeout_s <= 0 or self.body_timeout_s <= 0:
+            raise ValueError("request_timeout_s and body_timeout_s must be > 0")
 
 
 @dataclass
@@ -129,8 +136,35 @@ class AuthConfig:
     )
     api_key_env: str | None = field(
         default="RAGROUTE_API_KEY",
-        metadata={"help": "environment variable with the required bearer token; unset or empty = no auth"},
+        metadata={"help": "environment variable with the required bearer token (unset or empty = no key)"},
     )
+    allow_anonymous: bool = field(
+        default=False,
+        metadata={"help": "serve without a key on a non-loopback host; without it such a server refuses to start"},
+    )
+
+
+@dataclass
+class HealthConfig:
+    """Upstream health probes and the per-model circuit breaker fed by them and by failed requests."""
+
+    probe_interval_s: float = field(
+        default=5.0, metadata={"help": "seconds between health probes of each model (0 = no probes)"}
+    )
+    probe_timeout_s: float = field(default=2.0, metadata={"help": "seconds one probe may take"})
+    failure_threshold: int = field(
+        default=3, metadata={"help": "consecutive failed generations (errors, timeouts) that open a model's circuit"}
+    )
+    open_s: float = field(
+        default=10.0,
+        metadata={"help": "seconds an open circuit stays open before one trial request (a passing probe closes it too)"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.probe_interval_s < 0 or self.probe_timeout_s <= 0 or self.open_s <= 0:
+            raise ValueError("probe_interval_s must be >= 0, probe_timeout_s and open_s > 0")
+        if self.failure_threshold < 1:
+            raise ValueError(f"failure_threshold must be >= 1, not {self.failure_threshold}")
 
 
 @dataclass
@@ -174,6 +208,8 @@ class ServeConfig:
     fallback: FallbackConfig = field(default_factory=FallbackConfig, metadata={"help": "student -> teacher fallback"})
     limits: LimitsConfig = field(default_factory=LimitsConfig, metadata={"help": "request limits"})
     auth: AuthConfig = field(default_factory=AuthConfig, metadata={"help": "API-key auth"})
+    health: HealthConfig = field(default_factory=HealthConfig, metadata={"help": "health probes, circuit breaker"})
+    docs: bool = field(default=False, metadata={"help": "serve /docs, /redoc and /openapi.json"})
     log_level: str = field(default="info", metadata={"help": "uvicorn log level: debug, info, warning, error"})
 
     def __post_init__(self) -> None:

@@ -12,7 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve.service import GenerationFailed, NotReady, Overloaded
+from serve.limits import RequestRejected
+from serve.service import GenerationFailed, ModelDown, NotReady, Overloaded
 
 
 class APIError(Exception):
@@ -60,8 +61,15 @@ async def _api_error(request: Request, exc: APIError) -> JSONResponse:
     return error_response(exc.status, exc.message, exc.type, exc.param, exc.code, exc.headers)
 
 
+async def _rejected(request: Request, exc: RequestRejected) -> JSONResponse:
+    return error_response(400, exc.message, "invalid_request_error", exc.param, exc.code)
+
+
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     message, param = validation_message(exc)
+    content_type = request.headers.get("content-type", "")
+    if content_type and "json" not in content_type:
+        message += f" (the body must be JSON sent with 'Content-Type: application/json', not '{content_type}')"
     return error_response(400, message, "invalid_request_error", param)
 
 
@@ -72,6 +80,10 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
     return error_response(429, str(exc), "rate_limit_error", code="overloaded", headers={"Retry-After": "1"})
+
+
+async def _down(request: Request, exc: ModelDown) -> JSONResponse:
+    return error_response(503, str(exc), "service_unavailable", code="model_down", headers={"Retry-After": "5"})
 
 
 async def _not_ready(request: Request, exc: NotReady) -> JSONResponse:
@@ -87,5 +99,6 @@ async def _failed(request: Request, exc: GenerationFailed) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     for exc_type, handler in ((APIError, _api_error), (RequestValidationError, _validation_error),
                               (StarletteHTTPException, _http_error), (Overloaded, _overloaded),
-                              (NotReady, _not_ready), (GenerationFailed, _failed)):
+                              (ModelDown, _down), (NotReady, _not_ready), (GenerationFailed, _failed),
+                              (RequestRejected, _rejected)):
         app.add_exception_handler(exc_type, handler)

@@ -12,13 +12,15 @@ log = logging.getLogger("ragroute.serve")
 
 
 def preflight(cfg: ServeConfig) -> None:
-    """Fail before binding the port on what the user can fix: missing models, corpus or router file, or a
-    configured system that differs from the one the artifacts were made with."""
+    """Fail before binding the port on what the user can fix: no API key on a public address, missing models,
+    corpus or router file, or a configured system that differs from the one the artifacts were made with."""
     from ragroute.config import resolve_path
     from ragroute.models import resolve_model_path
+    from serve.auth import check_auth_exposure
     from serve.routing import load_bundle
     from serve.system import resolve_served
 
+    check_auth_exposure(cfg)
     if cfg.pipeline:
         resolve_path(cfg.pipeline, "pipeline config")
     if cfg.corpus and cfg.corpus.endswith((".json", ".jsonl")):  # not 'demo', a datasets dir or hub name

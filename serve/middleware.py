@@ -1,4 +1,5 @@
-"""Request metrics and the body-size limit, as pure ASGI middleware (no response buffering, streaming-safe)."""
+"""Request metrics as pure ASGI middleware (no response buffering, streaming-safe). It is the outermost layer,
+so the refusals of the request guard (:mod:`serve.guard`: 401, 408, 413) are counted too."""
 
 from __future__ import annotations
 
@@ -6,34 +7,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from serve.errors import error_response
 from serve.metrics import ServeMetrics
 
 API_PATHS = frozenset({"/v1/answer", "/v1/chat/completions", "/v1/models"})
 
 
 class ObservabilityMiddleware:
-    """Body-size limit, in-flight gauge, requests by route template and status, and latency per route."""
+    """In-flight gauge, requests by route template and status, and latency per route."""
 
-    def __init__(self, app: Any, metrics: ServeMetrics, max_body_bytes: int) -> None:
-        self.app, self.metrics, self.max_body_bytes = app, metrics, max_body_bytes
-
-    async def _too_large(self, scope: dict[str, Any], receive: Callable, send: Callable) -> bool:
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is None or not length.isdigit() or int(length) <= self.max_body_bytes:
-            return False
-        response = error_response(413, f"request body is {int(length)} bytes; the limit is {self.max_body_bytes}",
-                                  "invalid_request_error", code="body_too_large")
-        await response(scope, receive, send)
-        # Label by endpoint only for known ones: raw paths would let clients create unbounded series.
-        self.metrics.requests.labels(scope["path"] if scope["path"] in API_PATHS else "unmatched", "413").inc()
-        return True
+    def __init__(self, app: Any, metrics: ServeMetrics) -> None:
+        self.app, self.metrics = app, metrics
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
-        if await self._too_large(scope, receive, send):
             return
         started = time.perf_counter()
         status = {"code": 500}
@@ -49,7 +36,9 @@ class ObservabilityMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            path = getattr(scope.get("route"), "path", None) or "unmatched"
+            # Label by endpoint only for known ones: raw paths would let clients create unbounded series.
+            route = getattr(scope.get("route"), "path", None)
+            path = route or (scope["path"] if scope["path"] in API_PATHS else "unmatched")
             self.metrics.requests.labels(path, str(status["code"])).inc()
             self.metrics.request_latency.labels(path).observe(time.perf_counter() - started)
             if is_api:

@@ -6,9 +6,10 @@ Requests are strict about types (``"max_tokens": "ten"`` is an error, not a coer
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -21,6 +22,19 @@ from pydantic import (
 )
 
 ModelChoice = Literal["router", "student", "teacher"]
+INT64 = 2**63  # seeds are 64-bit integers in the engines (OpenAI documents the same range)
+
+
+def _valid_unicode(text: str) -> str:
+    """JSON may carry lone surrogates ("\\ud800") that no tokenizer can encode: a client error, not a 500."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not valid Unicode: a lone surrogate at character {exc.start}") from None
+    return text
+
+
+Text = Annotated[StrictStr, AfterValidator(_valid_unicode)]
 
 
 class SamplingOptions(BaseModel):
@@ -30,9 +44,9 @@ class SamplingOptions(BaseModel):
     min_tokens: StrictInt | None = Field(default=None, ge=0, description="generate at least this many tokens")
     temperature: StrictFloat | StrictInt | None = Field(default=None, ge=0, le=2)
     top_p: StrictFloat | StrictInt | None = Field(default=None, gt=0, le=1)
-    stop: StrictStr | list[StrictStr] | None = None
+    stop: Text | list[Text] | None = Field(default=None, description="stop strings (limits.max_stop, max_stop_chars)")
     repetition_penalty: StrictFloat | StrictInt | None = Field(default=None, gt=0, le=2)
-    seed: StrictInt | None = None
+    seed: StrictInt | None = Field(default=None, ge=-INT64, lt=INT64)
 
 
 class AnswerOptions(SamplingOptions):
@@ -46,7 +60,7 @@ class AnswerOptions(SamplingOptions):
 class AnswerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    question: StrictStr
+    question: Text
     options: AnswerOptions = Field(default_factory=AnswerOptions)
 
 
@@ -102,7 +116,7 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant"]
-    content: StrictStr
+    content: Text
 
 
 class StreamOptions(BaseModel):
@@ -114,7 +128,7 @@ class StreamOptions(BaseModel):
 class ChatCompletionRequest(SamplingOptions):
     model_config = ConfigDict(extra="ignore")
 
-    model: StrictStr
+    model: Text
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
     n: StrictInt = Field(default=1, ge=1, le=1, description="only one choice per request")
@@ -208,3 +222,5 @@ class HealthResponse(BaseModel):
     status: Literal["ok"] = "ok"
     engines: Literal["loading", "ready", "failed"]
     system: dict[str, Any] | None = None  # what is served: system hashes, where they came from, any override
+    # per role: model, circuit (closed, half_open, open), consecutive_failures, last_error, last_probe_s_ago
+    backends: dict[str, dict[str, Any]] | None = None

@@ -14,6 +14,7 @@ engine never drags in the others' heavy dependencies.
 from __future__ import annotations
 
 import importlib
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
@@ -171,13 +172,55 @@ class Chunk:
     completion_tokens: int | None = None
 
 
+class EngineRejected(EngineError):
+    """The model refused the request itself as invalid (an upstream's HTTP 400, e.g. a prompt over its context):
+    the caller's mistake, not the model failing."""
+
+
+def count_chat_tokens(tokenizer: Any, messages: list[Message]) -> int:
+    """How many tokens ``messages`` are for the model: its chat template applied, with the generation prompt."""
+    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
+    return len(ids)
+
+
+class TokenCounter:
+    """Counts prompts in a model's tokens, with a tokenizer of its own behind a lock: the engine's tokenizer is
+    busy in generation threads, and a fast tokenizer shared across threads can fail ("Already borrowed")."""
+
+    def __init__(self) -> None:
+        self.tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    def load(self, tokenizer_path: str) -> None:
+        from ragroute.models import load_tokenizer
+
+        self.tokenizer = load_tokenizer(tokenizer_path)
+
+    def count(self, messages: list[Message]) -> int:
+        with self._lock:
+            return count_chat_tokens(self.tokenizer, messages)
+
+
 class StreamingEngine(ABC):
-    """A loaded model answering concurrent chat requests, streamed (the async face of an engine)."""
+    """A loaded model answering concurrent chat requests, streamed (the async face of an engine).
+
+    Every engine stops work it no longer owes: when the stream is closed early or the awaiting task is cancelled
+    (a timeout, a client that left), the generation is aborted (vLLM's ``abort``, a stopping criterion in
+    transformers, closing an upstream's stream)."""
 
     model_name: str
+    context_length: int | None = None  # prompt + answer tokens; None: it cannot count locally (an upstream)
 
     async def start(self) -> None:  # noqa: B027 - optional: load weights, open connections
         """Load the model / open connections. Called once before the first request."""
+
+    async def check_health(self) -> None:  # noqa: B027 - in-process engines are up once started
+        """Raise if the model cannot answer now (the health probe)."""
+
+    def count_prompt_tokens(self, messages: list[Message]) -> int:
+        """The prompt's length in this model's tokens (called only where ``context_length`` is set; blocking)."""
+        raise NotImplementedError
 
     @abstractmethod
     def stream(self, messages: list[Message], sampling: SamplingConfig) -> AsyncIterator[Chunk]:

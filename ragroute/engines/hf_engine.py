@@ -8,6 +8,7 @@ decode the same tokens the same way, so a greedy answer is the same text from ei
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -24,8 +25,11 @@ from ragroute.engines.base import (
     Message,
     SamplingConfig,
     StreamingEngine,
+    TokenCounter,
 )
 from ragroute.models import ModelSpec, load_causal_lm, load_tokenizer
+
+log = logging.getLogger("ragroute.engines")
 
 
 class _FirstTokenClock:
@@ -205,11 +209,13 @@ class _TokenQueue:
         self.loop = loop
         self.queue: asyncio.Queue[list[int] | None] = asyncio.Queue()
         self._prompt_seen = False
+        self.steps = 0  # generated steps so far
 
     def put(self, value: Any) -> None:
         if not self._prompt_seen:
             self._prompt_seen = True
             return
+        self.steps += 1
         self.loop.call_soon_threadsafe(self.queue.put_nowait, [int(t) for t in value.reshape(-1).tolist()])
 
     def end(self) -> None:
@@ -261,21 +267,38 @@ class StreamingTransformersEngine(StreamingEngine):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hf-{model.name}")
         self.model: Any = None
         self.tokenizer: Any = None
+        self._counter = TokenCounter()
 
     def _load(self) -> None:
         self.tokenizer, self.model, self.device = load_model(self.spec, self.engine_cfg.device)
+        positions = getattr(self.model.config, "max_position_embeddings", None) or self.spec.max_model_len
+        self.context_length = min(self.spec.max_model_len, positions)
+        self._counter.load(self.spec.tokenizer or self.spec.path)
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
 
+    async def check_health(self) -> None:
+        if self.model is None:
+            raise EngineError(f"{self.model_name}: model not loaded")
+
+    def count_prompt_tokens(self, messages: list[Message]) -> int:
+        return self._counter.count(messages)
+
     def _generate(self, text: str, sampling: SamplingConfig, tokens: _TokenQueue, cancel: threading.Event) -> int:
         import torch
 
+        if cancel.is_set():  # abandoned while it waited for the worker
+            tokens.end()
+            return 0
         try:
             batch = encode(self.tokenizer, [text], self.device)
             kwargs = generate_kwargs(sampling, self.tokenizer, [_Cancelled(cancel)])
             with torch.inference_mode():
                 self.model.generate(**batch, **kwargs, streamer=tokens)
+            if cancel.is_set():
+                log.info("%s: generation cancelled after %d of %d tokens", self.model_name, tokens.steps,
+                         sampling.max_tokens)
             return int(batch["input_ids"].shape[1])
         except BaseException:
             tokens.end()  # unblock the reader; the future carries the error
@@ -302,7 +325,8 @@ class StreamingTransformersEngine(StreamingEngine):
             yield Chunk(answer.finish(), finish_reason=finish, prompt_tokens=prompt_tokens,
                         completion_tokens=len(answer.tokens))
         finally:
-            cancel.set()
+            cancel.set()  # stops a running generation at its next token (the stopping criterion)
+            future.cancel()  # drops one still waiting for the worker
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

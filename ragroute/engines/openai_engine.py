@@ -22,6 +22,7 @@ from ragroute.engines.base import (
     Chunk,
     EngineConfig,
     EngineError,
+    EngineRejected,
     GenerationEngine,
     GenerationRequest,
     GenerationResult,
@@ -196,6 +197,13 @@ class AsyncOpenAIEngine(StreamingEngine):
             transport=httpx.AsyncHTTPTransport(limits=limits, retries=self.cfg.max_retries),
         )
 
+    async def check_health(self) -> None:
+        """The upstream lists its models (``GET /v1/models``: cheap on vLLM, SGLang, TGI)."""
+        if self.client is None:
+            raise EngineError(f"{self.model_name}: not started")
+        response = await self.client.get("models")
+        response.raise_for_status()
+
     async def _served_model(self) -> str:
         if self._served is None:
             response = await self.client.get("models")
@@ -217,6 +225,8 @@ class AsyncOpenAIEngine(StreamingEngine):
             async with self.client.stream("POST", "chat/completions", json=body) as response:
                 if response.status_code >= 400:
                     detail = (await response.aread()).decode(errors="replace")[:500]
+                    if response.status_code == 400:  # e.g. a prompt over the model's context
+                        raise EngineRejected(f"{self.model_name} rejected the request: {detail}")
                     raise EngineError(f"{self.model_name}: upstream returned HTTP {response.status_code}: {detail}")
                 async for data in response.aiter_bytes():
                     if text := relay.texts(data):

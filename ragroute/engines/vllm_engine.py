@@ -9,6 +9,7 @@ vLLM spawns its engine processes, so a script that creates this engine needs the
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import uuid
@@ -25,9 +26,12 @@ from ragroute.engines.base import (
     Message,
     SamplingConfig,
     StreamingEngine,
+    TokenCounter,
 )
 from ragroute.hardware import has_cuda, pick_dtype
 from ragroute.models import ModelSpec, hub_error, resolve_model_path
+
+log = logging.getLogger("ragroute.engines")
 
 # On CPU, vLLM reserves gpu_memory_utilization x the NUMA node's memory for the KV cache unless told a size;
 # a fixed 1 GiB is plenty for a 135M model and leaves room for a second engine (teacher + student).
@@ -164,6 +168,7 @@ class AsyncVLLMEngine(StreamingEngine):
         self.model_name = model.name
         self.engine: Any = None
         self.tokenizer: Any = None
+        self._counter = TokenCounter()
 
     def _load(self) -> None:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -177,6 +182,16 @@ class AsyncVLLMEngine(StreamingEngine):
         except OSError as exc:
             raise hub_error(self.spec.path, exc) from None
         self.tokenizer = self.engine.get_tokenizer()
+        self.context_length = int(self.engine.model_config.max_model_len)
+        self._counter.load(self.spec.tokenizer or self.spec.path)
+
+    async def check_health(self) -> None:
+        if self.engine is None:
+            raise EngineError(f"{self.model_name}: engine not loaded")
+        await self.engine.check_health()
+
+    def count_prompt_tokens(self, messages: list[Message]) -> int:
+        return self._counter.count(messages)
 
     async def start(self) -> None:
         # Building the engine blocks for the weights load and engine-process handshake: keep the loop free
@@ -192,10 +207,12 @@ class AsyncVLLMEngine(StreamingEngine):
         params.output_kind = RequestOutputKind.DELTA
         prompt = chat_prompt(self.tokenizer, messages)
         completion_tokens = 0
+        request_id, finished = uuid.uuid4().hex, False
         try:
-            async for output in self.engine.generate(prompt, params, request_id=uuid.uuid4().hex):
+            async for output in self.engine.generate(prompt, params, request_id=request_id):
                 piece = output.outputs[0]
                 completion_tokens += len(piece.token_ids)
+                finished = output.finished
                 if output.finished:
                     yield Chunk(piece.text, finish_reason=finish_reason(piece.finish_reason),
                                 prompt_tokens=len(prompt["prompt_token_ids"]), completion_tokens=completion_tokens)
@@ -205,6 +222,13 @@ class AsyncVLLMEngine(StreamingEngine):
             raise
         except Exception as exc:
             raise EngineError(f"{self.model_name}: vLLM failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            if not finished and self.engine is not None and not self.engine.errored:
+                # Closed early (the client left) or cancelled (a timeout): free its batch slot and KV cache now,
+                # not when the abandoned generator is garbage-collected.
+                await self.engine.abort(request_id)
+                log.info("%s: generation aborted after %d of %d tokens", self.model_name, completion_tokens,
+                         sampling.max_tokens)
 
     async def close(self) -> None:
         if self.engine is not None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 import uuid
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from ragroute.engines.base import SamplingConfig
 from ragroute.quality import parse_citations
 from serve.routes.common import (
     Service,
     check_question,
-    require_api_key,
+    fitted,
     sampling_for,
     with_deadline,
 )
@@ -27,14 +27,14 @@ from serve.schemas import (
 )
 from serve.service import Outcome, RoutedService
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter()
 
 
 @router.post("/v1/answer", response_model=AnswerResponse, response_model_exclude_none=False)
 async def answer(body: AnswerRequest, service: Service) -> AnswerResponse:
     service.require_ready()
     question = check_question(service, body.question, "question")
-    sampling = sampling_for(service, body.options)
+    sampling = sampling_for(service, body.options, param="options.max_tokens")
     return await with_deadline(service, _answer(service, question, body.options, sampling))
 
 
@@ -48,6 +48,8 @@ async def _answer(service: RoutedService, question: str, options: AnswerOptions,
         decision = service.decide(question, forced, [d.score for d in prepared.docs])
         route_s = time.perf_counter() - route_started
         service.metrics.stage_latency.labels("route").observe(route_s)
+        sampling = await fitted(service, decision.role, prepared.messages, sampling,
+                                options.max_tokens is not None, options.fallback)
         outcome = await service.complete(decision.role, prepared.messages, sampling, allow_fallback=options.fallback)
     timings = {k: float(v) for k, v in prepared.timings.items()}
     timings.update(route=route_s, generation=outcome.generation_s, total=time.perf_counter() - started)

@@ -11,16 +11,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ragroute.engines.base import Chunk, Message, SamplingConfig
 from serve.errors import APIError, error_body
+from serve.limits import check_messages
 from serve.routes.answer import usage_of
 from serve.routes.common import (
     Service,
     check_question,
-    require_api_key,
+    fitted,
     sampling_for,
     with_deadline,
 )
@@ -40,7 +41,7 @@ from serve.schemas import (
 )
 from serve.service import RoutedService, StreamHandle, within
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter()
 
 
 def models_by_name(service: RoutedService) -> dict[str, str | None]:
@@ -59,13 +60,7 @@ async def list_models(service: Service) -> ModelList:
 
 def _check_messages(service: RoutedService, body: ChatCompletionRequest) -> str:
     """The question to route on (the last user message), after the limits on the messages."""
-    limits = service.cfg.limits
-    if len(body.messages) > limits.max_messages:
-        raise APIError(400, f"{len(body.messages)} messages; the limit is {limits.max_messages}", param="messages")
-    total_chars = sum(len(m.content) for m in body.messages)
-    if total_chars > limits.max_prompt_chars:
-        raise APIError(400, f"messages hold {total_chars} characters; the limit is {limits.max_prompt_chars}",
-                       param="messages", code="prompt_too_long")
+    check_messages([m.content for m in body.messages], service.cfg.limits)
     user_turns = [m.content for m in body.messages if m.role == "user"]
     if not user_turns:
         raise APIError(400, "messages need at least one user message", param="messages")
@@ -81,13 +76,16 @@ async def chat_completions(body: ChatCompletionRequest,
         raise APIError(404, f"unknown model '{body.model}' (use one of: {', '.join(known)})", param="model",
                        code="model_not_found")
     question = _check_messages(service, body)
-    sampling = sampling_for(service, body, body.max_completion_tokens)
+    param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+    sampling = sampling_for(service, body, body.max_completion_tokens, param)
+    explicit = (body.max_completion_tokens or body.max_tokens) is not None
     messages = [{"role": m.role, "content": m.content} for m in body.messages]
     forced = known[body.model]
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await with_deadline(service, _chat_stream(service, question, forced, messages, sampling, include_usage))
-    return await with_deadline(service, _chat(service, question, forced, messages, sampling))
+        return await with_deadline(service, _chat_stream(service, question, forced, messages, sampling, explicit,
+                                                         include_usage))
+    return await with_deadline(service, _chat(service, question, forced, messages, sampling, explicit))
 
 
 def ragroute_info(decision: RouteDecision, answered_by: str, fallback: object) -> RagrouteInfo:
@@ -100,9 +98,10 @@ def route_headers(role: str, answered_by: str) -> dict[str, str]:
 
 
 async def _chat(service: RoutedService, question: str, forced: str | None, messages: list[Message],
-                sampling: SamplingConfig) -> JSONResponse:
+                sampling: SamplingConfig, explicit: bool) -> JSONResponse:
     async with service.limiter.slot():
         decision = service.decide(question, forced)
+        sampling = await fitted(service, decision.role, messages, sampling, explicit)
         outcome = await service.complete(decision.role, messages, sampling)
     completion = ChatCompletion(
         id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=outcome.model,
@@ -114,10 +113,11 @@ async def _chat(service: RoutedService, question: str, forced: str | None, messa
 
 
 async def _chat_stream(service: RoutedService, question: str, forced: str | None, messages: list[Message],
-                       sampling: SamplingConfig, include_usage: bool) -> StreamingResponse:
+                       sampling: SamplingConfig, explicit: bool, include_usage: bool) -> StreamingResponse:
     await service.limiter.acquire()
     try:
         decision = service.decide(question, forced)
+        sampling = await fitted(service, decision.role, messages, sampling, explicit)
         handle = await service.open_stream(decision.role, messages, sampling)
     except BaseException:
         service.limiter.release()

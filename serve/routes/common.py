@@ -1,17 +1,16 @@
-"""What every route needs: the service, the API-key check, request limits and the served system's sampling."""
+"""What every route needs: the service, request limits and the served system's sampling. (Auth is checked by
+the request guard, :mod:`serve.guard`, before the body is read.)"""
 
 from __future__ import annotations
 
-import hmac
-import os
 from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from ragroute.engines.base import SamplingConfig
-from serve.config import ServeConfig
+from ragroute.engines.base import Message, SamplingConfig
 from serve.errors import APIError
+from serve.limits import check_max_tokens, check_stop
 from serve.schemas import SamplingOptions
 from serve.service import GenerationFailed, RoutedService, within
 
@@ -23,41 +22,20 @@ def get_service(request: Request) -> RoutedService:
 Service = Annotated[RoutedService, Depends(get_service)]
 
 
-def resolve_api_key(cfg: ServeConfig) -> str | None:
-    if cfg.auth.api_key:
-        return cfg.auth.api_key
-    if cfg.auth.api_key_env:
-        return os.environ.get(cfg.auth.api_key_env) or None
-    return None
-
-
-async def require_api_key(request: Request) -> None:
-    api_key = request.app.state.api_key
-    if api_key is None:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-        reason = "missing bearer token" if not header else "invalid API key"
-        raise APIError(401, f"{reason}: send 'Authorization: Bearer <key>'", "authentication_error",
-                       code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
-
-
-def sampling_for(service: RoutedService, options: SamplingOptions, max_tokens: int | None = None) -> SamplingConfig:
-    """The served system's sampling with the request's overrides; ``max_tokens`` within the limit."""
+def sampling_for(service: RoutedService, options: SamplingOptions, max_tokens: int | None = None,
+                 param: str = "max_tokens") -> SamplingConfig:
+    """The served system's sampling with the request's overrides: ``max_tokens`` within the limit, stop strings
+    bounded. (Whether the answer fits the model's context is :func:`fitted`'s check, once the model is known.)"""
     base = service.sampling
+    limits = service.cfg.limits
     overrides: dict[str, Any] = {
         name: getattr(options, name)
         for name in ("min_tokens", "temperature", "top_p", "repetition_penalty", "seed")
         if getattr(options, name) is not None
     }
     if options.stop is not None:
-        overrides["stop"] = [options.stop] if isinstance(options.stop, str) else list(options.stop)
-    tokens = max_tokens or options.max_tokens or base.max_tokens
-    limit = service.cfg.limits.max_tokens_limit
-    if tokens > limit:
-        raise APIError(400, f"max_tokens is {tokens}; the limit is {limit}", param="max_tokens",
-                       code="max_tokens_too_large")
+        overrides["stop"] = check_stop([options.stop] if isinstance(options.stop, str) else options.stop, limits)
+    tokens = check_max_tokens(max_tokens or options.max_tokens, base.max_tokens, limits, param, options.min_tokens)
     try:
         return replace(base, max_tokens=tokens, **overrides)
     except ValueError as exc:
@@ -73,6 +51,17 @@ def check_question(service: RoutedService, text: str, param: str) -> str:
         raise APIError(400, f"{param} is {len(text)} characters; the limit is {limit}", param=param,
                        code="question_too_long")
     return text
+
+
+async def fitted(service: RoutedService, role: str, messages: list[Message], sampling: SamplingConfig,
+                 explicit: bool, allow_fallback: bool = True) -> SamplingConfig:
+    """``sampling`` with ``max_tokens`` checked against (or, unrequested, shrunk to) the context the prompt leaves
+    in every model that may answer."""
+    max_tokens = await service.fit_prompt(role, messages, sampling.max_tokens, explicit, allow_fallback)
+    if max_tokens < sampling.min_tokens:
+        raise APIError(400, f"the prompt leaves room for {max_tokens} tokens, fewer than min_tokens "
+                       f"({sampling.min_tokens})", param="min_tokens", code="context_length_exceeded")
+    return replace(sampling, max_tokens=max_tokens)
 
 
 async def with_deadline(service: RoutedService, coro: Any) -> Any:

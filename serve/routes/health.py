@@ -1,4 +1,5 @@
-"""Probes: /health (the process is up; what system it serves), /ready (the engines are loaded), /metrics."""
+"""Probes: /health (the process is up; what system it serves; each model's circuit), /ready (the engines are
+loaded and some model can answer), /metrics."""
 
 from __future__ import annotations
 
@@ -14,16 +15,21 @@ router = APIRouter()
 @router.get("/health", response_model=HealthResponse)
 async def health(service: Service) -> HealthResponse:
     state = "ready" if service.ready else ("failed" if service.load_error else "loading")
-    return HealthResponse(engines=state, system=service.system_info())
+    return HealthResponse(engines=state, system=service.system_info(), backends=service.backend_states())
 
 
 @router.get("/ready")
 async def ready(service: Service) -> JSONResponse:
-    body = {"ready": service.ready, "error": service.load_error}
+    """200 when loaded and some model can answer (a down student's traffic goes to the teacher), else 503."""
+    can_answer = service.can_answer()
+    body = {"ready": can_answer, "error": service.load_error}
     if service.ready:
         body.update(student=service.model_name("student"), teacher=service.model_name("teacher"),
-                    router=service.router.source if service.router else None, rag=service.pipeline is not None)
-    return JSONResponse(body, status_code=200 if service.ready else 503)
+                    router=service.router.source if service.router else None, rag=service.pipeline is not None,
+                    backends=service.backend_states())
+        if not can_answer:
+            body["error"] = "no model can answer: every circuit is open"
+    return JSONResponse(body, status_code=200 if can_answer else 503)
 
 
 @router.get("/metrics")

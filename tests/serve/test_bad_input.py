@@ -26,7 +26,7 @@ CASES = [
     ("/v1/answer", {"question": "q?", "options": "fast"}, 400, "'options'"),
     ("/v1/answer", {"question": "q?", "options": {"max_tokens": "ten"}}, 400, "'options.max_tokens'"),
     ("/v1/answer", {"question": "q?", "options": {"max_tokens": 0}}, 400, "'options.max_tokens'"),
-    ("/v1/answer", {"question": "q?", "options": {"max_tokens": 65}}, 400, "max_tokens is 65; the limit is 64"),
+    ("/v1/answer", {"question": "q?", "options": {"max_tokens": 65}}, 400, "'options.max_tokens' is 65; the limit is 64"),
     ("/v1/answer", {"question": "q?", "options": {"model": "gpt-5"}}, 400, "'options.model'"),
     ("/v1/answer", {"question": "q?", "options": {"temperature": -1}}, 400, "'options.temperature'"),
     ("/v1/answer", {"question": "q?", "options": {"fallback": "yes"}}, 400, "'options.fallback'"),

@@ -35,6 +35,7 @@ def test_help_lists_every_setting():
     (["--routing.if-missing", "error", "--routing.router-path", "/nonexistent/router.skops"], "router file not found"),
     (["--student.model", "smollm2-135m-pruned", "--teacher.model", "/nonexistent/model-dir"], "teacher"),
     ([], "student: no model configured and no artifact records one"),
+    (["--host", "0.0.0.0"], "refusing to listen on 0.0.0.0 without an API key"),
 ])
 def test_bad_settings_exit_2_without_traceback(args, needle):
     result = run_cli(*args)
