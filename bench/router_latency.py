@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         from router.labels import build_labels
 
         cfg = load_config(RouterConfig, args.config)
-        bundle = fit_router(build_labels(args.teacher, args.student, cfg.labels), cfg, log=lambda m: print(m, file=sys.stderr))
+        bundle = fit_router(build_labels(args.teacher, args.student, cfg.labels), cfg)
     else:
         parser.error("give --router, or --teacher and --student to fit one")
 

@@ -177,7 +177,7 @@ async def run_direct_backend(config: str, n_requests: int, concurrency: int, max
     cfg = load_config(ServeConfig, config)
     backend = create_backend(cfg.teacher)
     await backend.start()
-    sampling = SamplingConfig(max_tokens=max_tokens, temperature=cfg.temperature)
+    sampling = SamplingConfig(max_tokens=max_tokens, temperature=(cfg.sampling or SamplingConfig()).temperature)
     for i in range(warmup):  # same warm-up as the served run: first calls pay for lazy kernel setup
         await backend.complete([{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}], sampling)
     latencies, ttfts, errors = [], [], []
@@ -245,8 +245,8 @@ def gpu_serve_config(args: argparse.Namespace, questions: list, workdir: Path) -
                         + f"index_dir: {workdir / 'index'}\n"
                         + (f"dense_model: {args.dense_model}\n" if args.dense_model else ""))
     config = workdir / "serve.yaml"
-    config.write_text(f"""student: {{backend: vllm, model: {args.student}, gpu_memory_utilization: 0.3, timeout_s: 600}}
-teacher: {{backend: vllm, model: {args.teacher}, gpu_memory_utilization: 0.55, timeout_s: 600}}
+    config.write_text(f"""student: {{model: {args.student}, engine: {{name: vllm, gpu_memory_utilization: 0.3}}, timeout_s: 600}}
+teacher: {{model: {args.teacher}, engine: {{name: vllm, gpu_memory_utilization: 0.55}}, timeout_s: 600}}
 rag: true
 pipeline: {pipeline}
 corpus: {args.dataset}
@@ -280,8 +280,8 @@ def gpu_sweep(args: argparse.Namespace, server: str, questions: list[str]) -> di
 
 def echo_serve_config(upstream: str) -> str:
     text = f"""rag: false
-student: {{backend: openai, base_url: "{upstream}", name: echo-student, max_connections: 512}}
-teacher: {{backend: openai, base_url: "{upstream}", name: echo-teacher, max_connections: 512}}
+student: {{name: echo-student, engine: {{name: openai, base_url: "{upstream}", concurrency: 512}}}}
+teacher: {{name: echo-teacher, engine: {{name: openai, base_url: "{upstream}", concurrency: 512}}}}
 routing: {{if_missing: heuristic}}
 limits: {{max_concurrent: 512, max_queue: 1024}}
 log_level: warning

@@ -97,7 +97,7 @@ def main() -> int:
                 f"save_steps={args.steps}",
             ],
         )
-        report = train_main(cfg, log=lambda _: None)
+        report = train_main(cfg)
         steady = sorted(report["step_s"][1:])
         results["runs"][f"{dtype} ({pick_dtype(dtype)})"] = {
             k: report[k]

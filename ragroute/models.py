@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from ragroute.errors import ModelNotFoundError, UserError
+
+log = logging.getLogger("ragroute.models")
 
 CACHE_PREFIX = "ragroute:"
 MARKER_FILE = "ragroute_model.json"
@@ -246,10 +249,10 @@ def convert_gguf(gguf: Path, out_dir: Path) -> dict[str, Any]:
     return {"source": str(gguf), "kind": "gguf-conversion", "parameters": model.num_parameters()}
 
 
-def prepare_model(spec: ModelSpec, force: bool = False, log: Callable[[str], None] = print) -> Path | None:
+def prepare_model(spec: ModelSpec, force: bool = False) -> Path | None:
     """Materialize one cache model (GGUF conversion or pruning). Hub ids and local dirs need nothing."""
     if not spec.path.startswith(CACHE_PREFIX):
-        log(f"{spec.name}: {spec.path} is loaded from the hub or disk by the engines; nothing to prepare")
+        log.info("%s: %s is loaded from the hub or disk by the engines; nothing to prepare", spec.name, spec.path)
         return None
     target = models_dir() / spec.path[len(CACHE_PREFIX) :]
     if spec.prune is not None:
@@ -258,7 +261,7 @@ def prepare_model(spec: ModelSpec, force: bool = False, log: Callable[[str], Non
         prune = spec.prune
 
         def write(tmp: Path) -> dict[str, Any]:
-            return prune_checkpoint(resolve_model_path(prune.source), prune, tmp, log=log)
+            return prune_checkpoint(resolve_model_path(prune.source), prune, tmp)
 
     elif spec.gguf_package is not None:
         package = spec.gguf_package
@@ -270,7 +273,7 @@ def prepare_model(spec: ModelSpec, force: bool = False, log: Callable[[str], Non
         raise UserError(f"{spec.name}: don't know how to build {spec.path} (give gguf_package, a prune section, or a hub id)")
     started = time.perf_counter()
     if atomic_checkpoint(target, write, force=force):
-        log(f"{spec.name}: wrote {target} in {time.perf_counter() - started:.1f}s")
+        log.info("%s: wrote %s in %.1fs", spec.name, target, time.perf_counter() - started)
     else:
-        log(f"{spec.name}: already prepared at {target}")
+        log.info("%s: already prepared at %s", spec.name, target)
     return target

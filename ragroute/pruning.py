@@ -15,7 +15,7 @@ for logit distillation (``ragroute train``), which recovers most of the loss.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,8 @@ from typing import Any
 import torch
 
 from ragroute.models import PruneSpec
+
+log = logging.getLogger("ragroute.models")
 
 
 def demo_corpus_path() -> Path:
@@ -135,13 +137,13 @@ def drop_layers(model, keep: list[int]) -> None:
         config.layer_types = [layer_types[i] for i in keep]
 
 
-def prune_model(model, tokenizer, prune: PruneSpec, log: Callable[[str], None] = print) -> dict[str, Any]:
+def prune_model(model, tokenizer, prune: PruneSpec) -> dict[str, Any]:
     """Prune ``model`` in place as ``prune`` says; returns what was kept and the measured scores."""
     texts = calibration_texts(prune.calibration_texts)
     influence, activity = measure_importance(model, tokenizer, texts, prune.calibration_max_tokens)
     keep = choose_layers(prune, influence)
-    log(f"block influence per layer: {[round(x, 4) for x in influence.tolist()]}")
-    log(f"keeping {len(keep)}/{len(influence)} layers: {keep}")
+    log.info("block influence per layer: %s", [round(x, 4) for x in influence.tolist()])
+    log.info("keeping %d/%d layers: %s", len(keep), len(influence), keep)
     if prune.intermediate_size:
         prune_mlp_width(model, activity, prune.intermediate_size)
     drop_layers(model, keep)
@@ -152,14 +154,14 @@ def prune_model(model, tokenizer, prune: PruneSpec, log: Callable[[str], None] =
     }
 
 
-def prune_checkpoint(source: str, prune: PruneSpec, out_dir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+def prune_checkpoint(source: str, prune: PruneSpec, out_dir: Path) -> dict[str, Any]:
     """Load ``source``, prune it and save the student checkpoint (weights + tokenizer) to ``out_dir``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     before = model.num_parameters()
-    info = prune_model(model, tokenizer, prune, log=log)
+    info = prune_model(model, tokenizer, prune)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return {

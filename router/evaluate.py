@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ragroute.routing import needs_teacher
 from router.calibrate import choose_threshold
 from router.config import RouterConfig
 from router.features import feature_matrix
@@ -53,7 +54,7 @@ def summarize(scores: np.ndarray, labelled: LabelledSet, threshold: float | None
         "at_share": {f"{share:g}": interpolate(curve, share) for share in REPORT_SHARES},
     }
     if threshold is not None:
-        routed = scores >= threshold
+        routed = needs_teacher(scores, threshold)
         share = float(routed.mean())
         summary["threshold"] = float(threshold)
         summary["at_threshold"] = interpolate(curve, share)

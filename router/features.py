@@ -9,7 +9,6 @@ Bump :data:`FEATURE_VERSION` whenever a function here changes what it returns.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from functools import lru_cache
@@ -17,60 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from ragroute.routing import SIGNAL_NAMES, is_simple_factual, retrieval_signals
 from router.config import FeatureConfig
 
+__all__ = ["SIGNAL_NAMES", "feature_matrix", "is_simple_factual", "retrieval_signals"]
+
 FEATURE_VERSION = 1
-
-SIGNAL_NAMES = (
-    "top_score",
-    "margin",
-    "relative_margin",
-    "mean_score",
-    "score_std",
-    "n_docs",
-    "n_above_threshold",
-)
-
-
-def retrieval_signals(doc_scores: Sequence[float], threshold: float = 0.5) -> dict[str, float]:
-    """Router features of one question's retrieval: how strong and how clear-cut the best evidence is.
-
-    ``doc_scores`` are the scores of the documents in the prompt, best first (any retriever's scale).
-    ``n_above_threshold`` counts documents scoring at least ``threshold`` of the way from the lowest to the top
-    score relative to the top one: ``score >= threshold * top`` for positive scores (BM25, cosine), and on the
-    min-max normalized scale otherwise (reranker logits).
-    """
-    scores = sorted((float(s) for s in doc_scores if s is not None and math.isfinite(s)), reverse=True)
-    if not scores:
-        return {name: 0.0 for name in SIGNAL_NAMES}
-    top = scores[0]
-    second = scores[1] if len(scores) > 1 else scores[0]
-    if top > 0 and scores[-1] >= 0:
-        above = sum(s >= threshold * top for s in scores)
-    else:
-        spread = top - scores[-1]
-        above = len(scores) if spread == 0 else sum((s - scores[-1]) / spread >= threshold for s in scores)
-    return {
-        "top_score": top,
-        "margin": top - second,
-        "relative_margin": (top - second) / (abs(top) + 1e-9),
-        "mean_score": float(np.mean(scores)),
-        "score_std": float(np.std(scores)),
-        "n_docs": float(len(scores)),
-        "n_above_threshold": float(above),
-    }
-
-
-# The design note's "smaller model for simple questions" rule, as serve/routing.HeuristicRouter applies it:
-# short factual What/Which/Who/When/Where questions are simple; yes/no/maybe questions and long ones are not.
-SIMPLE_FACTUAL = re.compile(r"^\s*(what|which|who|when|where)\b", re.IGNORECASE)
-SIMPLE_MAX_WORDS = 25
-
-
-def is_simple_factual(question: str) -> bool:
-    """The seed's regex heuristic (``is_simple_factual``): True sends the question to the student."""
-    return bool(SIMPLE_FACTUAL.match(question)) and len(question.split()) <= SIMPLE_MAX_WORDS
-
 
 _YES_NO_OPENERS = re.compile(
     r"^\s*(?:[^:?]{0,120}:\s*)?(do|does|did|is|are|was|were|can|could|should|will|would|has|have|had|may|might|must)\b",

@@ -9,6 +9,7 @@ split and score the held-out split: they choose the threshold, and they are what
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -16,12 +17,15 @@ import numpy as np
 
 from ragroute.config import config_to_dict
 from ragroute.errors import UserError
+from ragroute.routing import needs_teacher
 from router.calibrate import choose_threshold
 from router.config import RouterConfig
 from router.features import FEATURE_VERSION, SIGNAL_NAMES, column_transformer, feature_matrix
 from router.labels import LabelledSet
 from router.models import CLASSIFIERS
 from router.persist import FORMAT_VERSION, RouterBundle, library_versions
+
+log = logging.getLogger("ragroute.router")
 
 
 def _folds(y: np.ndarray, cfg: RouterConfig) -> Any:
@@ -101,7 +105,7 @@ def signal_medians(signals: list[dict[str, float]]) -> dict[str, float]:
     return {name: float(np.median([s.get(name, 0.0) for s in signals])) for name in SIGNAL_NAMES}
 
 
-def fit_router(labelled: LabelledSet, cfg: RouterConfig, model: str | None = None, log=print) -> RouterBundle:
+def fit_router(labelled: LabelledSet, cfg: RouterConfig, model: str | None = None) -> RouterBundle:
     """Fit ``model`` (default ``cfg.model``) on the labelled questions; threshold from out-of-fold scores."""
     model = model or cfg.model
     y = labelled.teacher_needed.astype(int)
@@ -114,7 +118,7 @@ def fit_router(labelled: LabelledSet, cfg: RouterConfig, model: str | None = Non
         cfg.threshold_rule, cfg.threshold_target, oof, labelled.student_quality, labelled.teacher_quality
     )
     estimator, params, cv_auc = fit_estimator(X, y, cfg, model)
-    log(f"router {model}: fitted on {len(y)} questions ({int(y.sum())} hard) in {time.perf_counter() - started:.1f}s")
+    log.info(f"router {model}: fitted on {len(y)} questions ({int(y.sum())} hard) in {time.perf_counter() - started:.1f}s")
     metadata = {
         "format_version": FORMAT_VERSION,
         "feature_version": FEATURE_VERSION,
@@ -125,7 +129,7 @@ def fit_router(labelled: LabelledSet, cfg: RouterConfig, model: str | None = Non
         "signal_defaults": defaults,
         "threshold_rule": cfg.threshold_rule,
         "threshold_target": cfg.threshold_target,
-        "validation_teacher_share": float(np.mean(oof >= threshold)),
+        "validation_teacher_share": float(np.mean(needs_teacher(oof, threshold))),
         "n_train": len(y),
         "n_hard": int(y.sum()),
         "data_hash": labelled.data_hash,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ragroute.errors import UserError
+from ragroute.routing import needs_teacher
 from router.persist import RouterBundle
 
 ROUTED = "routed_to_teacher"
@@ -33,7 +34,7 @@ def hard_rows(
     rows = []
     for i, (qid, question) in enumerate(zip(ids, questions, strict=True)):
         reasons = []
-        if scores[i] >= bundle.threshold:
+        if needs_teacher(scores[i], bundle.threshold):
             reasons.append(ROUTED)
         if student_failed is not None and student_failed[i]:
             reasons.append(STUDENT_FAILED)

@@ -2,28 +2,41 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ragroute.routing import needs_teacher
 from router.config import RouterConfig
 from router.persist import RouterBundle, load_router, save_router
 
+log = logging.getLogger("ragroute.router")
 
-def fit_main(cfg: RouterConfig, teacher: str, student: str, out: str, log=print) -> RouterBundle:
+
+def fit_main(cfg: RouterConfig, teacher: str, student: str, out: str) -> RouterBundle:
     """Label the paired records, fit ``cfg.model``, choose its threshold, save it with skops."""
     from router.fit import fit_router
     from router.labels import build_labels
 
     labelled = build_labels(teacher, student, cfg.labels)
-    bundle = fit_router(labelled, cfg, log=log)
+    bundle = fit_router(labelled, cfg)
+    bundle.metadata["systems"] = recorded_systems(teacher, student)
     path = save_router(bundle, out)
     meta = bundle.metadata
-    log(
+    log.info(
         f"wrote {path}: threshold {bundle.threshold:.4f} (teacher share {meta['validation_teacher_share']:.2f} on "
         f"out-of-fold scores), params {meta['params']}, CV ROC AUC {meta['cv_roc_auc']}"
     )
     return bundle
+
+
+def recorded_systems(teacher: str, student: str) -> dict[str, Any]:
+    """The systems (pipeline, model, sampling) that wrote the teacher's and the student's records, from their
+    data_gen manifests: serve and eval build the routed system from them."""
+    from ragroute.system import manifest_system
+
+    return {"teacher": manifest_system(teacher), "student": manifest_system(student)}
 
 
 def stored_config(bundle: RouterBundle) -> RouterConfig:
@@ -42,7 +55,7 @@ def stored_config(bundle: RouterBundle) -> RouterConfig:
 
 def eval_main(
     cfg: RouterConfig | None, teacher: str, student: str, out_dir: str, router: str | None = None,
-    trusted: Sequence[str] = (), log=print,
+    trusted: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Compare the trained router(s) with the baselines on the paired records; write the JSON and the plot."""
     from router.evaluate import evaluate, write_report
@@ -55,23 +68,23 @@ def eval_main(
     report = evaluate(labelled, cfg, bundle)
     json_path, png_path = write_report(report, out_dir)
     fixed, labels = report["fixed"], report["labels"]
-    log(
+    log.info(
         f"{report['n']} questions, {labels['share_hard']:.1%} hard ({labels['metric']} vs {labels['reference']}); "
         f"quality always-student {fixed['always_student']['quality']:.3f}, "
         f"always-teacher {fixed['always_teacher']['quality']:.3f}"
     )
     if report["note"]:
-        log(f"note: {report['note']}")
+        log.info(f"note: {report['note']}")
 
     def shown(value: float | None) -> str:
         return "undefined" if value is None else f"{value:.3f}"
 
     for name, summary in report["routers"].items():
-        log(
+        log.info(
             f"{name:>12}: APGR {shown(summary['apgr'])}  CPT(50%) {shown(summary['cpt50'])}  "
             f"CPT(80%) {shown(summary['cpt80'])}  ROC AUC {shown(summary['roc_auc'])}"
         )
-    log(f"wrote {json_path} and {png_path}")
+    log.info(f"wrote {json_path} and {png_path}")
     return report
 
 
@@ -82,7 +95,7 @@ def predict_main(
     bundle = load_router(router, trusted)
     scores = bundle.score(questions, None if signals is None else [signals] * len(questions))
     return [
-        {"question": q, "use_teacher": bool(s >= bundle.threshold), "score": round(float(s), 6),
+        {"question": q, "use_teacher": bool(needs_teacher(s, bundle.threshold)), "score": round(float(s), 6),
          "threshold": bundle.threshold}
         for q, s in zip(questions, scores, strict=True)
     ]
@@ -90,7 +103,7 @@ def predict_main(
 
 def hard_set_main(
     router: str, out: str, teacher: str | None = None, student: str | None = None,
-    questions_path: str | None = None, trusted: Sequence[str] = (), log=print,
+    questions_path: str | None = None, trusted: Sequence[str] = (),
 ) -> Path:
     """Export the hard questions of a records pair, or of a question file, as a data_gen question file."""
     from router.hardset import hard_rows, write_rows
@@ -115,5 +128,5 @@ def hard_set_main(
         rows = hard_rows(bundle, [q.id for q in items], [q.question for q in items], None, None, gold)
         total = len(items)
     path = write_rows(rows, out)
-    log(f"wrote {path}: {len(rows)} of {total} questions are hard")
+    log.info(f"wrote {path}: {len(rows)} of {total} questions are hard")
     return path

@@ -1,7 +1,8 @@
 """The router interface, the registry of trainable classifiers, and the baselines.
 
-Every router answers one question (RouteLLM's interface): ``score(questions, signals)`` -> the probability that
-the teacher is needed, one number per question; a threshold on it makes the decision. Trained routers are a
+Every router answers one question (:class:`ragroute.routing.Router`, RouteLLM's interface):
+``score(questions, signals)`` -> the probability that the teacher is needed, one number per question;
+:func:`ragroute.routing.needs_teacher` on a threshold makes the decision. Trained routers are a
 scikit-learn classifier from :data:`CLASSIFIERS` behind the feature pipeline (:class:`router.persist.RouterBundle`);
 the baselines need no training. Classifiers are built by factories so that importing this module stays free of
 scikit-learn.
@@ -11,17 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from router.features import is_simple_factual
+from ragroute.routing import HeuristicRouter, Router
 
-
-class Router(Protocol):
-    def score(self, questions: Sequence[str], signals: Sequence[dict[str, float] | None] | None = None) -> np.ndarray:
-        """P(teacher needed) per question, higher = harder."""
-        ...
+__all__ = ["BASELINES", "CLASSIFIERS", "ClassifierSpec", "HeuristicRouter", "RandomRouter", "Router"]
 
 
 @dataclass
@@ -71,13 +68,6 @@ class RandomRouter:
 
     def score(self, questions: Sequence[str], signals: Sequence[dict[str, float] | None] | None = None) -> np.ndarray:
         return np.full(len(questions), 0.5)
-
-
-class HeuristicRouter:
-    """The seed's regex: simple factual questions (0.0) go to the student, everything else (1.0) to the teacher."""
-
-    def score(self, questions: Sequence[str], signals: Sequence[dict[str, float] | None] | None = None) -> np.ndarray:
-        return np.array([0.0 if is_simple_factual(q) else 1.0 for q in questions])
 
 
 BASELINES: dict[str, Callable[[], Router]] = {"random": RandomRouter, "heuristic": HeuristicRouter}

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.errors import UserError
+from ragroute.routing import needs_teacher
 from router.config import FeatureConfig
 from router.features import FEATURE_VERSION, feature_matrix
 from router.linear import LinearScorer, binary_calibrated_parts
@@ -87,7 +88,7 @@ class RouterBundle:
     def route(self, question: str, signals: dict[str, float] | None = None) -> tuple[bool, float]:
         """(use_teacher, score) for one question."""
         score = float(self._predict(self.features([question], None if signals is None else [signals]))[0])
-        return score >= self.threshold, score
+        return bool(needs_teacher(score, self.threshold)), score
 
     def _predict(self, matrix: np.ndarray) -> np.ndarray:
         """The pipeline's ``predict_proba(matrix)[:, 1]``: a linear router's folded weights (:mod:`router.linear`),

@@ -4,34 +4,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Kept here rather than imported from serve.backends so that loading a config never imports a backend;
-# serve.backends.register_backend adds third-party names.
-BACKEND_KINDS = ["vllm", "transformers", "openai"]
+from ragroute.engines.base import EngineConfig, SamplingConfig
+
 NO_ROUTER_POLICIES = ("teacher", "heuristic", "error")
 # Two in-process vLLM engines share one GPU; leave room for the CUDA contexts and activations of both.
 MAX_SHARED_GPU_MEMORY = 0.9
 
 
+def _serve_engine() -> EngineConfig:
+    # A serving default: in-process transformers; an upstream gets a connection pool sized for serving and no
+    # retries of its own (a failing student falls back to the teacher instead).
+    return EngineConfig(name="transformers", max_retries=0, concurrency=256)
+
+
 @dataclass
 class BackendConfig:
-    """Where one model runs: in this process (vLLM async engine, transformers) or behind an upstream URL."""
+    """One model and the engine that runs it: in this process (vLLM ``AsyncLLM``, transformers) or behind an
+    upstream OpenAI-compatible URL. The engine settings are :class:`ragroute.engines.base.EngineConfig`, the same
+    ones data_gen and eval use."""
 
-    backend: str = field(
-        default="transformers",
-        metadata={"help": "vllm (in-process AsyncLLM), transformers (in-process, worker thread) or openai (upstream URL)"},
-    )
     model: str = field(
         default="",
         metadata={
-            "help": "model config name (configs/models/NAME.yaml), a model YAML path, or a model path "
-            "(ragroute:NAME, local directory, hub id); with backend=openai only used as a display name"
+            "help": "model config name (configs/models/NAME.yaml), model YAML, checkpoint directory or model path; "
+            "empty: the model of the system the router's labels came from. With engine openai: the served model"
         },
     )
     name: str | None = field(
         default=None, metadata={"help": "name reported in responses and metrics (default: the model spec's name)"}
     )
-    dtype: str = field(default="auto", metadata={"help": "in-process: auto, float32, bfloat16 (for a plain path)"})
-    max_model_len: int = field(default=4096, metadata={"help": "in-process: longest prompt + answer (plain path)"})
+    dtype: str | None = field(
+        default=None, metadata={"help": "override the model spec's dtype (auto, float32, bfloat16)"}
+    )
+    engine: EngineConfig = field(default_factory=_serve_engine, metadata={"help": "the engine that runs the model"})
     timeout_s: float = field(
         default=60.0,
         metadata={
@@ -39,46 +44,12 @@ class BackendConfig:
             "a student that exceeds it falls back to the teacher"
         },
     )
-    # upstream OpenAI-compatible server (vllm serve, TGI, SGLang, ...)
-    base_url: str | None = field(
-        default=None, metadata={"help": "openai: upstream base URL including /v1, e.g. http://10.0.0.5:8000/v1"}
-    )
-    served_model_name: str | None = field(
-        default=None, metadata={"help": "openai: the model name the upstream expects (default: its first model)"}
-    )
-    api_key_env: str | None = field(
-        default=None, metadata={"help": "openai: environment variable holding the upstream's API key"}
-    )
-    connect_timeout_s: float = field(default=5.0, metadata={"help": "openai: seconds to open a connection"})
-    max_retries: int = field(
-        default=0,
-        metadata={"help": "openai: retries of a failed connection before giving up (the student falls back anyway)"},
-    )
-    max_connections: int = field(default=256, metadata={"help": "openai: connection pool size to the upstream"})
-    # in-process engines
-    device: str = field(default="auto", metadata={"help": "transformers: cpu, cuda or auto"})
-    tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs the model is split across"})
-    gpu_memory_utilization: float = field(default=0.85, metadata={"help": "vllm: share of GPU memory to use"})
-    kv_cache_memory_gb: float | None = field(
-        default=None, metadata={"help": "vllm: KV cache GiB (default: 1 GiB on CPU, derived on GPU)"}
-    )
-    quantization: str | None = field(default=None, metadata={"help": "vllm: fp8, awq, gptq or none"})
-    max_num_seqs: int | None = field(default=None, metadata={"help": "vllm: most sequences batched at once"})
-    enforce_eager: bool | None = field(
-        default=None, metadata={"help": "vllm: skip graph compilation (default: on for CPU, off for GPU)"}
-    )
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKEND_KINDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKEND_KINDS)}, not '{self.backend}'")
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError("backend=openai needs base_url (the upstream server, e.g. http://host:8000/v1)")
-        if self.backend != "openai" and not self.model:
-            raise ValueError(f"backend={self.backend} needs model (a model config name, YAML or path)")
-        if self.timeout_s <= 0 or self.connect_timeout_s <= 0:
-            raise ValueError("timeout_s and connect_timeout_s must be > 0")
-        if self.max_retries < 0 or self.max_connections < 1:
-            raise ValueError("max_retries must be >= 0 and max_connections >= 1")
+        if self.engine.name == "openai" and not self.engine.base_url:
+            raise ValueError("engine openai needs engine.base_url (the upstream server, e.g. http://host:8000/v1)")
+        if self.timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
 
 
 @dataclass
@@ -132,8 +103,14 @@ class LimitsConfig:
     max_prompt_chars: int = field(
         default=32_000, metadata={"help": "most characters of all chat messages together (clients may send context)"}
     )
-    max_body_bytes: int = field(default=1_000_000, metadata={"help": "largest accepted request body (413 beyond)"})
-    max_tokens_default: int = field(default=256, metadata={"help": "answer length when the request gives none"})
+    max_body_bytes: int = field(
+        default=1_000_000, metadata={"help": "largest request body, counted on the bytes received (413 beyond)"}
+    )
+    body_timeout_s: float = field(
+        default=30.0, metadata={"help": "seconds a client may take to send its request body (408 beyond)"}
+    )
+    max_stop: int = field(default=4, metadata={"help": "most stop strings per request"})
+    max_stop_chars: int = field(default=100, metadata={"help": "longest stop string"})
     max_tokens_limit: int = field(default=1024, metadata={"help": "largest max_tokens a request may ask for"})
     max_concurrent: int = field(default=64, metadata={"help": "requests generating at once"})
     max_queue: int = field(
@@ -142,15 +119,14 @@ class LimitsConfig:
     request_timeout_s: float = field(default=120.0, metadata={"help": "whole-request deadline (504 beyond)"})
 
     def __post_init__(self) -> None:
-        for name in ("max_question_chars", "max_messages", "max_prompt_chars", "max_body_bytes", "max_tokens_default", "max_concurrent"):
+        for name in ("max_question_chars", "max_messages", "max_prompt_chars", "max_body_bytes", "max_tokens_limit",
+                     "max_concurrent", "max_stop_chars"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, not {getattr(self, name)}")
-        if self.max_queue < 0:
-            raise ValueError(f"max_queue must be >= 0, not {self.max_queue}")
-        if self.max_tokens_limit < self.max_tokens_default:
-            raise ValueError("max_tokens_limit must be >= max_tokens_default")
-        if self.request_timeout_s <= 0:
-            raise ValueError("request_timeout_s must be > 0")
+        if self.max_queue < 0 or self.max_stop < 0:
+            raise ValueError(f"max_queue and max_stop must be >= 0, not {self.max_queue} and {self.max_stop}")
+        if self.request_timeout_s <= 0 or self.body_timeout_s <= 0:
+            raise ValueError("request_timeout_s and body_timeout_s must be > 0")
 
 
 @dataclass
@@ -162,8 +138,35 @@ class AuthConfig:
     )
     api_key_env: str | None = field(
         default="RAGROUTE_API_KEY",
-        metadata={"help": "environment variable with the required bearer token; unset or empty = no auth"},
+        metadata={"help": "environment variable with the required bearer token (unset or empty = no key)"},
     )
+    allow_anonymous: bool = field(
+        default=False,
+        metadata={"help": "serve without a key on a non-loopback host; without it such a server refuses to start"},
+    )
+
+
+@dataclass
+class HealthConfig:
+    """Upstream health probes and the per-model circuit breaker fed by them and by failed requests."""
+
+    probe_interval_s: float = field(
+        default=5.0, metadata={"help": "seconds between health probes of each model (0 = no probes)"}
+    )
+    probe_timeout_s: float = field(default=2.0, metadata={"help": "seconds one probe may take"})
+    failure_threshold: int = field(
+        default=3, metadata={"help": "consecutive failed generations (errors, timeouts) that open a model's circuit"}
+    )
+    open_s: float = field(
+        default=10.0,
+        metadata={"help": "seconds an open circuit stays open before one trial request (a passing probe closes it too)"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.probe_interval_s < 0 or self.probe_timeout_s <= 0 or self.open_s <= 0:
+            raise ValueError("probe_interval_s must be >= 0, probe_timeout_s and open_s > 0")
+        if self.failure_threshold < 1:
+            raise ValueError(f"failure_threshold must be >= 1, not {self.failure_threshold}")
 
 
 @dataclass
@@ -173,18 +176,29 @@ class ServeConfig:
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on (0.0.0.0 for all interfaces)"})
     port: int = field(default=8080, metadata={"help": "TCP port (0 = any free port)"})
     student: BackendConfig = field(
-        default_factory=lambda: BackendConfig(model="ragroute:smollm2-135m-pruned", name="smollm2-135m-pruned"),
-        metadata={"help": "the cheap model"},
+        default_factory=BackendConfig, metadata={"help": "the cheap model (default: the router file's student)"}
     )
     teacher: BackendConfig = field(
-        default_factory=lambda: BackendConfig(model="smollm2-135m"), metadata={"help": "the strong model"}
+        default_factory=BackendConfig, metadata={"help": "the strong model (default: the router file's teacher)"}
     )
     rag: bool = field(
         default=True,
         metadata={"help": "load the RAG pipeline and serve /v1/answer; false = a routing proxy for chat only"},
     )
     pipeline: str | None = field(
-        default=None, metadata={"help": "RAG pipeline YAML (ragroute.rag.pipeline.PipelineConfig); default settings if unset"}
+        default=None,
+        metadata={"help": "RAG pipeline YAML (ragroute.rag.pipeline.PipelineConfig); unset: the pipeline of the system "
+                  "the router's labels came from, else default settings"},
+    )
+    sampling: SamplingConfig | None = field(
+        default=None,
+        metadata={"help": "default sampling (requests may override max_tokens, temperature, top_p, stop, seed); "
+                  "unset: the sampling of the system the router's labels came from, else defaults"},
+    )
+    system_override: bool = field(
+        default=False,
+        metadata={"help": "serve the configured models/pipeline/sampling even where they differ from the system the "
+                  "router's labels and the student's training data came from (logged, shown in /health)"},
     )
     corpus: str | None = field(
         default=None, metadata={"help": "corpus (JSONL of id/title/text, PubMedQA json, or demo); default: the pipeline config's, else demo"}
@@ -196,7 +210,8 @@ class ServeConfig:
     fallback: FallbackConfig = field(default_factory=FallbackConfig, metadata={"help": "student -> teacher fallback"})
     limits: LimitsConfig = field(default_factory=LimitsConfig, metadata={"help": "request limits"})
     auth: AuthConfig = field(default_factory=AuthConfig, metadata={"help": "API-key auth"})
-    temperature: float = field(default=0.0, metadata={"help": "default sampling temperature (requests may override)"})
+    health: HealthConfig = field(default_factory=HealthConfig, metadata={"help": "health probes, circuit breaker"})
+    docs: bool = field(default=False, metadata={"help": "serve /docs, /redoc and /openapi.json"})
     log_level: str = field(default="info", metadata={"help": "uvicorn log level: debug, info, warning, error"})
 
     def __post_init__(self) -> None:
@@ -204,13 +219,19 @@ class ServeConfig:
             raise ValueError(f"port must be in 0..65535, not {self.port}")
         if self.pipeline_workers < 1:
             raise ValueError("pipeline_workers must be >= 1")
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
         both = (self.student, self.teacher)
-        share = sum(b.gpu_memory_utilization for b in both)
-        if all(b.backend == "vllm" for b in both) and share > MAX_SHARED_GPU_MEMORY:
+        share = sum(b.engine.gpu_memory_utilization for b in both)
+        if all(b.engine.name == "vllm" for b in both) and share > MAX_SHARED_GPU_MEMORY:
             # Both in-process engines start on the same GPU(s); each reserves its share of the whole card.
             raise ValueError(
-                f"student and teacher both run vLLM in this process on the same GPU: their gpu_memory_utilization "
+                f"student and teacher both run vLLM in this process on the same GPU: their engine.gpu_memory_utilization "
                 f"must add up to at most {MAX_SHARED_GPU_MEMORY} (e.g. teacher 0.55, student 0.3), not {share:.2f}"
             )
+        if self.sampling is not None:
+            check_answer_length(self.sampling, self.limits)
+
+
+def check_answer_length(sampling: SamplingConfig, limits: LimitsConfig) -> None:
+    if sampling.max_tokens > limits.max_tokens_limit:
+        raise ValueError(f"limits.max_tokens_limit ({limits.max_tokens_limit}) is below the served system's answer "
+                         f"length sampling.max_tokens ({sampling.max_tokens})")

@@ -12,26 +12,30 @@ log = logging.getLogger("ragroute.serve")
 
 
 def preflight(cfg: ServeConfig) -> None:
-    """Fail before binding the port on what the user can fix: missing models, corpus or router file."""
+    """Fail before binding the port on what the user can fix: no API key on a public address, missing models,
+    corpus or router file, or a configured system that differs from the one the artifacts were made with."""
     from ragroute.config import resolve_path
     from ragroute.models import resolve_model_path
-    from serve.backends import model_spec_for
-    from serve.routing import load_question_router
+    from serve.auth import check_auth_exposure
+    from serve.routing import load_bundle
+    from serve.system import resolve_served
 
-    for role, backend in (("student", cfg.student), ("teacher", cfg.teacher)):
-        if backend.backend != "openai":
-            try:
-                path = model_spec_for(backend).path
-                resolve_model_path(path)
-            except UserError as exc:
-                raise UserError(f"{role}: {exc}") from None
-            if path.startswith(("/", ".", "~")) and not Path(path).expanduser().exists():
-                raise UserError(f"{role}: model directory not found: {path}")
+    check_auth_exposure(cfg)
     if cfg.pipeline:
         resolve_path(cfg.pipeline, "pipeline config")
     if cfg.corpus and cfg.corpus.endswith((".json", ".jsonl")):  # not 'demo', a datasets dir or hub name
         resolve_path(cfg.corpus, "corpus")
-    load_question_router(cfg.routing)  # raises when if_missing=error and the file is absent
+    resolved = resolve_served(cfg, load_bundle(cfg.routing))  # raises when if_missing=error and there is no file
+    for role in ("student", "teacher"):
+        if getattr(cfg, role).engine.name == "openai":
+            continue
+        path = resolved[role].spec.model.path
+        try:
+            resolve_model_path(path)
+        except UserError as exc:
+            raise UserError(f"{role}: {exc}") from None
+        if path.startswith(("/", ".", "~")) and not Path(path).expanduser().exists():
+            raise UserError(f"{role}: model directory not found: {path}")
 
 
 def main(cfg: ServeConfig) -> int:
@@ -39,6 +43,10 @@ def main(cfg: ServeConfig) -> int:
     from serve.server import bind_socket, make_server
 
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ragroute_log = logging.getLogger("ragroute")  # a server's log lines carry time, level and source
+    ragroute_log.setLevel(cfg.log_level.upper())
+    ragroute_log.propagate = True
+    ragroute_log.handlers = [h for h in ragroute_log.handlers if h.__class__.__name__ != "_CurrentStdout"]
     preflight(cfg)
     failure: list[BaseException] = []
     server = None

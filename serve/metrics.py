@@ -37,7 +37,16 @@ class ServeMetrics:
         )
         self.answered = Counter("ragroute_answered", "Answers by the model that produced them", ["model"], registry=r)
         self.fallbacks = Counter(
-            "ragroute_fallbacks", "Student answers replaced by the teacher, by reason", ["reason"], registry=r
+            "ragroute_fallbacks", "Student answers replaced by the teacher, by reason (circuit_open: sent straight "
+            "to the teacher while the student is down)", ["reason"], registry=r
+        )
+        self.circuit_state = Gauge(
+            "ragroute_circuit_state", "Circuit breaker per model role: 0 closed, 1 half-open (trial), 2 open (down)",
+            ["model"], registry=r,
+        )
+        self.cancelled = Counter(
+            "ragroute_cancelled", "Generations stopped because the client left or the request deadline passed",
+            ["model"], registry=r,
         )
         self.errors = Counter("ragroute_errors", "Failed generations by model role and kind", ["model", "kind"], registry=r)
         self.tokens = Counter("ragroute_tokens", "Tokens by model role and kind", ["model", "kind"], registry=r)

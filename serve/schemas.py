@@ -6,19 +6,53 @@ Requests are strict about types (``"max_tokens": "ten"`` is an error, not a coer
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_serializer,
+)
 
 ModelChoice = Literal["router", "student", "teacher"]
+INT64 = 2**63  # seeds are 64-bit integers in the engines (OpenAI documents the same range)
 
 
-class AnswerOptions(BaseModel):
+def _valid_unicode(text: str) -> str:
+    """JSON may carry lone surrogates ("\\ud800") that no tokenizer can encode: a client error, not a 500."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not valid Unicode: a lone surrogate at character {exc.start}") from None
+    return text
+
+
+Text = Annotated[StrictStr, AfterValidator(_valid_unicode)]
+
+
+class SamplingOptions(BaseModel):
+    """Per-request overrides of the served system's sampling (unset: the system's own)."""
+
+    max_tokens: StrictInt | None = Field(default=None, ge=1, description="answer length bound")
+    min_tokens: StrictInt | None = Field(default=None, ge=0, description="generate at least this many tokens")
+    temperature: StrictFloat | StrictInt | None = Field(default=None, ge=0, le=2)
+    top_p: StrictFloat | StrictInt | None = Field(default=None, gt=0, le=1)
+    stop: Text | list[Text] | None = Field(default=None, description="stop strings (limits.max_stop, max_stop_chars)")
+    repetition_penalty: StrictFloat | StrictInt | None = Field(default=None, gt=0, le=2)
+    seed: StrictInt | None = Field(default=None, ge=-INT64, lt=INT64)
+
+
+class AnswerOptions(SamplingOptions):
     model_config = ConfigDict(extra="forbid")
 
     model: ModelChoice = Field(default="router", description="router (default), or force student / teacher")
-    max_tokens: StrictInt | None = Field(default=None, ge=1, description="answer length bound")
-    temperature: StrictFloat | StrictInt | None = Field(default=None, ge=0, le=2)
     include_documents: StrictBool = Field(default=False, description="return the retrieved documents too")
     fallback: StrictBool = Field(default=True, description="let a failed student answer fall back to the teacher")
 
@@ -26,7 +60,7 @@ class AnswerOptions(BaseModel):
 class AnswerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    question: StrictStr
+    question: Text
     options: AnswerOptions = Field(default_factory=AnswerOptions)
 
 
@@ -82,7 +116,7 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant"]
-    content: StrictStr
+    content: Text
 
 
 class StreamOptions(BaseModel):
@@ -91,17 +125,102 @@ class StreamOptions(BaseModel):
     include_usage: StrictBool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(SamplingOptions):
     model_config = ConfigDict(extra="ignore")
 
-    model: StrictStr
+    model: Text
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: StrictInt | None = Field(default=None, ge=1)
     max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
-    temperature: StrictFloat | StrictInt | None = Field(default=None, ge=0, le=2)
-    top_p: StrictFloat | StrictInt | None = Field(default=None, gt=0, le=1)
-    stop: StrictStr | list[StrictStr] | None = None
-    seed: StrictInt | None = None
     n: StrictInt = Field(default=1, ge=1, le=1, description="only one choice per request")
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
+
+
+# ------------------------------------------------------------------------------------ chat completion responses
+
+
+class _OmitNone(BaseModel):
+    """Optional fields left unset (None) are left out of the JSON, as in OpenAI's stream deltas and chunks."""
+
+    @model_serializer(mode="wrap")
+    def _omit_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+class RagrouteInfo(BaseModel):
+    """Which model the router chose, which one answered, why, and any fallback (the ``ragroute`` extension)."""
+
+    routed_to: Literal["student", "teacher"]
+    answered_by: Literal["student", "teacher"]
+    router: RouterDecisionOut
+    fallback: FallbackOut | None
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: str
+    logprobs: None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    ragroute: RagrouteInfo
+
+
+class ChunkDelta(_OmitNone):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: ChunkDelta
+    finish_reason: str | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(_OmitNone):
+    """One server-sent event of a streamed chat completion; ``ragroute`` rides on the first, ``usage`` on the
+    extra last one (``stream_options.include_usage``)."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    ragroute: RagrouteInfo | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "ragroute"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+# ------------------------------------------------------------------------------------------------- probes
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+    engines: Literal["loading", "ready", "failed"]
+    system: dict[str, Any] | None = None  # what is served: system hashes, where they came from, any override
+    # per role: model, circuit (closed, half_open, open), consecutive_failures, last_error, last_probe_s_ago
+    backends: dict[str, dict[str, Any]] | None = None

@@ -15,14 +15,19 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ragroute.engines.base import Message, SamplingConfig
-from serve.backends import BackendError, Chunk, ServingBackend, create_backend
+from ragroute.engines.base import Chunk, EngineError, EngineRejected, Message, SamplingConfig, StreamingEngine
+from ragroute.routing import RouteDecision, RoutingPolicy, retrieval_signals
+from ragroute.system import Resolved
+from serve.backends import create_backend
+from serve.breaker import STATES, CircuitBreaker, HealthProber
 from serve.config import BackendConfig, ServeConfig
+from serve.limits import RequestRejected, fit_to_context
 from serve.metrics import ServeMetrics
-from serve.routing import QuestionRouter, RouteDecision, load_question_router
+from serve.routing import load_bundle, routing_policy
+from serve.system import resolve_served, system_info
 
 log = logging.getLogger("ragroute.serve")
 
@@ -35,6 +40,10 @@ class Overloaded(Exception):
 
 class NotReady(Exception):
     """The engines are still loading or failed to load (HTTP 503)."""
+
+
+class ModelDown(NotReady):
+    """The model's circuit is open (probes or recent generations failed): refused at once (HTTP 503)."""
 
 
 class GenerationFailed(Exception):
@@ -162,21 +171,34 @@ class RoutedService:
         self.cfg = cfg
         self.metrics = metrics or ServeMetrics()
         self.backend_cfgs: dict[str, BackendConfig] = {"student": cfg.student, "teacher": cfg.teacher}
-        self.backends: dict[str, ServingBackend] = {}
-        self.router: QuestionRouter | None = None
+        self.backends: dict[str, StreamingEngine] = {}
+        self.router: RoutingPolicy | None = None
+        self.systems: dict[str, Resolved] = {}
+        self.sampling = cfg.sampling or SamplingConfig()  # the served system's, once resolved
         self.pipeline: Any = None
         self.limiter = ConcurrencyLimiter(cfg.limits.max_concurrent, cfg.limits.max_queue, self.metrics)
         self._pipeline_pool = ThreadPoolExecutor(max_workers=cfg.pipeline_workers, thread_name_prefix="rag")
         self.ready = False
         self.load_error: str | None = None
+        health = cfg.health
+        self.breakers = {role: CircuitBreaker(role, health.failure_threshold, health.open_s,
+                                              on_change=self._circuit_changed) for role in ROLES}
+        for role in ROLES:
+            self.metrics.circuit_state.labels(role).set(0)
+        self.prober = HealthProber(self.breakers, self._probe, health.probe_interval_s, health.probe_timeout_s)
+        self._probe_task: asyncio.Task | None = None
 
     # ---------------------------------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
         """Load the router, both models and the RAG pipeline; set ``ready`` when all are up."""
         try:
-            self.router = load_question_router(self.cfg.routing)
-            backends = {role: create_backend(cfg) for role, cfg in self.backend_cfgs.items()}
+            bundle = load_bundle(self.cfg.routing)
+            self.router = routing_policy(self.cfg.routing, bundle)
+            self.systems = resolve_served(self.cfg, bundle)
+            self.sampling = self.systems["student"].spec.sampling
+            backends = {role: create_backend(cfg, self.systems[role].spec.model)
+                        for role, cfg in self.backend_cfgs.items()}
             self.backends = backends
             # One after the other: transformers' lazy imports are not thread-safe, and two threads importing it
             # at once fail with "cannot import name AutoTokenizer".
@@ -185,6 +207,8 @@ class RoutedService:
             if self.cfg.rag:
                 await asyncio.get_running_loop().run_in_executor(self._pipeline_pool, self._load_pipeline)
             self.ready = True
+            if self.cfg.health.probe_interval_s > 0:
+                self._probe_task = asyncio.create_task(self.prober.run())
             log.info("ready: student=%s teacher=%s router=%s", backends["student"].model_name,
                      backends["teacher"].model_name, self.router.source)
         except Exception as exc:
@@ -193,16 +217,22 @@ class RoutedService:
             raise
 
     def _load_pipeline(self) -> None:
-        from ragroute.rag.corpus import load_corpus
-        from ragroute.rag.pipeline import PipelineConfig, RAGPipeline, load_pipeline_config
+        from ragroute.rag.pipeline import RAGPipeline
 
-        pipeline_cfg = load_pipeline_config(self.cfg.pipeline) if self.cfg.pipeline else PipelineConfig()
-        corpus = self.cfg.corpus or pipeline_cfg.corpus or "demo"
-        pipeline = RAGPipeline(pipeline_cfg, load_corpus(corpus))
+        pipeline_cfg = self.systems["student"].spec.pipeline
+        if self.cfg.pipeline:  # where the indexes live and how retrieval runs: the config's, not part of the system
+            from ragroute.rag.pipeline import load_pipeline_config
+            from ragroute.system import EXECUTION_ONLY
+
+            configured = load_pipeline_config(self.cfg.pipeline)
+            pipeline_cfg = replace(pipeline_cfg, **{k: getattr(configured, k) for k in EXECUTION_ONLY})
+        pipeline = RAGPipeline.from_config(pipeline_cfg)
         pipeline.warmup()  # build/load the indexes now, not on the first user's request
         self.pipeline = pipeline
 
     async def close(self) -> None:
+        if self._probe_task is not None:
+            self._probe_task.cancel()
         for backend in self.backends.values():
             try:
                 await backend.close()
@@ -213,6 +243,30 @@ class RoutedService:
     def require_ready(self) -> None:
         if not self.ready:
             raise NotReady(f"engines failed to load: {self.load_error}" if self.load_error else "engines are loading")
+
+    def system_info(self) -> dict[str, Any] | None:
+        """What /health shows of the served system (once resolved at startup)."""
+        return system_info(self.cfg, self.systems) if self.systems else None
+
+    def can_answer(self) -> bool:
+        """Loaded, and at least one model's circuit is not open (the student's traffic can go to the teacher)."""
+        return self.ready and any(b.state != "open" for b in self.breakers.values())
+
+    def backend_states(self) -> dict[str, dict[str, Any]]:
+        """Per model: circuit state, consecutive failures, last error, seconds since the last probe."""
+        now = time.monotonic()
+        states = {}
+        for role, breaker in self.breakers.items():
+            probed = self.prober.last_probe.get(role)
+            states[role] = {"model": self.model_name(role), **breaker.describe(),
+                            "last_probe_s_ago": None if probed is None else round(now - probed, 3)}
+        return states
+
+    def _circuit_changed(self, role: str, state: str) -> None:
+        self.metrics.circuit_state.labels(role).set(STATES.index(state))
+
+    async def _probe(self, role: str) -> None:
+        await self.backends[role].check_health()
 
     def model_name(self, role: str) -> str:
         return self.backends[role].model_name if role in self.backends else self.backend_cfgs[role].name or role
@@ -230,16 +284,14 @@ class RoutedService:
 
     def decide(self, question: str, forced: str | None, doc_scores: list[float] | None = None) -> RouteDecision:
         if forced in ROLES:
-            decision = RouteDecision(use_teacher=forced == "teacher", score=None, threshold=None, source="forced")
+            decision = RoutingPolicy.forced(forced)
         else:
             assert self.router is not None
             signals = None
-            if doc_scores is not None and self.cfg.routing.use_retrieval_signals and self.router.source == "router":
-                from router.features import retrieval_signals
-
+            if doc_scores is not None and self.cfg.routing.use_retrieval_signals and self.router.uses_signals:
                 signals = retrieval_signals(doc_scores)
-            decision = self.router.route(question, signals)
-        self.metrics.routed.labels("teacher" if decision.use_teacher else "student", decision.source).inc()
+            decision = self.router.decide(question, signals)
+        self.metrics.routed.labels(decision.role, decision.source).inc()
         return decision
 
     def _may_fall_back(self, role: str, reason: str, allowed: bool) -> bool:
@@ -281,27 +333,74 @@ class RoutedService:
             generation_s=time.perf_counter() - started,
         )
 
-    async def _with_fallback(self, role: str, allow_fallback: bool, attempt: Any) -> Any:
-        """``await attempt(role, reject_blank)``; if the student fails and fallback applies, the teacher's attempt,
-        marked with the reason. A blank answer is a failure only where the teacher can still step in."""
+    async def _attempt(self, role: str, attempt: Any, reject_blank: bool) -> Any:
+        """One try on ``role`` through its circuit breaker. Client errors and cancellations say nothing about
+        the model's health; a blank answer means it is up."""
+        breaker = self.breakers[role]
+        if not breaker.allow():
+            raise ModelDown(f"{role} ({self.model_name(role)}) is down: {breaker.last_error or 'circuit open'}")
         try:
-            return await attempt(role, role == "student")
+            result = await attempt(role, reject_blank)
+        except EngineRejected as exc:  # the model refused the request itself: the client's to fix
+            breaker.record_success()
+            raise RequestRejected(str(exc), None, "rejected_by_model") from exc
+        except (EmptyAnswer, RequestRejected):
+            breaker.record_success()
+            raise
+        except asyncio.CancelledError:
+            self.metrics.cancelled.labels(role).inc()
+            raise
         except Exception as exc:
-            reason = self._record_failure(role, exc)
+            breaker.record_failure(_describe(exc))
+            raise
+        breaker.record_success()
+        return result
+
+    async def _with_fallback(self, role: str, allow_fallback: bool, attempt: Any) -> Any:
+        """``await attempt(role, reject_blank)``; if the student fails (or its circuit is open) and fallback
+        applies, the teacher's attempt, marked with the reason. A blank answer is a failure only where the
+        teacher can still step in. Client errors (:class:`RequestRejected`) never fall back."""
+        try:
+            return await self._attempt(role, attempt, role == "student")
+        except RequestRejected:
+            raise
+        except ModelDown as exc:
+            if not self._may_fall_back(role, "error", allow_fallback):
+                raise
+            reason, error = "circuit_open", exc
+        except Exception as exc:
+            reason, error = self._record_failure(role, exc), exc
             if not self._may_fall_back(role, reason, allow_fallback):
                 raise GenerationFailed(f"{role} ({self.model_name(role)}) failed: {_describe(exc)}",
                                        timed_out=reason == "timeout") from exc
-            self.metrics.fallbacks.labels(reason).inc()
-            try:
-                result = await attempt("teacher", False)
-            except Exception as teacher_exc:
-                teacher_reason = self._record_failure("teacher", teacher_exc)
-                raise GenerationFailed(
-                    f"student {reason} ({_describe(exc)}), then teacher {teacher_reason} ({_describe(teacher_exc)})",
-                    timed_out=teacher_reason == "timeout",
-                ) from teacher_exc
-            result.fallback = FallbackInfo(from_model="student", reason=reason, detail=_describe(exc))
-            return result
+        self.metrics.fallbacks.labels(reason).inc()
+        try:
+            result = await self._attempt("teacher", attempt, False)
+        except (RequestRejected, ModelDown):
+            raise
+        except Exception as teacher_exc:
+            teacher_reason = self._record_failure("teacher", teacher_exc)
+            raise GenerationFailed(
+                f"student {reason} ({_describe(error)}), then teacher {teacher_reason} ({_describe(teacher_exc)})",
+                timed_out=teacher_reason == "timeout",
+            ) from teacher_exc
+        result.fallback = FallbackInfo(from_model="student", reason=reason, detail=_describe(error))
+        return result
+
+    async def fit_prompt(self, role: str, messages: list[Message], max_tokens: int, explicit: bool,
+                         allow_fallback: bool = True) -> int:
+        """``max_tokens`` checked against the context of every model that may answer (``role``, and the teacher
+        if the student may fall back): the prompt counted in each model's tokens. An unrequested default shrinks
+        to what the prompt leaves. Models that cannot count locally (upstreams) check on their own."""
+        roles = [role] if role == "teacher" or not self._may_fall_back(role, "error", allow_fallback) else list(ROLES)
+        for who in roles:
+            backend = self.backends[who]
+            context = backend.context_length
+            if context is None:
+                continue
+            prompt_tokens = await asyncio.to_thread(backend.count_prompt_tokens, messages)
+            max_tokens = fit_to_context(prompt_tokens, max_tokens, context, backend.model_name, explicit)
+        return max_tokens
 
     async def complete(
         self, role: str, messages: list[Message], sampling: SamplingConfig, allow_fallback: bool = True
@@ -328,7 +427,7 @@ class RoutedService:
             while True:
                 chunk = await _next_chunk(stream, timeout_s)
                 if chunk is None:
-                    raise BackendError(f"{backend.model_name} ended its stream without finishing the answer")
+                    raise EngineError(f"{backend.model_name} ended its stream without finishing the answer")
                 head.append(chunk)
                 if chunk.text.strip():
                     break
@@ -353,7 +452,7 @@ class RoutedService:
         return await self._with_fallback(role, allow_fallback, attempt)
 
     async def iterate(self, handle: StreamHandle) -> AsyncIterator[Chunk]:
-        """All chunks of an opened stream; raises (BackendError/TimeoutError) if the model fails mid-answer."""
+        """All chunks of an opened stream; raises (EngineError/TimeoutError) if the model fails mid-answer."""
         last: Chunk | None = None
         try:
             for chunk in handle.head:
@@ -365,8 +464,12 @@ class RoutedService:
                     break
                 last = chunk
                 yield chunk
+        except (asyncio.CancelledError, GeneratorExit):  # the client left, or the request's deadline passed
+            self.metrics.cancelled.labels(handle.answered_by).inc()
+            raise
         except Exception as exc:
             self._record_failure(handle.answered_by, exc)
+            self.breakers[handle.answered_by].record_failure(_describe(exc))
             raise
         finally:
             await _close(handle.rest)
@@ -376,7 +479,6 @@ class RoutedService:
 
 
 __all__ = [
-    "BackendError",
     "ConcurrencyLimiter",
     "GenerationFailed",
     "NotReady",

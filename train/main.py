@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -10,11 +11,14 @@ from ragroute.config import config_hash, config_to_dict
 from ragroute.errors import UserError
 from train.config import TrainConfig
 
+log = logging.getLogger("ragroute.train")
 
-def main(cfg: TrainConfig, log=print) -> dict[str, Any]:
+
+def main(cfg: TrainConfig) -> dict[str, Any]:
     from transformers.trainer_utils import get_last_checkpoint
 
     from ragroute.hardware import pick_dtype, torch_dtype
+    from ragroute.system import manifest_system
     from train import data, report
     from train.losses import make_kd_loss
     from train.student_init import (
@@ -38,12 +42,12 @@ def main(cfg: TrainConfig, log=print) -> dict[str, Any]:
     examples, stats = data.build_examples(records, tokenizer, cfg.max_length, cfg.too_long, topk)
     train_ex, eval_ex = data.split_examples(examples, cfg.eval_fraction, cfg.seed)
     stats.train_examples, stats.eval_examples = len(train_ex), len(eval_ex)
-    log(f"data: {stats.to_dict()}")
+    log.info(f"data: {stats.to_dict()}")
 
     # Full fine-tunes keep float32 master weights (autocast computes in bf16); LoRA freezes a bf16 base.
     weights_dtype = torch_dtype(compute if (cfg.lora.enabled and on_gpu) else "float32")
     student, student_info = load_student(
-        cfg.student, tokenizer, weights_dtype, cfg.attn_implementation, cfg.lora.load_in_4bit, log=log
+        cfg.student, tokenizer, weights_dtype, cfg.attn_implementation, cfg.lora.load_in_4bit
     )
     teacher, vocab = None, None
     if cfg.needs_teacher:
@@ -52,7 +56,7 @@ def main(cfg: TrainConfig, log=print) -> dict[str, Any]:
             tokenizer, teacher_tok, student.get_output_embeddings().weight.shape[0],
             teacher.get_output_embeddings().weight.shape[0],
         )
-    log(f"student: {student_info}; loss {cfg.loss.name}; compute dtype {compute}")
+    log.info(f"student: {student_info}; loss {cfg.loss.name}; compute dtype {compute}")
 
     timer = report.StepTimer()
     trainer = build_trainer(
@@ -61,21 +65,23 @@ def main(cfg: TrainConfig, log=print) -> dict[str, Any]:
     )
     checkpoint = get_last_checkpoint(cfg.output_dir) if cfg.resume and Path(cfg.output_dir).is_dir() else None
     if cfg.resume and checkpoint is None:
-        log(f"resume: no checkpoint in {cfg.output_dir}, starting from step 0")
+        log.info(f"resume: no checkpoint in {cfg.output_dir}, starting from step 0")
     result = trainer.train(resume_from_checkpoint=checkpoint)
     eval_metrics = trainer.evaluate() if eval_ex else {}
-    info = {"config_hash": config_hash(cfg), "student": student_info, "loss": cfg.loss.name}
+    data_system = manifest_system(cfg.data)  # what wrote the training data: serve checks it against its own
+    info = {"config_hash": config_hash(cfg), "student": student_info, "loss": cfg.loss.name,
+            "data_system": data_system}
     final = save_final_model(trainer, tokenizer, cfg, info, torch_dtype(compute))
     report_extra = {
         "loss": cfg.loss.name, "resumed_from": checkpoint, "final_model": str(final) if final else None,
         "data": stats.to_dict(),
         "compute_dtype": compute, "shared_vocab": vocab, "student": student_info, "config": config_to_dict(cfg),
-        "world_size": trainer.accelerator.num_processes,
+        "world_size": trainer.accelerator.num_processes, "data_system": data_system,
     }
     out = report.build_report(trainer, result, eval_metrics, timer, time.perf_counter() - started, report_extra)
     if trainer.accelerator.is_main_process:
         path = report.write_report(cfg.output_dir, out)
-        log(f"report: {path} (steps {out['steps']}, loss {out['first_loss']} -> {out['final_loss']}, "
+        log.info(f"report: {path} (steps {out['steps']}, loss {out['first_loss']} -> {out['final_loss']}, "
             f"eval {out['eval_loss']}, {out['tokens_per_s']:.0f} tokens/s)")
     return out
 

@@ -7,7 +7,6 @@ decoder layers (ShortGPT block influence, ``ragroute.pruning``) buys latency tha
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +80,6 @@ def load_student(
     weights_dtype: Any,
     attn: str,
     load_in_4bit: bool = False,
-    log: Callable[[str], None] = print,
 ) -> tuple[Any, dict[str, Any]]:
     """The student model, depth-pruned if asked; returns it and a description for the report."""
     import torch
@@ -115,7 +113,7 @@ def load_student(
         from ragroute.pruning import prune_model
 
         spec = PruneSpec(source=ref.path, method=cfg.prune_method, num_layers=cfg.prune_layers)
-        info["pruning"] = prune_model(model, tokenizer, spec, log=log)
+        info["pruning"] = prune_model(model, tokenizer, spec)
     info["layers"] = model.config.num_hidden_layers
     info["parameters"] = model.num_parameters()
     model.config.use_cache = False

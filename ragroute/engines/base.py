@@ -1,14 +1,23 @@
-"""One interface for every generation backend, and the registry that names them.
+"""The one engine layer: every generation backend, with a batch face and an async streaming face.
 
-An engine turns a batch of requests (chat messages or a raw prompt) into results with text, token counts,
-finish reason and timings. Backends register under a short name (``vllm``, ``openai``, ``transformers``) and
-are imported only when asked for, so choosing an engine never drags in the others' heavy dependencies.
+* Batch (:class:`GenerationEngine`, data_gen and eval): a batch of requests (chat messages or a raw prompt) in,
+  results with text, token counts, finish reason and timings out.
+* Streaming (:class:`StreamingEngine`, serve): one chat request at a time from many coroutines, the answer
+  streamed as :class:`Chunk` s; the joined stream is the same :class:`GenerationResult`.
+
+Both faces of one backend live in one module and share its settings, prompt building, sampling translation,
+EOS and stop handling, so a greedy answer is the same text whichever face produced it. Backends register under
+a short name (``vllm``, ``openai``, ``transformers``) and are imported only when asked for, so choosing an
+engine never drags in the others' heavy dependencies.
 """
 
 from __future__ import annotations
 
 import importlib
+import threading
+import time
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,10 +111,22 @@ class EngineConfig:
     # OpenAI-compatible HTTP
     base_url: str | None = field(default=None, metadata={"help": "openai: server URL, e.g. http://127.0.0.1:8000/v1"})
     api_key: str | None = field(default=None, metadata={"help": "openai: API key (default: env OPENAI_API_KEY or 'EMPTY')"})
-    served_model_name: str | None = field(default=None, metadata={"help": "openai: model name the server expects"})
-    timeout_s: float = field(default=120.0, metadata={"help": "openai: per-request timeout in seconds"})
+    served_model_name: str | None = field(
+        default=None,
+        metadata={"help": "openai: model name the server expects (default: batch face, the model path; "
+                  "streaming face, the server's first model)"},
+    )
+    api_key_env: str | None = field(
+        default=None, metadata={"help": "openai: environment variable holding the API key (instead of api_key)"}
+    )
+    timeout_s: float = field(
+        default=120.0, metadata={"help": "openai: per-request timeout in seconds (streaming: longest silence)"}
+    )
+    connect_timeout_s: float = field(default=5.0, metadata={"help": "openai: seconds to open a connection"})
     max_retries: int = field(default=3, metadata={"help": "openai: retries with exponential backoff"})
-    concurrency: int = field(default=8, metadata={"help": "openai: requests in flight per batch"})
+    concurrency: int = field(
+        default=8, metadata={"help": "openai: requests in flight per batch (streaming: connection pool size)"}
+    )
     # transformers
     batch_size: int = field(default=8, metadata={"help": "transformers: prompts per generate() call"})
     device: str = field(default="auto", metadata={"help": "transformers: cpu, cuda or auto"})
@@ -119,6 +140,16 @@ class EngineConfig:
             raise ValueError("speculative_method draft_model needs speculative_model (the draft's path)")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], not {self.gpu_memory_utilization}")
+        if self.timeout_s <= 0 or self.connect_timeout_s <= 0:
+            raise ValueError("timeout_s and connect_timeout_s must be > 0")
+        if self.max_retries < 0 or self.concurrency < 1:
+            raise ValueError("max_retries must be >= 0 and concurrency >= 1")
+
+    def resolved_api_key(self) -> str | None:
+        """``api_key``, else the variable named by ``api_key_env``, else None."""
+        import os
+
+        return self.api_key or (os.environ.get(self.api_key_env) or None if self.api_key_env else None)
 
 
 class GenerationEngine(ABC):
@@ -140,11 +171,108 @@ class GenerationEngine(ABC):
         self.close()
 
 
-# name -> "module:Class"; imported lazily by create_engine.
+class EngineError(RuntimeError):
+    """The model could not produce an answer (engine failure, upstream HTTP error, dropped connection)."""
+
+
+@dataclass
+class Chunk:
+    """A piece of streamed answer text. The last chunk carries the finish reason and the token counts."""
+
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class EngineRejected(EngineError):
+    """The model refused the request itself as invalid (an upstream's HTTP 400, e.g. a prompt over its context):
+    the caller's mistake, not the model failing."""
+
+
+def count_chat_tokens(tokenizer: Any, messages: list[Message]) -> int:
+    """How many tokens ``messages`` are for the model: its chat template applied, with the generation prompt."""
+    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
+    return len(ids)
+
+
+class TokenCounter:
+    """Counts prompts in a model's tokens, with a tokenizer of its own behind a lock: the engine's tokenizer is
+    busy in generation threads, and a fast tokenizer shared across threads can fail ("Already borrowed")."""
+
+    def __init__(self) -> None:
+        self.tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    def load(self, tokenizer_path: str) -> None:
+        from ragroute.models import load_tokenizer
+
+        self.tokenizer = load_tokenizer(tokenizer_path)
+
+    def count(self, messages: list[Message]) -> int:
+        with self._lock:
+            return count_chat_tokens(self.tokenizer, messages)
+
+
+class StreamingEngine(ABC):
+    """A loaded model answering concurrent chat requests, streamed (the async face of an engine).
+
+    Every engine stops work it no longer owes: when the stream is closed early or the awaiting task is cancelled
+    (a timeout, a client that left), the generation is aborted (vLLM's ``abort``, a stopping criterion in
+    transformers, closing an upstream's stream)."""
+
+    model_name: str
+    context_length: int | None = None  # prompt + answer tokens; None: it cannot count locally (an upstream)
+
+    async def start(self) -> None:  # noqa: B027 - optional: load weights, open connections
+        """Load the model / open connections. Called once before the first request."""
+
+    async def check_health(self) -> None:  # noqa: B027 - in-process engines are up once started
+        """Raise if the model cannot answer now (the health probe)."""
+
+    def count_prompt_tokens(self, messages: list[Message]) -> int:
+        """The prompt's length in this model's tokens (called only where ``context_length`` is set; blocking)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def stream(self, messages: list[Message], sampling: SamplingConfig) -> AsyncIterator[Chunk]:
+        """Yield the answer as it is generated; raise :class:`EngineError` when the model fails."""
+
+    async def complete(self, messages: list[Message], sampling: SamplingConfig) -> GenerationResult:
+        """The joined stream."""
+        started = time.perf_counter()
+        ttft = None
+        parts: list[str] = []
+        last = Chunk("")
+        async for chunk in self.stream(messages, sampling):
+            if chunk.text and ttft is None:
+                ttft = time.perf_counter() - started
+            parts.append(chunk.text)
+            last = chunk
+        return GenerationResult(
+            text="".join(parts),
+            prompt_tokens=last.prompt_tokens or 0,
+            completion_tokens=last.completion_tokens or 0,
+            finish_reason=last.finish_reason or "stop",
+            total_s=time.perf_counter() - started,
+            ttft_s=ttft,
+        )
+
+    async def close(self) -> None:  # noqa: B027 - optional
+        """Release the model or the connections."""
+
+
+# name -> "module:Class"; imported lazily by create_engine / create_streaming_engine.
 ENGINES: dict[str, str] = {
     "vllm": "ragroute.engines.vllm_engine:VLLMEngine",
     "openai": "ragroute.engines.openai_engine:OpenAIEngine",
     "transformers": "ragroute.engines.hf_engine:TransformersEngine",
+}
+STREAMING_ENGINES: dict[str, str] = {
+    "vllm": "ragroute.engines.vllm_engine:AsyncVLLMEngine",
+    "openai": "ragroute.engines.openai_engine:AsyncOpenAIEngine",
+    "transformers": "ragroute.engines.hf_engine:StreamingTransformersEngine",
 }
 
 
@@ -154,17 +282,35 @@ def import_target(target: str) -> Any:
     return getattr(importlib.import_module(module_name), attribute)
 
 
-def register_engine(name: str, target: str) -> None:
-    """Make a third-party engine available by name (``target`` is ``"module:Class"``)."""
+def register_engine(name: str, target: str, streaming: str | None = None) -> None:
+    """Make a third-party engine available by name (``target``/``streaming`` are ``"module:Class"`` of its batch
+    and streaming faces)."""
     ENGINES[name] = target
+    if streaming is not None:
+        STREAMING_ENGINES[name] = streaming
+
+
+def _engine_class(registry: dict[str, str], name: str, face: str) -> Any:
+    try:
+        return import_target(registry[name])
+    except KeyError:
+        raise UserError(f"unknown engine '{name}' (known {face} engines: {', '.join(sorted(registry))})") from None
 
 
 def create_engine(model: Any, engine: EngineConfig) -> GenerationEngine:
-    """Instantiate the engine named in ``engine`` for the :class:`ragroute.models.ModelSpec` ``model``."""
-    try:
-        target = ENGINES[engine.name]
-    except KeyError:
-        raise UserError(f"unknown engine '{engine.name}' (known: {', '.join(sorted(ENGINES))})") from None
+    """The batch face of the engine named in ``engine`` for the :class:`ragroute.models.ModelSpec` ``model``."""
+    cls = _engine_class(ENGINES, engine.name, "batch")
+    _check_shape_only(model, engine)
+    return cls(model, engine)
+
+
+def create_streaming_engine(model: Any, engine: EngineConfig) -> StreamingEngine:
+    """The async streaming face of the engine named in ``engine``; call ``await start()`` before use."""
+    cls = _engine_class(STREAMING_ENGINES, engine.name, "streaming")
+    _check_shape_only(model, engine)
+    return cls(model, engine)
+
+
+def _check_shape_only(model: Any, engine: EngineConfig) -> None:
     if getattr(model, "shape_only", False) and engine.name != "vllm":
         raise UserError(f"model '{model.name}' is shape-only (random weights): it runs on the vllm engine only")
-    return import_target(target)(model, engine)

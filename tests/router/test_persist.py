@@ -129,7 +129,7 @@ def test_tree_models_load_only_when_trusted(labelled, tmp_path: Path) -> None:
         model="gboost", cv_folds=3, param_grid={"n_estimators": [20], "max_depth": [2]},
         features=FeatureConfig(char_ngrams=[], max_features=300),
     )
-    bundle = fit_router(labelled, cfg, log=lambda msg: None)
+    bundle = fit_router(labelled, cfg)
     path = save_router(bundle, tmp_path / "gboost.skops")
     with pytest.raises(UserError, match="--trust sklearn.tree._tree.Tree"):
         load_router(path)

@@ -19,8 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ragroute.engines.base import EngineConfig, SamplingConfig
 from serve.app import create_app
-from serve.config import BackendConfig, ServeConfig
+from serve.config import BackendConfig, HealthConfig, ServeConfig
 from serve.echo_upstream import create_echo_app
 from serve.server import server_in_thread
 
@@ -63,7 +64,9 @@ class FaultyUpstream(socketserver.ThreadingTCPServer):
     * ``error``: answers HTTP 500 with a JSON error body;
     * ``hang``: reads the request and never answers;
     * ``close``: reads the request and closes the connection without a byte;
-    * ``partial``: starts a 200 event stream, sends a few words, then drops the connection.
+    * ``partial``: starts a 200 event stream, sends a few words, then drops the connection;
+    * ``trickle``: streams a word every 20 ms until the client closes the connection (then sets ``closed``);
+    * ``ok``: a healthy upstream (lists a model, answers "recovered"); set ``behaviour`` to switch at any time.
     """
 
     daemon_threads = True
@@ -72,6 +75,7 @@ class FaultyUpstream(socketserver.ThreadingTCPServer):
     def __init__(self, behaviour: str) -> None:
         self.behaviour = behaviour
         self.stopping = threading.Event()
+        self.closed = threading.Event()
         self.requests = 0
         super().__init__(("127.0.0.1", 0), FaultyHandler)
 
@@ -91,7 +95,8 @@ class FaultyHandler(socketserver.BaseRequestHandler):
             if not part:
                 return
             data += part
-        server.requests += 1
+        if data.startswith(b"POST"):  # generations, not health probes
+            server.requests += 1
         if server.behaviour == "close":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
             sock.close()
@@ -104,10 +109,34 @@ class FaultyHandler(socketserver.BaseRequestHandler):
         elif server.behaviour == "partial":
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
             for word in ("partial", " answer"):
-                chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "faulty",
-                         "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
-                sock.sendall(f"data: {json.dumps(chunk)}\n\n".encode())
+                sock.sendall(sse_event({"content": word}))
             sock.close()
+        elif server.behaviour == "trickle":
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
+            try:
+                while not server.stopping.wait(0.02):
+                    sock.sendall(sse_event({"content": " word"}))
+            except OSError:  # the client went away: what cancellation must cause
+                server.closed.set()
+        elif server.behaviour == "ok":
+            respond_ok(sock, data)
+
+
+def sse_event(delta: dict, finish: str | None = None) -> bytes:
+    chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "faulty",
+             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return f"data: {json.dumps(chunk)}\n\n".encode()
+
+
+def respond_ok(sock: socket.socket, request: bytes) -> None:
+    if request.startswith(b"GET"):
+        body = json.dumps({"object": "list", "data": [{"id": "faulty", "object": "model"}]}).encode()
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        sock.sendall(head.encode() + body)
+        return
+    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+                 + sse_event({"content": "recovered"}) + sse_event({}, "stop") + b"data: [DONE]\n\n")
+    sock.close()
 
 
 @pytest.fixture
@@ -130,8 +159,8 @@ def faulty_upstream() -> Iterator[Callable[[str], FaultyUpstream]]:
 @pytest.fixture(scope="session")
 def tiny_backend(tiny_model_dir: Path) -> Callable[..., BackendConfig]:
     def make(name: str = "tiny", **overrides) -> BackendConfig:
-        return BackendConfig(backend="transformers", model=str(tiny_model_dir), name=name, dtype="float32",
-                             device="cpu", **overrides)
+        return BackendConfig(model=str(tiny_model_dir), name=name, dtype="float32",
+                             engine=EngineConfig(name="transformers", device="cpu"), **overrides)
 
     return make
 
@@ -140,6 +169,23 @@ def tiny_backend(tiny_model_dir: Path) -> Callable[..., BackendConfig]:
 def _no_api_key_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """A RAGROUTE_API_KEY in the developer's shell must not turn auth on in tests that do not ask for it."""
     monkeypatch.delenv("RAGROUTE_API_KEY", raising=False)
+
+
+def upstream_backend(base_url: str, timeout_s: float = 60.0, name: str | None = None, **engine) -> BackendConfig:
+    return BackendConfig(name=name, timeout_s=timeout_s,
+                         engine=EngineConfig(name="openai", base_url=base_url, max_retries=0, concurrency=256, **engine))
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Callable[..., BackendConfig]:
+    """``upstream(base_url, timeout_s=60, name=None, **engine)``: a role served by an OpenAI-compatible server."""
+    return upstream_backend
+
+
+@pytest.fixture(scope="session")
+def sampled() -> SamplingConfig:
+    """Sampling that gets visible text out of the tiny random model (greedy gives newlines)."""
+    return SamplingConfig(temperature=1.0)
 
 
 def chat_body(content: str, model: str = "router", **extra) -> dict:
@@ -153,9 +199,41 @@ def chat() -> Callable[..., dict]:
 
 @pytest.fixture(scope="session")
 def base_cfg() -> Callable[..., ServeConfig]:
-    """A chat-only config (no RAG pipeline) with the given backends."""
+    """A chat-only config (no RAG pipeline) with the given backends. Health probes are off unless a test passes
+    ``health``: a probe would race the fault a test injects (and open the circuit before the request arrives)."""
 
     def make(student: BackendConfig, teacher: BackendConfig, **kwargs) -> ServeConfig:
+        kwargs.setdefault("health", HealthConfig(probe_interval_s=0))
         return ServeConfig(rag=False, student=student, teacher=teacher, **kwargs)
 
     return make
+
+
+class RawHTTP:
+    """HTTP/1.1 over a plain socket, for what httpx would hide: bodies that never end, slow bodies, clients that
+    leave mid-request."""
+
+    @staticmethod
+    def open(url: str, path: str, headers: dict[str, str], body: bytes = b"") -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=60)
+        lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: test\r\n{lines}\r\n".encode() + body)
+        return sock
+
+    @staticmethod
+    def read(sock: socket.socket) -> tuple[int, bytes]:
+        """Status code and raw response (headers and body) once the server answers."""
+        data = b""
+        while b"\r\n\r\n" not in data and (part := sock.recv(65536)):
+            data += part
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length")), 0)
+        while len(rest) < length and (part := sock.recv(65536)):
+            rest += part
+        return int(head.split(b" ")[1]), head + b"\r\n\r\n" + rest
+
+
+@pytest.fixture(scope="session")
+def raw_http() -> type[RawHTTP]:
+    return RawHTTP

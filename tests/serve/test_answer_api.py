@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from ragroute.rag.corpus import DEMO_CORPUS
-from serve.config import BackendConfig, ServeConfig
+from serve.config import ServeConfig
 
 STAGES = {"retrieval", "rerank", "filter", "prompt", "route", "generation", "total"}
 
@@ -28,11 +28,11 @@ def bm25_pipeline(tmp_path):
 
 
 @pytest.fixture
-def answer_server(start_server, echo_upstream, tiny_backend, bm25_pipeline):
+def answer_server(start_server, echo_upstream, tiny_backend, bm25_pipeline, upstream, sampled):
     # The echo student repeats the prompt's user message, which lists the documents as "[0] ID: title": a
     # deterministic answer with citations to resolve. The teacher is the tiny model (sampled: visible text).
-    student = BackendConfig(backend="openai", base_url=echo_upstream, name="echo-student")
-    cfg = ServeConfig(student=student, teacher=tiny_backend("tiny-teacher"), pipeline=bm25_pipeline, temperature=1.0)
+    student = upstream(echo_upstream, name="echo-student")
+    cfg = ServeConfig(student=student, teacher=tiny_backend("tiny-teacher"), pipeline=bm25_pipeline, sampling=sampled)
     return start_server(cfg)
 
 

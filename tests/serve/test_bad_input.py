@@ -5,10 +5,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from ragroute.engines.base import EngineConfig, SamplingConfig
 from serve.config import BackendConfig, LimitsConfig
 
 LIMITS = LimitsConfig(max_question_chars=200, max_messages=4, max_prompt_chars=1000, max_body_bytes=20_000,
-                      max_tokens_default=8, max_tokens_limit=64)
+                      max_tokens_limit=64)
 USER = [{"role": "user", "content": "Is aspirin useful?"}]
 
 # (endpoint, raw body or JSON, expected status, words the error message must contain)
@@ -25,7 +26,7 @@ CASES = [
     ("/v1/answer", {"question": "q?", "options": "fast"}, 400, "'options'"),
     ("/v1/answer", {"question": "q?", "options": {"max_tokens": "ten"}}, 400, "'options.max_tokens'"),
     ("/v1/answer", {"question": "q?", "options": {"max_tokens": 0}}, 400, "'options.max_tokens'"),
-    ("/v1/answer", {"question": "q?", "options": {"max_tokens": 65}}, 400, "max_tokens is 65; the limit is 64"),
+    ("/v1/answer", {"question": "q?", "options": {"max_tokens": 65}}, 400, "'options.max_tokens' is 65; the limit is 64"),
     ("/v1/answer", {"question": "q?", "options": {"model": "gpt-5"}}, 400, "'options.model'"),
     ("/v1/answer", {"question": "q?", "options": {"temperature": -1}}, 400, "'options.temperature'"),
     ("/v1/answer", {"question": "q?", "options": {"fallback": "yes"}}, 400, "'options.fallback'"),
@@ -61,7 +62,7 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory, echo_upstream):
+def server(tiny_model_dir, tmp_path_factory, echo_upstream, upstream):
     from serve.app import create_app
     from serve.config import ServeConfig
     from serve.server import server_in_thread
@@ -69,9 +70,10 @@ def server(tiny_model_dir, tmp_path_factory, echo_upstream):
     pipeline = tmp_path_factory.mktemp("pipe") / "pipeline.yaml"
     pipeline.write_text(f"corpus: demo\nretriever: bm25\nreranker: none\nretrieval_n: 3\nfinal_n: 2\n"
                         f"index_dir: {pipeline.parent / 'idx'}\n")
-    cfg = ServeConfig(student=BackendConfig(backend="openai", base_url=echo_upstream),
-                      teacher=BackendConfig(model=str(tiny_model_dir), device="cpu", dtype="float32"),
-                      pipeline=str(pipeline), limits=LIMITS)
+    cfg = ServeConfig(student=upstream(echo_upstream),
+                      teacher=BackendConfig(model=str(tiny_model_dir), dtype="float32", engine=EngineConfig(name="transformers", device="cpu")),
+                      pipeline=str(pipeline), limits=LIMITS,
+                      sampling=SamplingConfig(max_tokens=8))  # within LIMITS.max_tokens_limit
     with server_in_thread(create_app(cfg)) as url:
         deadline_hits = 0
         while httpx.get(f"{url}/ready").status_code != 200:

@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+from ragroute.engines.base import EngineConfig
 from serve.config import AuthConfig, BackendConfig, LimitsConfig
 
 SIMPLE = "What is the normal adult resting heart rate?"
@@ -17,16 +18,16 @@ HARD = "Does intensive blood pressure control reduce stroke in elderly patients?
 
 
 @pytest.fixture(scope="module")
-def two_tiny_models(tiny_model_dir):
+def two_tiny_models(tiny_model_dir, sampled):
     """Student and teacher both the tiny Llama, as two separately loaded in-process engines."""
     from serve.app import create_app
     from serve.config import ServeConfig
     from serve.server import server_in_thread
 
     def backend(name: str) -> BackendConfig:
-        return BackendConfig(model=str(tiny_model_dir), name=name, device="cpu", dtype="float32")
+        return BackendConfig(model=str(tiny_model_dir), name=name, dtype="float32", engine=EngineConfig(name="transformers", device="cpu"))
 
-    cfg = ServeConfig(rag=False, student=backend("tiny-student"), teacher=backend("tiny-teacher"), temperature=1.0)
+    cfg = ServeConfig(rag=False, student=backend("tiny-student"), teacher=backend("tiny-teacher"), sampling=sampled)
     with server_in_thread(create_app(cfg)) as url:
         import time
 
@@ -96,9 +97,9 @@ def test_official_openai_client(two_tiny_models):
         client.chat.completions.create(model="router", messages=[{"role": "user", "content": "hi"}], max_tokens=10**6)
 
 
-def test_api_key_auth(monkeypatch, start_server, base_cfg, echo_upstream, tiny_backend, chat):
+def test_api_key_auth(monkeypatch, start_server, base_cfg, echo_upstream, tiny_backend, chat, upstream):
     monkeypatch.setenv("SERVE_TEST_KEY", "s3cret")
-    cfg = base_cfg(BackendConfig(backend="openai", base_url=echo_upstream), tiny_backend(),
+    cfg = base_cfg(upstream(echo_upstream), tiny_backend(),
                    auth=AuthConfig(api_key_env="SERVE_TEST_KEY"))
     url = start_server(cfg)
     endpoint = f"{url}/v1/chat/completions"
@@ -118,17 +119,17 @@ def test_api_key_auth(monkeypatch, start_server, base_cfg, echo_upstream, tiny_b
     assert openai.OpenAI(base_url=f"{url}/v1", api_key="s3cret").models.list().data
 
 
-def test_excess_concurrent_requests_get_429(start_server, base_cfg, faulty_upstream, tiny_backend, chat):
+def test_excess_concurrent_requests_get_429(start_server, base_cfg, faulty_upstream, tiny_backend, chat, upstream):
     # The student upstream holds every request open; one slot and no queue: the second request is refused.
-    upstream = faulty_upstream("hang")
-    student = BackendConfig(backend="openai", base_url=upstream.base_url, served_model_name="x", timeout_s=3.0)
+    hung = faulty_upstream("hang")
+    student = upstream(hung.base_url, served_model_name="x", timeout_s=3.0)
     cfg = base_cfg(student, tiny_backend(), limits=LimitsConfig(max_concurrent=1, max_queue=0))
     url = start_server(cfg)
     first: dict = {}
     worker = threading.Thread(target=lambda: first.update(r=httpx.post(
         f"{url}/v1/chat/completions", json=chat(SIMPLE, "student", max_tokens=2), timeout=30)))
     worker.start()
-    while upstream.requests == 0:
+    while hung.requests == 0:
         threading.Event().wait(0.02)
     second = httpx.post(f"{url}/v1/chat/completions", json=chat(SIMPLE, "student"), timeout=30)
     assert second.status_code == 429

@@ -22,18 +22,20 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 def test_help_lists_every_setting():
     result = run_cli("--help")
     assert result.returncode == 0
-    for flag in ("--host", "--port", "--student.base-url", "--routing.if-missing", "--limits.max-concurrent",
+    for flag in ("--host", "--port", "--student.engine.base-url", "--routing.if-missing", "--limits.max-concurrent",
                  "--auth.api-key-env"):
         assert flag in result.stdout
 
 
 @pytest.mark.parametrize(("args", "needle"), [
     (["--config", "configs/serve/absent.yaml"], "config file not found"),
-    (["--student.backend", "tgi"], "backend must be one of"),
-    (["--teacher.backend", "openai"], "needs base_url"),
+    (["--student.engine.name", "tgi"], "unknown engine"),
+    (["--teacher.engine.name", "openai"], "needs engine.base_url"),
     (["--port", "70000"], "port must be"),
     (["--routing.if-missing", "error", "--routing.router-path", "/nonexistent/router.skops"], "router file not found"),
-    (["--teacher.model", "/nonexistent/model-dir"], "teacher"),
+    (["--student.model", "smollm2-135m-pruned", "--teacher.model", "/nonexistent/model-dir"], "teacher"),
+    ([], "student: no model configured and no artifact records one"),
+    (["--host", "0.0.0.0"], "refusing to listen on 0.0.0.0 without an API key"),
 ])
 def test_bad_settings_exit_2_without_traceback(args, needle):
     result = run_cli(*args)
@@ -47,8 +49,8 @@ def test_serves_from_yaml(tmp_path, tiny_model_dir):
         port = s.getsockname()[1]
     config = tmp_path / "serve.yaml"
     config.write_text(
-        f"rag: false\nstudent:\n  model: {tiny_model_dir}\n  device: cpu\nteacher:\n  model: {tiny_model_dir}\n"
-        f"  device: cpu\nrouting:\n  if_missing: teacher\n"
+        f"rag: false\nstudent:\n  model: {tiny_model_dir}\n  engine: {{name: transformers, device: cpu}}\nteacher:\n"
+        f"  model: {tiny_model_dir}\n  engine: {{name: transformers, device: cpu}}\nrouting:\n  if_missing: teacher\n"
     )
     env = {**os.environ, "RAGROUTE_API_KEY": ""}
     proc = subprocess.Popen([sys.executable, "-m", "ragroute.cli", "serve", "--config", str(config), "--port", str(port)],

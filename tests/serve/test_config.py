@@ -5,35 +5,41 @@ from __future__ import annotations
 import pytest
 
 from ragroute.config import CONFIG_ROOT, load_config
+from ragroute.engines.openai_engine import SSEDecoder
 from ragroute.errors import ConfigError
-from serve.backends import SSEDecoder
 from serve.config import ServeConfig
 
 
 def test_offline_default_config():
     cfg = load_config(ServeConfig, CONFIG_ROOT / "serve" / "smollm2-135m_routed.yaml")
-    assert (cfg.student.backend, cfg.teacher.backend) == ("transformers", "transformers")
-    assert (cfg.student.model, cfg.teacher.model) == ("smollm2-135m-pruned", "smollm2-135m")
-    assert cfg.corpus == "demo" and cfg.rag
-    assert cfg.routing.router_path == "$RAGROUTE_HOME/demo/router.skops" and cfg.routing.if_missing == "heuristic"
+    assert (cfg.student.engine.name, cfg.teacher.engine.name) == ("transformers", "transformers")
+    # Derived from the demo's artifacts: no model, pipeline, corpus or sampling of its own.
+    assert (cfg.student.model, cfg.teacher.model) == ("", "")
+    assert cfg.pipeline is cfg.corpus is cfg.sampling is None and cfg.rag and not cfg.system_override
+    assert cfg.routing.router_path == "$RAGROUTE_HOME/demo/router.skops" and cfg.routing.if_missing == "error"
 
 
 def test_upstreams_config():
     cfg = load_config(ServeConfig, CONFIG_ROOT / "serve" / "qwen2.5-7b_1.5b_upstreams.yaml")
-    assert cfg.student.backend == cfg.teacher.backend == "openai"
-    assert cfg.student.base_url != cfg.teacher.base_url
+    assert cfg.student.engine.name == cfg.teacher.engine.name == "openai"
+    assert cfg.student.engine.base_url != cfg.teacher.engine.base_url
     assert cfg.routing.if_missing == "error"
     assert cfg.student.timeout_s < cfg.teacher.timeout_s <= cfg.limits.request_timeout_s
 
 
+def test_answer_length_above_the_limit_is_refused():
+    with pytest.raises(ConfigError, match="max_tokens_limit"):
+        load_config(ServeConfig, None, ["sampling.max_tokens=64", "limits.max_tokens_limit=8"])
+
+
 @pytest.mark.parametrize(("override", "needle"), [
-    ("student.backend=tgi", "backend must be one of"),
-    ("teacher.backend=openai", "needs base_url"),
+    ("student.engine.name=tgi", "unknown engine"),
+    ("teacher.engine.name=openai", "needs engine.base_url"),
     ("student.timeout_s=0", "timeout_s"),
     ("routing.if_missing=maybe", "if_missing"),
     ("routing.threshold=1.5", "threshold"),
     ("limits.max_concurrent=0", "max_concurrent"),
-    ("limits.max_tokens_limit=8", "max_tokens_limit"),
+    ("limits.max_tokens_limit=0", "max_tokens_limit"),
     ("port=-1", "port"),
     ("colour=red", "unknown key"),
     ("limits.max_queue=lots", "max_queue"),
@@ -55,11 +61,11 @@ def test_sse_decoder_handles_split_events_crlf_and_keepalives():
 
 def test_two_in_process_vllm_engines_must_split_the_gpu():
     cfg = load_config(ServeConfig, CONFIG_ROOT / "serve" / "qwen2.5-7b_1.5b_shape_one_gpu.yaml")
-    assert (cfg.teacher.gpu_memory_utilization, cfg.student.gpu_memory_utilization) == (0.55, 0.3)
-    both_default = ["student.backend=vllm", "student.model=qwen2.5-1.5b-shape", "teacher.backend=vllm",
+    assert (cfg.teacher.engine.gpu_memory_utilization, cfg.student.engine.gpu_memory_utilization) == (0.55, 0.3)
+    both_default = ["student.engine.name=vllm", "student.model=qwen2.5-1.5b-shape", "teacher.engine.name=vllm",
                     "teacher.model=qwen2.5-7b-shape"]
     with pytest.raises(ConfigError, match="must add up to at most 0.9"):
         load_config(ServeConfig, None, both_default)
-    split = load_config(ServeConfig, None, [*both_default, "teacher.gpu_memory_utilization=0.55",
-                                            "student.gpu_memory_utilization=0.3"])
-    assert split.teacher.gpu_memory_utilization + split.student.gpu_memory_utilization <= 0.9
+    split = load_config(ServeConfig, None, [*both_default, "teacher.engine.gpu_memory_utilization=0.55",
+                                            "student.engine.gpu_memory_utilization=0.3"])
+    assert split.teacher.engine.gpu_memory_utilization + split.student.engine.gpu_memory_utilization <= 0.9

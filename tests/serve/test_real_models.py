@@ -8,9 +8,10 @@ import asyncio
 import httpx
 import pytest
 
-from ragroute.engines.base import SamplingConfig
+from ragroute.engines.base import EngineConfig, SamplingConfig
 from serve.backends import create_backend
-from serve.config import BackendConfig, ServeConfig
+from serve.config import BackendConfig, LimitsConfig, ServeConfig
+from serve.service import within
 
 pytestmark = pytest.mark.slow
 
@@ -22,9 +23,11 @@ def test_smollm2_pair_answers_over_demo_corpus(start_server, teacher_dir, studen
     pipeline.write_text(f"corpus: demo\nretriever: bm25\nreranker: none\nretrieval_n: 5\nfinal_n: 3\n"
                         f"index_dir: {tmp_path / 'idx'}\n")
     cfg = ServeConfig(
-        student=BackendConfig(model="smollm2-135m-pruned", device="cpu"),
-        teacher=BackendConfig(model="smollm2-135m", device="cpu"),
-        pipeline=str(pipeline),
+        student=BackendConfig(model="smollm2-135m-pruned", timeout_s=600,
+                              engine=EngineConfig(name="transformers", device="cpu")),
+        teacher=BackendConfig(model="smollm2-135m", timeout_s=600,
+                              engine=EngineConfig(name="transformers", device="cpu")),
+        pipeline=str(pipeline), limits=LimitsConfig(request_timeout_s=600),  # a loaded CI machine is slow
     )
     url = start_server(cfg)
     ready = httpx.get(f"{url}/ready").json()
@@ -41,10 +44,11 @@ def test_smollm2_pair_answers_over_demo_corpus(start_server, teacher_dir, studen
     assert lines[-1] == "data: [DONE]" and len(lines) > 3
 
 
-def test_vllm_async_backend_streams_like_the_batch_engine(teacher_dir):
-    cfg = BackendConfig(backend="vllm", model="smollm2-135m", kv_cache_memory_gb=0.25, max_num_seqs=8)
+def test_vllm_async_backend_streams_like_the_batch_engine_and_aborts_what_it_abandons(teacher_dir):
+    cfg = BackendConfig(model="smollm2-135m", engine=EngineConfig(name="vllm", kv_cache_memory_gb=0.25, max_num_seqs=8))
     messages = [{"role": "user", "content": "What is insulin?"}]
     sampling = SamplingConfig(max_tokens=12, temperature=0.0)
+    endless = SamplingConfig(max_tokens=1500, min_tokens=1500, temperature=0.0)  # no EOS before 1,500 tokens
 
     async def run():
         backend = create_backend(cfg)
@@ -52,8 +56,19 @@ def test_vllm_async_backend_streams_like_the_batch_engine(teacher_dir):
         try:
             chunks = [c async for c in backend.stream(messages, sampling)]
             together = await asyncio.gather(*(backend.complete(messages, sampling) for _ in range(3)))
+            assert backend.context_length == 2048 and 5 < backend.count_prompt_tokens(messages) < 100
+            await backend.check_health()
+            # A stream closed early (the client left) and a generation past its timeout are aborted in the engine.
+            stream = backend.stream(messages, endless)
+            await anext(stream)
+            await stream.aclose()
+            closed_unfinished = backend.engine.output_processor.get_num_unfinished_requests()
+            with pytest.raises(TimeoutError):
+                await within(backend.complete(messages, endless), 0.5)
+            timed_out_unfinished = backend.engine.output_processor.get_num_unfinished_requests()
         finally:
             await backend.close()
+        assert (closed_unfinished, timed_out_unfinished) == (0, 0)
         return chunks, together
 
     chunks, together = asyncio.run(run())

@@ -10,8 +10,13 @@ import pytest
 
 from ragroute.errors import UserError
 from ragroute.rag.corpus import DEMO_QUESTIONS
-from serve.config import BackendConfig, RoutingConfig
-from serve.routing import BundleRouter, HeuristicRouter, TeacherOnlyRouter, expand_path, load_question_router
+from ragroute.routing import HeuristicRouter, needs_teacher
+from serve.config import RoutingConfig
+from serve.routing import expand_path, load_bundle, routing_policy
+
+
+def load_question_router(cfg: RoutingConfig):
+    return routing_policy(cfg, load_bundle(cfg))
 
 
 @pytest.fixture(scope="module")
@@ -33,31 +38,31 @@ def router_file(tmp_path_factory):
         student_generation_s=np.ones(n), teacher_generation_s=np.full(n, 3.0), student_total_s=np.ones(n),
         teacher_total_s=np.full(n, 3.0), teacher_records=[], data_hash="test",
     )
-    bundle = fit_router(labelled, RouterConfig(cv_folds=3), log=lambda *_: None)
+    bundle = fit_router(labelled, RouterConfig(cv_folds=3))
     return save_router(bundle, tmp_path_factory.mktemp("router") / "router.skops")
 
 
 def test_bundle_router_scores_and_thresholds(router_file):
     router = load_question_router(RoutingConfig(router_path=str(router_file)))
-    assert isinstance(router, BundleRouter)
-    easy = router.route("What is the first-line drug for type 2 diabetes?")
-    hard = router.route("Does intensive blood pressure control reduce stroke in elderly patients?")
+    assert router.source == "router" and router.uses_signals
+    easy = router.decide("What is the first-line drug for type 2 diabetes?")
+    hard = router.decide("Does intensive blood pressure control reduce stroke in elderly patients?")
     assert easy.source == hard.source == "router"
     assert 0.0 <= easy.score < hard.score <= 1.0
-    assert easy.threshold == hard.threshold == router.bundle.threshold
-    assert hard.use_teacher == (hard.score >= hard.threshold)
+    assert easy.threshold == hard.threshold == router.router.threshold
+    assert hard.use_teacher == needs_teacher(hard.score, hard.threshold)
     forced_low = load_question_router(RoutingConfig(router_path=str(router_file), threshold=0.0))
-    assert forced_low.route("What is insulin?").use_teacher  # every score >= 0 -> teacher
+    assert forced_low.decide("What is insulin?").use_teacher  # every score >= 0 -> teacher
 
 
 def test_policies_without_router_file(tmp_path):
     missing = str(tmp_path / "absent.skops")
-    assert isinstance(load_question_router(RoutingConfig(router_path=missing, if_missing="teacher")), TeacherOnlyRouter)
+    teacher_only = load_question_router(RoutingConfig(router_path=missing, if_missing="teacher"))
+    assert teacher_only.source == "teacher-only" and teacher_only.decide("What is insulin?").use_teacher
     heuristic = load_question_router(RoutingConfig(router_path=missing, if_missing="heuristic"))
-    assert isinstance(heuristic, HeuristicRouter)
-    assert not heuristic.route("Which vitamin prevents scurvy?").use_teacher
-    assert heuristic.route("Is vitamin C effective against the common cold?").use_teacher
-    assert TeacherOnlyRouter().route("What is insulin?").use_teacher
+    assert isinstance(heuristic.router, HeuristicRouter) and heuristic.source == "heuristic"
+    assert not heuristic.decide("Which vitamin prevents scurvy?").use_teacher
+    assert heuristic.decide("Is vitamin C effective against the common cold?").use_teacher
     with pytest.raises(UserError, match="router file not found"):
         load_question_router(RoutingConfig(router_path=missing, if_missing="error"))
     with pytest.raises(UserError, match="router_path is not set"):
@@ -78,14 +83,14 @@ def test_ragroute_home_expands(monkeypatch, tmp_path):
 
 
 def test_server_routes_with_router_file_and_retrieval_signals(router_file, start_server, echo_upstream, tiny_backend,
-                                                              tmp_path):
+                                                              tmp_path, upstream, sampled):
     from serve.config import ServeConfig
 
     pipeline = tmp_path / "pipeline.yaml"
     pipeline.write_text(f"corpus: demo\nretriever: bm25\nreranker: none\nretrieval_n: 4\nfinal_n: 3\n"
                         f"index_dir: {tmp_path / 'idx'}\n")
-    cfg = ServeConfig(student=BackendConfig(backend="openai", base_url=echo_upstream), teacher=tiny_backend(),
-                      pipeline=str(pipeline), routing=RoutingConfig(router_path=str(router_file)), temperature=1.0)
+    cfg = ServeConfig(student=upstream(echo_upstream), teacher=tiny_backend(),
+                      pipeline=str(pipeline), routing=RoutingConfig(router_path=str(router_file)), sampling=sampled)
     url = start_server(cfg)
     assert httpx.get(f"{url}/ready").json()["router"] == "router"
     results = {}

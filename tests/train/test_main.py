@@ -58,7 +58,7 @@ def test_each_online_loss_learns_and_writes_a_servable_model(
 ):
     teacher = {} if loss == "sft" else {"teacher": str(tiny_model_dir)}
     cfg = _config(tmp_path, records_path, tiny_student_dir, **{"loss.name": loss, "max_steps": 3, **teacher, **extra})
-    report = main(cfg, log=lambda _: None)
+    report = main(cfg)
     assert REPORT_KEYS <= report.keys() and report["steps"] == 3
     assert report["final_loss"] < report["first_loss"]
     assert report["tokens_per_s"] > 0 and report["peak_memory_gb"] > 0
@@ -75,7 +75,7 @@ def test_offline_topk_loss_trains_without_loading_a_teacher(
     tmp_path: Path, topk_records_path: Path, tiny_student_dir: Path
 ):
     cfg = _config(tmp_path, topk_records_path, tiny_student_dir, **{"loss.name": "topk_kl", "loss.sft_weight": 0.2})
-    report = main(cfg, log=lambda _: None)
+    report = main(cfg)
     assert report["final_loss"] < report["first_loss"]
     assert report["data"]["with_teacher_topk"] == 4
     assert report["shared_vocab"] is None  # no teacher model was loaded
@@ -86,7 +86,7 @@ def test_kd_from_an_identical_teacher_starts_at_zero(tmp_path: Path, records_pat
         tmp_path, records_path, tiny_model_dir,
         **{"loss.name": "forward_kl", "teacher": str(tiny_model_dir), "max_steps": 1},
     )
-    report = main(cfg, log=lambda _: None)
+    report = main(cfg)
     assert report["first_loss"] == 0.0
 
 
@@ -98,7 +98,7 @@ def test_on_policy_steps_train_on_student_samples(
         **{"loss.name": "jsd", "teacher": str(tiny_model_dir), "loss.on_policy_fraction": 1.0,
            "loss.max_new_tokens": 8, "max_steps": 2, "per_device_batch_size": 2},
     )
-    report = main(cfg, log=lambda _: None)
+    report = main(cfg)
     assert report["steps"] == 2 and report["final_loss"] > 0
     before, after = _weights(tiny_student_dir), _weights(Path(report["final_model"]))
     assert any(not torch.equal(before[k], after[k]) for k in before)
@@ -106,7 +106,7 @@ def test_on_policy_steps_train_on_student_samples(
 
 def test_lora_adapters_are_merged_into_the_final_model(tmp_path: Path, records_path: Path, tiny_student_dir: Path):
     cfg = _config(tmp_path, records_path, tiny_student_dir, **{"lora.enabled": True, "lora.r": 4, "max_steps": 3})
-    report = main(cfg, log=lambda _: None)
+    report = main(cfg)
     assert report["final_loss"] < report["first_loss"]
     final = Path(report["final_model"])
     before, after = _weights(tiny_student_dir), _weights(final)
@@ -118,12 +118,12 @@ def test_lora_adapters_are_merged_into_the_final_model(tmp_path: Path, records_p
 
 def test_resume_continues_the_step_count_and_the_loss(tmp_path: Path, records_path: Path, tiny_student_dir: Path):
     common = {"max_records": 16, "per_device_batch_size": 2, "save_steps": 2, "learning_rate": 1.0e-3}
-    straight = main(_config(tmp_path / "a", records_path, tiny_student_dir, **common), log=lambda _: None)
+    straight = main(_config(tmp_path / "a", records_path, tiny_student_dir, **common))
     interrupted_dir = tmp_path / "b"
-    first = main(_config(interrupted_dir, records_path, tiny_student_dir, **{**common, "max_steps": 2}), log=lambda _: None)
+    first = main(_config(interrupted_dir, records_path, tiny_student_dir, **{**common, "max_steps": 2}))
     assert first["steps"] == 2
     resumed = main(
-        _config(interrupted_dir, records_path, tiny_student_dir, **{**common, "resume": True}), log=lambda _: None
+        _config(interrupted_dir, records_path, tiny_student_dir, **{**common, "resume": True})
     )
     assert resumed["resumed_from"].endswith("checkpoint-2")
     assert resumed["steps"] == 4
@@ -137,7 +137,7 @@ def test_resume_continues_the_step_count_and_the_loss(tmp_path: Path, records_pa
 def test_depth_pruning_on_the_fly(tmp_path: Path, records_path: Path, teacher_dir: Path):
     four_layers = root_conftest().make_tiny_llama(tmp_path / "tiny4", teacher_dir, num_layers=4, seed=2)
     cfg = _config(tmp_path, records_path, four_layers, **{"student.prune_layers": 2, "max_steps": 1})
-    report = main(cfg, log=lambda _: None)
+    report = main(cfg)
     assert report["student"]["layers_before"] == 4 and report["student"]["layers"] == 2
     config = json.loads((Path(report["final_model"]) / "config.json").read_text())
     assert config["num_hidden_layers"] == 2
@@ -149,11 +149,11 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, records_path: Path, tiny_stu
         r.answer = ""
     empty = write_records(tmp_path / "no_answers.jsonl", no_answers)
     with pytest.raises(UserError, match="3 without an answer"):
-        main(_config(tmp_path, empty, tiny_student_dir), log=lambda _: None)
+        main(_config(tmp_path, empty, tiny_student_dir))
     with pytest.raises(UserError, match="needs records with top_logprobs"):
-        main(_config(tmp_path, records_path, tiny_student_dir, **{"loss.name": "topk_kl"}), log=lambda _: None)
+        main(_config(tmp_path, records_path, tiny_student_dir, **{"loss.name": "topk_kl"}))
     with pytest.raises(UserError, match="not found"):
-        main(_config(tmp_path, tmp_path / "missing.jsonl", tiny_student_dir), log=lambda _: None)
+        main(_config(tmp_path, tmp_path / "missing.jsonl", tiny_student_dir))
 
 
 def test_cli_rejects_unknown_loss_and_keys_with_exit_code_2(tmp_path: Path, capsys, records_path: Path):

@@ -161,3 +161,46 @@ def test_openai_engine_fails_fast_on_dead_server(tiny_model_spec):
 def test_openai_engine_needs_a_url(tiny_model_spec):
     with pytest.raises(UserError, match="base_url"):
         create_engine(tiny_model_spec, EngineConfig(name="openai"))
+
+
+def test_streaming_face_joins_to_the_batch_face_text(tiny_engine, tiny_model_spec):
+    """Same model, same sampling (a stop string, a repetition penalty, min_tokens, a seeded sample): the streamed
+    pieces join to exactly the batch text, the stop string never reaches the client, the counts agree."""
+    import asyncio
+
+    from ragroute.engines.base import create_streaming_engine
+
+    messages = [{"role": "user", "content": "Which mosquito genus transmits malaria to humans?"}]
+    runs = [SamplingConfig(max_tokens=24, temperature=1.0, seed=seed, stop=[stop], repetition_penalty=1.3,
+                           min_tokens=2) for seed, stop in ((1, "e"), (2, "a "), (3, "\n"))]
+    batch = [tiny_engine.generate([GenerationRequest(messages=messages)], s)[0] for s in runs]
+
+    async def stream_all():
+        engine = create_streaming_engine(tiny_model_spec, EngineConfig(name="transformers", device="cpu"))
+        await engine.start()
+        try:
+            streams = []
+            for sampling in runs:
+                streams.append([c async for c in engine.stream(messages, sampling)])
+            return streams
+        finally:
+            await engine.close()
+
+    for sampling, result, chunks in zip(runs, batch, asyncio.run(stream_all()), strict=True):
+        text = "".join(c.text for c in chunks)
+        assert text == result.text and sampling.stop[0] not in text
+        last = chunks[-1]
+        assert (last.finish_reason, last.completion_tokens, last.prompt_tokens) == (
+            result.finish_reason, result.completion_tokens, result.prompt_tokens)
+    assert any(r.finish_reason == "stop" and r.completion_tokens < 24 for r in batch)  # a stop string cut one
+
+
+def test_openai_request_body_carries_every_sampling_option():
+    from ragroute.engines.openai_engine import request_body
+
+    body = request_body(SamplingConfig(max_tokens=9, min_tokens=2, temperature=0.5, top_p=0.9, stop=["\n\n"],
+                                       repetition_penalty=1.1, seed=7))
+    assert {k: body[k] for k in ("max_tokens", "min_tokens", "temperature", "top_p", "stop",
+                                 "repetition_penalty", "seed")} == {
+        "max_tokens": 9, "min_tokens": 2, "temperature": 0.5, "top_p": 0.9, "stop": ["\n\n"],
+        "repetition_penalty": 1.1, "seed": 7}
