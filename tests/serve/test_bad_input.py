@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from ragroute.engines.base import EngineConfig
+from ragroute.engines.base import EngineConfig, SamplingConfig
 from serve.config import BackendConfig, LimitsConfig
 
 LIMITS = LimitsConfig(max_question_chars=200, max_messages=4, max_prompt_chars=1000, max_body_bytes=20_000,
@@ -72,7 +72,7 @@ def server(tiny_model_dir, tmp_path_factory, echo_upstream, upstream):
                         f"index_dir: {pipeline.parent / 'idx'}\n")
     cfg = ServeConfig(student=upstream(echo_upstream),
                       teacher=BackendConfig(model=str(tiny_model_dir), dtype="float32", engine=EngineConfig(name="transformers", device="cpu")),
-                      pipeline=str(pipeline), limits=LIMITS)
+                      pipeline=str(pipeline), limits=LIMITS, sampling=SamplingConfig(max_tokens=8))
     with server_in_thread(create_app(cfg)) as url:
         deadline_hits = 0
         while httpx.get(f"{url}/ready").status_code != 200:
