@@ -4,6 +4,11 @@ One system is recorded by data_gen, carried by the router file, and rebuilt from
 pipeline, sampling or model is configured for either). For a dozen demo questions the answer text from data_gen,
 from eval (its own generation), from /v1/answer and from /v1/chat/completions (whole and streamed) is the same
 string, and serve routes every question the way eval did.
+
+data_gen and eval run unbatched here: the transformers batch face pads a batch on the left, and in float32 on CPU
+that changes greedy text after a few tokens (e.g. "...cholesterol and the risk of" batched by 6 vs "...and
+increase the risk" alone, for DEMO-001), so a batched run is not bit-identical to one question at a time on any
+stack. Unbatched, the batch face, the streaming face and every serve endpoint agree token for token.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ def fit_router_on(teacher_dir: Path, student_dir: Path, out: Path) -> Path:
     records = {r.id: r for r in read_records(teacher_dir)}
     questions = [r["question"] for r in rows]
     hard = np.array([not q.lower().startswith(("what", "which", "when", "who", "where")) for q in questions])
-    signals = [retrieval_signals(records[r["id"]].doc_scores) if r["id"] in records else None for r in rows]
+    signals = [retrieval_signals(records[r["id"]].doc_scores if r["id"] in records else []) for r in rows]
     n = len(rows)
     labelled = LabelledSet(
         ids=[r["id"] for r in rows], questions=questions, signals=signals, student_quality=np.where(hard, 0.2, 0.8),
@@ -72,7 +77,7 @@ def artifacts(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("parity")
     index = f"pipeline.index_dir={root / 'idx'}"
-    common = ["questions=demo", f"limit={N_QUESTIONS}", "batch_size=6", "engine.name=transformers",
+    common = ["questions=demo", f"limit={N_QUESTIONS}", "batch_size=1", "engine.name=transformers",
               "engine.device=cpu", index, *SYSTEM]
     for role, model in MODELS.items():
         data_gen_main(load_config(DataGenConfig, None, [*common, f"model_config={model}", f"out={root / role}"]))
@@ -80,7 +85,7 @@ def artifacts(tmp_path_factory):
     # eval names its models and its router file only: pipeline and sampling come from the router file.
     result = eval_main(load_config(EvalConfig, None, [
         "dataset=demo", f"limit={N_QUESTIONS}", f"out={root / 'eval'}", f"teacher={MODELS['teacher']}",
-        f"student={MODELS['student']}", f"router={router}", "batch_size=6", "engine.name=transformers",
+        f"student={MODELS['student']}", f"router={router}", "batch_size=1", "engine.name=transformers",
         "engine.device=cpu", "bootstrap=0"]))
     return root, router, result
 
