@@ -167,15 +167,15 @@ def test_abandoned_plain_request_stops_generating(server, raw_http, caplog):
     assert metric(server, "ragroute_errors_total") == 0 and metric(server, "ragroute_fallbacks_total") == 0
 
 
-@pytest.mark.xfail(strict=False, reason="open (issue 16): on an idle machine the abandoned stream's in-process "
-                   "transformers generation is not seen cancelled within 60 s; under load it is. Not yet diagnosed")
 def test_abandoned_stream_stops_generating(server, caplog):
     cancelled = metric(server, "ragroute_cancelled_total", model="student")
     with caplog.at_level(logging.INFO, logger="ragroute"):
         with httpx.stream("POST", f"{server}/v1/chat/completions", headers=AUTH, timeout=60,
                           json=chat("Tell me everything.", max_tokens=1000, min_tokens=1000, stream=True)) as response:
             for line in response.iter_lines():
-                if '"content": "' in line and '"content": ""' not in line:
+                # Chunks are compact JSON (pydantic): parse them rather than match their spacing.
+                if line.startswith("data: {") and any(
+                        (choice.get("delta") or {}).get("content") for choice in json.loads(line[6:])["choices"]):
                     break  # one token arrived; leave
         # The server notices the departure at its next send: wait for that (not a fixed sleep), then the model
         # must be free for the next request.
