@@ -96,7 +96,7 @@ def test_eval_cli_on_demo_artifacts_and_bad_input(demo_run, tmp_path):
     cmd = [sys.executable, "-m", "ragroute.cli", "eval", "--dataset", "demo", "--limit", "10", "--out", str(tmp_path / "e"),
            "--teacher", cfg.teacher, "--student", str(out / "student.yaml"), "--router", str(out / "router.skops"),
            "--teacher-records", str(out / "teacher"), "--student-records", str(out / "student"), "--engine.name", "transformers", "--latency-sample", "3",
-           "--sampling.max-tokens", "8", "--bootstrap", "50"]
+           "--bootstrap", "50"]  # sampling: the router file's (the demo's 12 tokens), not set again
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
