@@ -45,7 +45,9 @@ def cli(argv: list[str]) -> int:
             where = resolve_model_path(spec.path)
         except UserError:
             where = "not prepared (run: ragroute models prepare)"
-        if where == spec.path:
+        if spec.shape_only:
+            where = "shape only: random weights from its config.json (timing, never quality)"
+        elif where == spec.path:
             where = "loaded from the hub by the engines"
         print(f"{path.stem:28s} {spec.path:40s} {where}")
     return 0

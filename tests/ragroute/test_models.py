@@ -139,3 +139,13 @@ def test_killed_prepare_leaves_no_half_checkpoint(tmp_path):
     assert (target / MARKER_FILE).exists()
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert "already prepared" in again.stdout
+
+
+def test_models_list_tells_shape_only_from_hub_models(capsys):
+    from ragroute.models_cli import cli
+
+    assert cli(["list"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "shape only" in rows["qwen2.5-7b-shape"]
+    assert "hub" not in rows["qwen2.5-7b-shape"]
+    assert "loaded from the hub" in rows["qwen2.5-7b-instruct"]
