@@ -27,10 +27,11 @@ CONFIG_KEYS = ("teacher", "per_device_batch_size", "gradient_accumulation_steps"
 def collect(reports: Path, logs: Path | None) -> dict:
     out: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "shape_only": True,
                  "note": "random weights: tokens/s and memory are real, losses mean nothing", "runs": {}}
-    names = {p.stem for p in reports.glob("*.json")}
-    if logs is not None:
-        names |= {p.stem for p in logs.glob("*.log")}
-    for name in sorted(names):
+    files = list(reports.glob("*.json")) + (list(logs.glob("*.log")) if logs is not None else [])
+    started: dict[str, float] = {}  # run order: the earliest file of each run
+    for f in files:
+        started[f.stem] = min(started.get(f.stem, f.stat().st_mtime), f.stat().st_mtime)
+    for name in sorted(started, key=started.get):
         report = reports / f"{name}.json"
         if report.is_file():
             data = json.loads(report.read_text())
