@@ -166,7 +166,10 @@ class TrainConfig:
     # bookkeeping
     logging_steps: int = field(default=1, metadata={"help": "log the loss every N steps"})
     eval_steps: int | None = field(default=None, metadata={"help": "also evaluate every N steps (default: at the end)"})
-    save_steps: int = field(default=50, metadata={"help": "write a resumable checkpoint every N steps"})
+    save_steps: int = field(
+        default=50,
+        metadata={"help": "write a resumable checkpoint every N steps and at the end (0: none, only the final model)"},
+    )
     save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept on disk"})
     resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})
     seed: int = field(default=0, metadata={"help": "seed for the split, shuffling, init and sampling"})
@@ -189,8 +192,8 @@ class TrainConfig:
             raise ValueError(f"loss '{self.loss.name}' needs an online teacher: set teacher")
         if self.loss.name == "topk_kl" and self.packing:
             raise ValueError("packing is not supported with loss topk_kl (the top-k rows follow each example)")
-        if self.save_steps < 1 or self.logging_steps < 1:
-            raise ValueError("save_steps and logging_steps must be >= 1")
+        if self.save_steps < 0 or self.logging_steps < 1:
+            raise ValueError("save_steps must be >= 0 and logging_steps >= 1")
 
     @property
     def needs_teacher(self) -> bool:

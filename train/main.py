@@ -47,16 +47,26 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     # Full fine-tunes keep float32 master weights (autocast computes in bf16); LoRA freezes a bf16 base.
     weights_dtype = torch_dtype(compute if (cfg.lora.enabled and on_gpu) else "float32")
     student, student_info = load_student(
-        cfg.student, tokenizer, weights_dtype, cfg.attn_implementation, cfg.lora.load_in_4bit
+        cfg.student, tokenizer, weights_dtype, cfg.attn_implementation, cfg.lora.load_in_4bit, cfg.seed
     )
+    shape_only = bool(student_info.get("shape_only"))
     teacher, vocab = None, None
     if cfg.needs_teacher:
-        teacher, teacher_tok, _ = load_teacher(cfg.teacher, torch_dtype(compute), cfg.attn_implementation)
+        teacher, teacher_tok, teacher_ref = load_teacher(
+            cfg.teacher, torch_dtype(compute), cfg.attn_implementation, cfg.seed
+        )
+        if teacher_ref.shape_only != shape_only:
+            raise UserError(
+                "one of teacher and student is shape-only (random weights) and the other is not: distilling "
+                "between them trains nothing; use two shape-only models (timing) or two real ones"
+            )
         vocab = shared_vocab_size(
             tokenizer, teacher_tok, student.get_output_embeddings().weight.shape[0],
             teacher.get_output_embeddings().weight.shape[0],
         )
     log.info(f"student: {student_info}; loss {cfg.loss.name}; compute dtype {compute}")
+    if shape_only:
+        log.warning("shape-only models (random weights): throughput and memory are real; losses and the model are not")
 
     timer = report.StepTimer()
     trainer = build_trainer(
@@ -76,7 +86,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
         "loss": cfg.loss.name, "resumed_from": checkpoint, "final_model": str(final) if final else None,
         "data": stats.to_dict(),
         "compute_dtype": compute, "shared_vocab": vocab, "student": student_info, "config": config_to_dict(cfg),
-        "world_size": trainer.accelerator.num_processes, "data_system": data_system,
+        "data_system": data_system, "shape_only": shape_only, **report.parallel_setup(trainer),
     }
     out = report.build_report(trainer, result, eval_metrics, timer, time.perf_counter() - started, report_extra)
     if trainer.accelerator.is_main_process:

@@ -22,6 +22,10 @@ class ModelRef:
 
     name: str
     path: str  # local directory or hub id
+    tokenizer: str | None = None  # the model YAML's stand-in tokenizer, if it names one
+    # configs/models/*-shape.yaml (load_format dummy): path holds only config.json; the model is built from it with
+    # random weights. Throughput and memory are real, losses and the trained model are meaningless.
+    shape_only: bool = False
 
 
 def resolve_model_ref(ref: str) -> ModelRef:
@@ -30,14 +34,16 @@ def resolve_model_ref(ref: str) -> ModelRef:
 
     if ref.endswith((".yaml", ".yml")) or (CONFIG_ROOT / "models" / f"{ref}.yaml").exists():
         spec = load_model_spec(ref)
-        return ModelRef(name=spec.name, path=resolve_model_path(spec.path))
+        return ModelRef(
+            name=spec.name, path=resolve_model_path(spec.path), tokenizer=spec.tokenizer, shape_only=spec.shape_only
+        )
     return ModelRef(name=Path(ref).name if Path(ref).exists() else ref, path=resolve_model_path(ref))
 
 
 def load_tokenizer_for(ref: ModelRef):
     from ragroute.models import load_tokenizer
 
-    tokenizer = load_tokenizer(ref.path)
+    tokenizer = load_tokenizer(ref.tokenizer or ref.path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -60,14 +66,42 @@ def shared_vocab_size(student_tok: Any, teacher_tok: Any, student_rows: int, tea
     return common
 
 
-def _load(path: str, dtype: Any, attn: str, quantization_config: Any = None):
+def process_device() -> Any:
+    """This process's accelerator device (``LOCAL_RANK`` under ``accelerate launch``), or the CPU."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def build_shape_only(path: str, dtype: Any, attn: str, seed: int = 0):
+    """A model of the architecture in ``path/config.json`` with random weights (transformers ``from_config``),
+    built directly on this process's device (a 7B shape initialised on a CPU takes minutes). The same seed on
+    every rank gives every rank the same weights."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(path)
+    torch.manual_seed(seed)
+    with process_device():
+        return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
+
+
+def _load(ref: ModelRef, dtype: Any, attn: str, quantization_config: Any = None, seed: int = 0):
     from ragroute.models import load_causal_lm
 
+    if ref.shape_only:
+        if quantization_config is not None:
+            raise UserError(f"{ref.name} is shape-only (random weights): a 4-bit base (lora.load_in_4bit) needs weights")
+        return build_shape_only(ref.path, dtype, attn, seed)
     kwargs: dict[str, Any] = {"attn_implementation": attn}
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
     try:
-        return load_causal_lm(path, dtype=str(dtype).removeprefix("torch."), **kwargs)
+        return load_causal_lm(ref.path, dtype=str(dtype).removeprefix("torch."), **kwargs)
     except ValueError as exc:
         if "attn_implementation" in str(exc) or "attention" in str(exc).lower():
             raise UserError(f"attention implementation '{attn}' is not available here: {exc}") from None
@@ -80,6 +114,7 @@ def load_student(
     weights_dtype: Any,
     attn: str,
     load_in_4bit: bool = False,
+    seed: int = 0,
 ) -> tuple[Any, dict[str, Any]]:
     """The student model, depth-pruned if asked; returns it and a description for the report."""
     import torch
@@ -99,8 +134,10 @@ def load_student(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
             bnb_4bit_use_double_quant=True,
         )
-    model = _load(ref.path, weights_dtype, attn, quant)
+    model = _load(ref, weights_dtype, attn, quant, seed)
     info: dict[str, Any] = {"source": ref.path, "layers_before": model.config.num_hidden_layers}
+    if ref.shape_only:
+        info["shape_only"] = True
     if cfg.prune_layers is not None:
         if quant is not None:
             raise UserError("student.prune_layers cannot be combined with a 4-bit base; prune first, then QLoRA")
@@ -120,10 +157,10 @@ def load_student(
     return model, info
 
 
-def load_teacher(ref_name: str, dtype: Any, attn: str) -> tuple[Any, Any, ModelRef]:
+def load_teacher(ref_name: str, dtype: Any, attn: str, seed: int = 0) -> tuple[Any, Any, ModelRef]:
     """The frozen teacher model and its tokenizer."""
     ref = resolve_model_ref(ref_name)
-    model = _load(ref.path, dtype, attn)
+    model = _load(ref, dtype, attn, seed=seed + 1)
     model.eval()
     model.requires_grad_(False)
     model.config.use_cache = False

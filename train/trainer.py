@@ -65,6 +65,11 @@ class DistillationTrainer(SFTTrainer):
         if teacher_model is not None:
             if self.is_deepspeed_enabled:
                 self.teacher_model = prepare_deepspeed(teacher_model, self.accelerator)
+            elif self.is_fsdp_enabled:
+                # A whole frozen replica per process: accelerate's prepare_model neither places nor wraps an
+                # evaluation model under FSDP (it would stay on the CPU), and an FSDP-sharded teacher would hand
+                # back a sharded lm_head weight outside its forward, which the tiled KD loss reads directly.
+                self.teacher_model = teacher_model.to(self.accelerator.device)
             else:
                 self.teacher_model = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
         self._on_policy_step = False
@@ -238,8 +243,8 @@ def training_arguments(cfg: TrainConfig, compute_dtype: str, has_eval: bool) -> 
         logging_first_step=True,
         eval_strategy=eval_strategy,
         eval_steps=cfg.eval_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
+        save_strategy="steps" if cfg.save_steps else "no",
+        save_steps=cfg.save_steps or 500,  # unused when 0 (no checkpoints)
         save_total_limit=cfg.save_total_limit,
         seed=cfg.seed,
         data_seed=cfg.seed,
