@@ -290,7 +290,9 @@ def wait_idle(server: str, timeout_s: float = 120) -> None:
     """Until the server has no request in flight (requests cancelled by an early stop drain first)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        text = httpx.get(f"{server}/metrics", timeout=5).text
+        response = httpx.get(f"{server}/metrics", timeout=5)
+        response.raise_for_status()
+        text = response.text
         line = next((x for x in text.splitlines() if x.startswith("ragroute_in_flight_requests ")), "x 0")
         if float(line.split()[1]) == 0:
             return
