@@ -390,13 +390,19 @@ def part_datagen(args: argparse.Namespace, questions: list[Any], pipelines: dict
     with make_engine(args, "7b", enable_prefix_caching=False) as engine, tempfile.TemporaryDirectory() as tmp:
         answer_questions(mine[:4], pipeline, engine, sampling, JsonlWriter(Path(tmp) / "warm.jsonl"), 4,
                          engine.model_name, "bench")
-        with JsonlWriter(Path(tmp) / "records.jsonl") as writer:
-            started = time.perf_counter()
-            written, problems = answer_questions(mine, pipeline, engine, sampling, writer, args.batch_size,
-                                                 engine.model_name, "bench")
-            out["ragroute_wall_s"] = time.perf_counter() - started
+        def loop(name: str, prefetch: bool) -> tuple[int, list[str], float]:
+            with JsonlWriter(Path(tmp) / f"{name}.jsonl") as writer:
+                started = time.perf_counter()
+                written, problems = answer_questions(mine, pipeline, engine, sampling, writer, args.batch_size,
+                                                     engine.model_name, "bench", prefetch=prefetch)
+                return written, problems, time.perf_counter() - started
+
+        written, problems, out["ragroute_wall_s"] = loop("records", True)
         out["problems"] = problems[:5]
         out["ragroute_q_per_min"] = 60 * written / out["ragroute_wall_s"]
+        if args.no_prefetch_too:  # the same loop building each batch's prompts only when it is its turn
+            written, _, out["ragroute_no_prefetch_wall_s"] = loop("plain", False)
+            out["ragroute_no_prefetch_q_per_min"] = 60 * written / out["ragroute_no_prefetch_wall_s"]
         if count == 1:  # raw vLLM on the SAME batches (messages built beforehand, outside its time)
             batches = [mine[i : i + args.batch_size] for i in range(0, len(mine), args.batch_size)]
             messages = [[p.messages for p in pipeline.prepare_batch([q.question for q in b])] for b in batches]
@@ -406,6 +412,9 @@ def part_datagen(args: argparse.Namespace, questions: list[Any], pipelines: dict
             out["raw_wall_s"] = time.perf_counter() - started
             out["raw_q_per_min"] = 60 * len(mine) / out["raw_wall_s"]
             out["ragroute_over_raw"] = out["ragroute_q_per_min"] / out["raw_q_per_min"]
+            if args.no_prefetch_too:  # the first loop once more, after raw: drift between passes
+                written, _, wall = loop("again", True)
+                out["ragroute_again_q_per_min"] = 60 * written / wall
 
 
 # ------------------------------------------------------------------------------------------------ results
@@ -494,6 +503,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=12, help="questions per batch-1 row")
     parser.add_argument("--datagen-n", type=int, default=256, help="questions for the data_gen part")
     parser.add_argument("--batch-size", type=int, default=256, help="data_gen questions per engine call")
+    parser.add_argument("--no-prefetch-too", action="store_true",
+                        help="datagen part: also time the loop without prefetching the next batch")
     parser.add_argument("--shares", type=float, nargs="+", default=list(SHARES),
                         help="routed rows: teacher shares to measure")
     parser.add_argument("--parts-students", nargs="+", default=["routed", "1.5b", "3b", "prefix"],

@@ -85,17 +85,17 @@ def write_results(
     problems: list[str],
     generation_share: float | None = None,
 ) -> int:
-    """Append one durable record per answered question; failed questions go to ``problems``. Returns the
-    number of records written. ``generation_share`` is each question's share of its batch's wall time, where
-    the caller timed the batch."""
-    written = 0
+    """Append one record per answered question, the batch made durable at once (one fsync); failed questions
+    go to ``problems``. Returns the number of records written. ``generation_share`` is each question's share of
+    its batch's wall time, where the caller timed the batch."""
+    records = []
     for item, prep, result in zip(items, prepared, results, strict=True):
         if isinstance(result, str):
             problems.append(f"question {item.id}: {result}")
             continue
-        writer.write(build_record(item, prep, result, model_name, config_hash, generation_share))
-        written += 1
-    return written
+        records.append(build_record(item, prep, result, model_name, config_hash, generation_share))
+    writer.write_many(records)
+    return len(records)
 
 
 def answer_questions(
