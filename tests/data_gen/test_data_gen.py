@@ -121,6 +121,21 @@ def test_bad_settings_are_config_errors(override, message):
         load_config(DataGenConfig, None, [override])
 
 
+def test_ray_places_its_own_replicas():
+    for setting in ("engine.devices=[0]", "engine.data_parallel_size=2"):
+        with pytest.raises(ConfigError, match="Ray places the model replicas"):
+            load_config(DataGenConfig, None, ["executor=ray", setting])
+
+
+def test_data_parallel_limit_counts_the_whole_run():
+    from data_gen.parallel import worker_limits
+
+    assert worker_limits(5, 2) == [3, 2] and worker_limits(None, 3) == [None] * 3
+    assert sum(worker_limits(256, 2)) == 256
+    with pytest.raises(UserError, match="below engine.data_parallel_size"):
+        worker_limits(1, 2)
+
+
 def test_cli_missing_out_and_questions_exit_2(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     run = subprocess.run([sys.executable, "-m", "ragroute.cli", "data-gen", "--questions", "demo"],
