@@ -17,7 +17,7 @@ Parts (one process each, so two run side by side on two GPUs; ``--smoke`` runs a
     python bench/gpu_pipeline.py --part datagen  --out datagen.json   # data_gen loop vs raw batch, q/min
     python bench/gpu_pipeline.py --merge teacher.json students.json ... --out bench/results/gpu_pipeline.json
 
-The router in the routed rows is ragroute's (router.fit → serve.routing.BundleRouter, TF-IDF logistic regression)
+The router in the routed rows is ragroute's (router.fit → ragroute.routing.fitted, TF-IDF logistic regression)
 fitted at start-up on the dev questions with a stand-in label (gold verdict not "yes" = hard), since shape-only
 models give no quality labels; its threshold is set to the score quantile that sends the asked share to the
 teacher. Its decision time is inside the total.
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import time
@@ -102,13 +101,11 @@ def engine_config(args: argparse.Namespace, **overrides: Any):
     return EngineConfig(name="vllm", **overrides)
 
 
-def make_engine(args: argparse.Namespace, size: str, gpu: str | None = None, **overrides: Any):
-    """ragroute's engine for a shape model; ``gpu`` pins it to one card (the engine process inherits it)."""
+def make_engine(args: argparse.Namespace, size: str, **overrides: Any):
+    """ragroute's engine for a shape model (``devices=[i]`` among the overrides pins it to one card)."""
     from ragroute.engines.base import create_engine
     from ragroute.models import load_model_spec
 
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     started = time.perf_counter()
     engine = create_engine(load_model_spec(model_name(args, size)), engine_config(args, **overrides))
     print(f"[{size} {overrides}] engine up in {time.perf_counter() - started:.0f}s", flush=True)
@@ -163,7 +160,7 @@ def ragroute_one(pipeline: Any, engine: Any, question: str, sampling: Any, route
     chosen = engine
     if router is not None:
         t = time.perf_counter()
-        decision = router.route(question)
+        decision = router.decide(question)
         row["route_s"] = time.perf_counter() - t
         row["teacher"] = decision.use_teacher
         chosen = engine if decision.use_teacher else student
@@ -298,10 +295,10 @@ def stand_in_router(questions: list[Any]):
     dev questions with a stand-in label: shape-only models have no answer quality to learn from."""
     import numpy as np
 
+    from ragroute.routing import fitted
     from router.config import FeatureConfig, RouterConfig
     from router.fit import fit_router
     from router.labels import LabelledSet
-    from serve.routing import BundleRouter
 
     texts = [q.question for q in questions]
     hard = np.array([q.gold_decision != "yes" for q in questions])
@@ -313,8 +310,8 @@ def stand_in_router(questions: list[Any]):
         student_total_s=ones, teacher_total_s=3 * ones, teacher_records=[], data_hash="gpu-bench-stand-in",
     )
     cfg = RouterConfig(cv_folds=3, features=FeatureConfig(retrieval_signals=False))
-    bundle = fit_router(labelled, cfg, log=lambda *_: None)
-    return bundle, BundleRouter
+    bundle = fit_router(labelled, cfg)
+    return bundle, fitted
 
 
 def routed_rows(args: argparse.Namespace, teacher: Any, student: Any, pipeline: Any, questions: list[Any],
@@ -330,8 +327,8 @@ def routed_rows(args: argparse.Namespace, teacher: Any, student: Any, pipeline: 
     rows = [ragroute_one(pipeline, teacher, q.question, sampling) for q in questions]
     out: dict[str, Any] = {"teacher_only": summary(rows), "student_only": summary(
         [ragroute_one(pipeline, student, q.question, sampling) for q in questions])}
-    for share in SHARES:
-        router = router_cls(bundle, threshold=float(np.quantile(scores, 1 - share)))
+    for share in args.shares:
+        router = router_cls(bundle, float(np.quantile(scores, 1 - share)))
         rows = [ragroute_one(pipeline, teacher, q.question, sampling, router, student) for q in questions]
         result = summary(rows)
         result["teacher_share"] = sum(r["teacher"] for r in rows) / len(rows)
@@ -360,25 +357,25 @@ def part_students(args: argparse.Namespace, questions: list[Any], pipelines: dic
             # The same questions again: the whole prompt (instruction + documents + question) is cached.
             out["teacher_v3.1_prefix_repeat"] = measure_rows(args, engine, v31, questions, "v3.1", raw=False)
 
-    guarded(out, "routed_one_gpu", routed)
-    guarded(out, "1.5b", lambda: alone("1.5b"))
-    if not args.smoke:
-        guarded(out, "3b", lambda: alone("3b"))
-        guarded(out, "prefix", prefix)
+    blocks = {"routed": routed, "1.5b": lambda: alone("1.5b"), "3b": lambda: alone("3b"), "prefix": prefix}
+    for name in args.parts_students:
+        if not args.smoke or name in ("routed", "1.5b"):
+            guarded(out, "routed_one_gpu" if name == "routed" else name, blocks[name])
 
 
 def part_routed2(args: argparse.Namespace, questions: list[Any], pipelines: dict[str, Any],
                  fit_on: list[Any], out: dict[str, Any]) -> None:
-    """Teacher alone on GPU 0, student alone on GPU 1, one process routing between them."""
-    with make_engine(args, "7b", gpu="0") as teacher, make_engine(args, "1.5b", gpu="1") as student:
+    """Teacher alone on GPU 0, student alone on GPU 1 (engine.devices), one process routing between them."""
+    with make_engine(args, "7b", devices=[0]) as teacher, make_engine(args, "1.5b", devices=[1]) as student:
         out["routed_two_gpus"] = routed_rows(args, teacher, student, pipelines["v3.1"], questions, fit_on)
 
 
 def part_datagen(args: argparse.Namespace, questions: list[Any], pipelines: dict[str, Any],
                  out: dict[str, Any]) -> None:
-    """data_gen's answering loop (pipeline ▶ engine ▶ durable records, batches of 256) vs raw vLLM on the same
-    messages in one batch, same engine; questions/min after start-up. With --shard i/N only ragroute's loop
-    runs, on this process's share (one process per GPU = data_parallel_size N)."""
+    """data_gen's answering loop (pipeline ▶ engine ▶ durable records, batches of --batch-size, the next
+    batch's prompts built while this one generates) vs raw vLLM on the same messages in the same batches, same
+    engine; questions/min after start-up. With --shard i/N only ragroute's loop runs, on this process's share
+    (one process per GPU, as engine.data_parallel_size N runs it)."""
     import tempfile
 
     from data_gen.generate import answer_questions
@@ -393,20 +390,31 @@ def part_datagen(args: argparse.Namespace, questions: list[Any], pipelines: dict
     with make_engine(args, "7b", enable_prefix_caching=False) as engine, tempfile.TemporaryDirectory() as tmp:
         answer_questions(mine[:4], pipeline, engine, sampling, JsonlWriter(Path(tmp) / "warm.jsonl"), 4,
                          engine.model_name, "bench")
-        with JsonlWriter(Path(tmp) / "records.jsonl") as writer:
-            started = time.perf_counter()
-            written, problems = answer_questions(mine, pipeline, engine, sampling, writer, args.batch_size,
-                                                 engine.model_name, "bench")
-            out["ragroute_wall_s"] = time.perf_counter() - started
+        def loop(name: str, prefetch: bool) -> tuple[int, list[str], float]:
+            with JsonlWriter(Path(tmp) / f"{name}.jsonl") as writer:
+                started = time.perf_counter()
+                written, problems = answer_questions(mine, pipeline, engine, sampling, writer, args.batch_size,
+                                                     engine.model_name, "bench", prefetch=prefetch)
+                return written, problems, time.perf_counter() - started
+
+        written, problems, out["ragroute_wall_s"] = loop("records", True)
         out["problems"] = problems[:5]
         out["ragroute_q_per_min"] = 60 * written / out["ragroute_wall_s"]
-        if count == 1:
-            messages = [p.messages for p in pipeline.prepare_batch([q.question for q in mine])]
+        if args.no_prefetch_too:  # the same loop building each batch's prompts only when it is its turn
+            written, _, out["ragroute_no_prefetch_wall_s"] = loop("plain", False)
+            out["ragroute_no_prefetch_q_per_min"] = 60 * written / out["ragroute_no_prefetch_wall_s"]
+        if count == 1:  # raw vLLM on the SAME batches (messages built beforehand, outside its time)
+            batches = [mine[i : i + args.batch_size] for i in range(0, len(mine), args.batch_size)]
+            messages = [[p.messages for p in pipeline.prepare_batch([q.question for q in b])] for b in batches]
             started = time.perf_counter()
-            engine.llm.chat(messages, raw_params(sampling), use_tqdm=False)
+            for batch in messages:
+                engine.llm.chat(batch, raw_params(sampling), use_tqdm=False)
             out["raw_wall_s"] = time.perf_counter() - started
             out["raw_q_per_min"] = 60 * len(mine) / out["raw_wall_s"]
             out["ragroute_over_raw"] = out["ragroute_q_per_min"] / out["raw_q_per_min"]
+            if args.no_prefetch_too:  # the first loop once more, after raw: drift between passes
+                written, _, wall = loop("again", True)
+                out["ragroute_again_q_per_min"] = 60 * written / wall
 
 
 # ------------------------------------------------------------------------------------------------ results
@@ -438,13 +446,14 @@ def dig(tree: dict[str, Any], path: tuple[str, ...]) -> Any:
     return tree
 
 
-def merge(paths: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The flat contract (bench/results/gpu_pipeline.json) and every part's details, from the part files."""
+def merge(paths: list[str], keep: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The flat contract (bench/results/gpu_pipeline.json) and every part's details, from the part files;
+    ``keep``: an earlier contract file whose values fill the keys this run did not measure."""
     parts: dict[str, Any] = {}
     for path in paths:
         data = json.loads(Path(path).read_text())
-        if data.get("mode") == "gpu":  # bench/serve_load.py --mode gpu
-            data = {"part": "serve", "result": data}
+        if data.get("mode") == "gpu":  # bench/serve_load.py --mode gpu (--gpus 2: part serve2)
+            data = {"part": "serve" if data.get("gpus", 1) == 1 else "serve2", "result": data}
         shard = data["result"].get("shard", "0/1")
         key = data["part"] if data["part"] != "datagen" or shard == "0/1" else f"datagen_{shard}"
         parts[key] = data
@@ -460,7 +469,13 @@ def merge(paths: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         speedup = combined / flat["data_gen_q_per_min"]
     flat["data_gen_dp2_speedup"] = speedup
     order = ["device", "date", "vllm", *list(CONTRACT)[:9], "data_gen_dp2_speedup", *list(CONTRACT)[9:]]
-    return {k: flat[k] for k in order}, results
+    flat = {k: flat[k] for k in order}
+    if keep:  # rows this run did not measure keep the previous run's values, and say so
+        previous = json.loads(Path(keep).read_text())
+        kept = [k for k in order[3:] if flat[k] is None and previous.get(k) is not None]
+        flat.update({k: previous[k] for k in kept})
+        flat["kept_from_previous_run"] = {"keys": kept, "device": previous.get("device"), "date": previous.get("date")}
+    return flat, results
 
 
 def environment() -> dict[str, Any]:
@@ -482,11 +497,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--part", choices=("teacher", "students", "routed2", "datagen"))
     parser.add_argument("--merge", nargs="+", metavar="PART_JSON", help="combine part files into the contract")
     parser.add_argument("--details", help="with --merge: write every part's numbers here")
+    parser.add_argument("--keep", help="with --merge: an earlier contract file; its values fill keys not measured")
     parser.add_argument("--out", required=True, help="JSON to write")
     parser.add_argument("--dataset", help="PubMedQA json (default: ragroute.config.shared_pubmedqa_dev())")
     parser.add_argument("--n", type=int, default=12, help="questions per batch-1 row")
     parser.add_argument("--datagen-n", type=int, default=256, help="questions for the data_gen part")
     parser.add_argument("--batch-size", type=int, default=256, help="data_gen questions per engine call")
+    parser.add_argument("--no-prefetch-too", action="store_true",
+                        help="datagen part: also time the loop without prefetching the next batch")
+    parser.add_argument("--shares", type=float, nargs="+", default=list(SHARES),
+                        help="routed rows: teacher shares to measure")
+    parser.add_argument("--parts-students", nargs="+", default=["routed", "1.5b", "3b", "prefix"],
+                        choices=["routed", "1.5b", "3b", "prefix"], help="students part: which blocks to run")
     parser.add_argument("--shard", default="0/1", help="data_gen part: this process's share i/N (one per GPU)")
     parser.add_argument("--dense-model", help="sentence-transformers path for the pipelines' dense retrieval")
     parser.add_argument("--index-dir", default="/tmp/ragroute-gpu-bench-index")
@@ -503,7 +525,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.merge:
-        flat, details = merge(args.merge)
+        flat, details = merge(args.merge, args.keep)
         Path(args.out).write_text(json.dumps(flat, indent=2) + "\n")
         if args.details:
             Path(args.details).write_text(json.dumps(details, indent=2) + "\n")

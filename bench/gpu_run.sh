@@ -6,14 +6,30 @@
 #   bash bench/gpu_run.sh pipeline   # batch-1 rows: 7B teacher on GPU 0 | prefix cache, students, routed on GPU 1
 #   bash bench/gpu_run.sh scale      # routed on two GPUs, data_gen single GPU vs data_parallel 2
 #   bash bench/gpu_run.sh merge DIR  # the contract file from the part files in DIR
+# The second session's runs (each part fits one 10-minute device call; docs/benchmarks/gpu.md):
+#   bash bench/gpu_run.sh serve1     # GPU 0: serve, both models on one GPU, open-loop goodput sweep |
+#                                    # GPU 1: routed share 0.3 on one GPU (n 40), then data_gen 256 @ 128 vs raw
+#   bash bench/gpu_run.sh serve2     # both GPUs: serve, teacher GPU 0 + student GPU 1, open-loop goodput;
+#                                    # then data_gen 2 shards of 256 (128 per GPU: weak scaling)
+#   bash bench/gpu_run.sh routed2    # routed share 0.3 with teacher GPU 0, student GPU 1 (n 40)
 set -uo pipefail
-mode=${1:?smoke, pipeline, scale or merge}
+mode=${1:?smoke, pipeline, scale, serve1, serve2, routed2 or merge}
 OUT=${OUT:-gpu-out}
 export XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-false}  # JAX would take 75% of each GPU
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # worker processes (data_gen, serve) import this checkout
 mkdir -p "$OUT/logs"
 args=(--dense-model "${DENSE_MODEL:-/tmp/minilm}")
 [ "$mode" = smoke ] && args=(--smoke --bm25-only)
 [ "$mode" = pipeline ] && args+=(--n "${N_PIPELINE:-10}")
+serve() {  # serve GPUS_USED CUDA_VISIBLE SECONDS: bench/serve_load.py --mode gpu --open-loop, JSON after every level
+  local n=$1 gpus=$2 limit=$3
+  CUDA_VISIBLE_DEVICES=$gpus SERVE_LOAD_LOG="$OUT/logs/serve$n-server.log" timeout -s INT -k 30 "$limit" \
+    python3 bench/serve_load.py --mode gpu --gpus "$n" --open-loop --dense-model "${DENSE_MODEL:-/tmp/minilm}" \
+    --max-tokens 384 --level-s "${LEVEL_S:-15}" --rate-start "${RATE_START:-2}" --rate-factor "${RATE_FACTOR:-1.6}" \
+    --refine "${REFINE:-2}" --json "$OUT/serve$n.json" > "$OUT/logs/serve$n.log" 2>&1 \
+    || { echo "FAILED: serve$n (exit $?)"; tail -n 8 "$OUT/logs/serve$n.log"; }
+  grep -E '^(teacher|router) ' "$OUT/logs/serve$n.log" | cut -c1-220
+}
 run() {  # run NAME GPUS SECONDS ARGS...: one part (stopped after SECONDS; rows so far are kept), log in $OUT/logs
   local name=$1 gpus=$2 limit=$3; shift 3
   CUDA_VISIBLE_DEVICES=$gpus timeout -s INT -k 20 "$limit" python3 bench/gpu_pipeline.py "${args[@]}" "$@" --index-dir "/tmp/index-$name" \
@@ -21,16 +37,30 @@ run() {  # run NAME GPUS SECONDS ARGS...: one part (stopped after SECONDS; rows 
     > "$OUT/logs/$name.log" 2>&1 || { echo "FAILED: $name (exit $?)"; tail -n 6 "$OUT/logs/$name.log"; }
   grep -E "engine up|Error|error:" "$OUT/logs/$name.log" | tail -n 8
 }
-case $mode in smoke|pipeline|scale|merge) ;; *) echo "unknown mode $mode" >&2; exit 2 ;; esac
+case $mode in smoke|pipeline|scale|serve1|serve2|routed2|merge) ;; *) echo "unknown mode $mode" >&2; exit 2 ;; esac
 if [ "$mode" = merge ]; then
   dir=${2:?part directory}
   exec python3 bench/gpu_pipeline.py --merge "$dir"/*.json --out bench/results/gpu_pipeline.json \
-    --details bench/results/gpu_pipeline_details.json
+    --details bench/results/gpu_pipeline_details.json ${KEEP:+--keep "$KEEP"}
 fi
-if [ "$mode" != scale ]; then
+if [ "$mode" = serve1 ]; then
+  serve 1 0 "${T_SERVE:-560}" &
+  { run students 1 "${T_ROUTED:-360}" --part students --parts-students routed --shares 0.3 --n "${N_ROUTED:-40}"
+    run datagen 1 "${T_DATAGEN:-170}" --part datagen --datagen-n 256 --batch-size 128; } &
+  wait
+elif [ "$mode" = serve2 ]; then
+  serve 2 0,1 "${T_SERVE:-400}"
+  run datagen_s0 0 "${T_DATAGEN:-150}" --part datagen --datagen-n 256 --batch-size 128 --shard 0/2 &
+  run datagen_s1 1 "${T_DATAGEN:-150}" --part datagen --datagen-n 256 --batch-size 128 --shard 1/2 &
+  wait
+elif [ "$mode" = routed2 ]; then
+  run routed2 0,1 "${T_ROUTED2:-300}" --part routed2 --shares 0.3 --n "${N_ROUTED:-40}"
+fi
+if [ "$mode" = serve1 ] || [ "$mode" = serve2 ] || [ "$mode" = routed2 ]; then :
+elif [ "$mode" != scale ]; then
   run teacher 0 "${T_PIPELINE:-550}" --part teacher & run students 1 "${T_PIPELINE:-550}" --part students & wait
 fi
-if [ "$mode" != pipeline ]; then
+if [ "$mode" = smoke ] || [ "$mode" = scale ]; then
   run routed2 0,1 "${T_ROUTED2:-250}" --part routed2 --n "${N_ROUTED2:-8}"
   run datagen 0 "${T_DATAGEN:-170}" --part datagen --datagen-n "${N_DATAGEN:-128}" --batch-size 128
   [ "$mode" = smoke ] || {
@@ -41,6 +71,8 @@ fi
 for f in "$OUT"/*.json; do  # one line per row: p50 generation / total, or the error
   python3 -c 'import json, sys
 d = json.load(open(sys.argv[1]))
+if d.get("mode") == "gpu":  # serve_load: goodput per model
+    print(sys.argv[1], {k: v for k, v in d.items() if k.startswith("goodput") or k == "partial"}); sys.exit()
 def walk(t, p):
     for k, v in t.items():
         if isinstance(v, dict) and "ragroute" not in v and "gen_p50_s" not in v: walk(v, p + k + "/")

@@ -11,10 +11,13 @@ Two modes:
   transformers); "direct" drives the same backend class in this process without HTTP.
 
 * ``--mode gpu``: ``ragroute serve`` with both shape-only Qwen2.5 models in-process on one GPU (vLLM AsyncLLM,
-  teacher 7B at 55% of the memory, student 1.5B at 30%), RAG over the PubMedQA dev abstracts (V3.1 pipeline),
-  and the stand-in router of bench/gpu_pipeline.py at teacher share 0.3. ``/v1/answer`` at each concurrency
-  (default 1/4/16/64/256), teacher-only (``model: teacher``) then routed; goodput = the highest throughput of a
-  level whose p99 total latency is <= ``--slo-s``.
+  teacher 7B at 55% of the memory, student 1.5B at 30%) or, with ``--gpus 2``, each on its own GPU
+  (``engine.devices``), RAG over the PubMedQA dev abstracts (V3.1 pipeline), and the stand-in router of
+  bench/gpu_pipeline.py at teacher share 0.3. ``/v1/answer`` at each concurrency (default 1/4/16/64/256),
+  teacher-only (``model: teacher``) then routed; goodput = the highest throughput of a level whose p99 total
+  latency is <= ``--slo-s``. With ``--open-loop``, goodput is instead the highest Poisson arrival rate whose p99
+  total latency is <= ``--slo-s`` (a swept rate: grow, then bisect), teacher-only then routed on the same
+  schedules.
 
 Both servers run as subprocesses (``ragroute serve``), the clients here (httpx, N concurrent, fixed request
 count, streaming by default). ``--json OUT`` writes {"requests", "errors", "concurrency", "throughput_rps",
@@ -36,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -230,6 +234,102 @@ async def run_answer_load(url: str, model: str, questions: list[str], concurrenc
     return summarize(latencies, [], errors, len(questions), concurrency, wall)
 
 
+async def run_open_loop(url: str, model: str, questions: list[str], rate: float, duration_s: float,
+                        max_tokens: int, slo_s: float, seed: int = 0) -> dict:
+    """Open-loop load on /v1/answer: Poisson arrivals at ``rate`` requests/s for ``duration_s`` (at least 40
+    requests), each sent when its time comes whatever the server is doing. Stops early, cancelling what is in
+    flight, once so many requests are (or must end up) over ``slo_s`` that p99 cannot meet it."""
+    n = max(40, round(rate * duration_s))
+    gaps = np.random.default_rng(seed).exponential(1 / rate, n)
+    arrivals = np.cumsum(gaps) - gaps[0]
+    # p99 = np.percentile's interpolation between sorted[lo] and sorted[lo + 1]: it is over the SLO for sure
+    # once n - lo requests are.
+    lo = int(np.floor(0.99 * (n - 1)))
+    latencies: list[float] = []
+    errors: list[str] = []
+    began: dict[int, float] = {}
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(limits=limits, timeout=600) as client:
+        t0 = time.perf_counter()
+
+        async def one(i: int) -> None:
+            await asyncio.sleep(max(0.0, arrivals[i] - (time.perf_counter() - t0)))
+            body = {"question": questions[i % len(questions)], "options": {"model": model, "max_tokens": max_tokens}}
+            began[i] = time.perf_counter()
+            try:
+                response = await client.post(url, json=body)
+                response.raise_for_status()
+                latencies.append(time.perf_counter() - began.pop(i))
+            except Exception as exc:  # counted, not fatal
+                began.pop(i, None)
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+        tasks = [asyncio.create_task(one(i)) for i in range(n)]
+        stopped = False
+        while not all(t.done() for t in tasks):
+            await asyncio.wait(tasks, timeout=0.25)
+            now = time.perf_counter()
+            over = len(errors) + sum(x > slo_s for x in latencies) + sum(now - b > slo_s for b in began.values())
+            if over >= n - lo:
+                stopped = True
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                break
+        wall = time.perf_counter() - t0
+    row = summarize(latencies, [], errors, n, 0, wall)
+    row.pop("concurrency")
+    row.update(rate_rps=rate, completed=len(latencies), stopped_early=stopped,
+               meets_slo=not stopped and not errors and row["p99_ms"] <= 1000 * slo_s)
+    if stopped:
+        row["p99_ms"] = None
+    return row
+
+
+def wait_idle(server: str, timeout_s: float = 120) -> None:
+    """Until the server has no request in flight (requests cancelled by an early stop drain first)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = httpx.get(f"{server}/metrics", timeout=5)
+        response.raise_for_status()
+        text = response.text
+        line = next((x for x in text.splitlines() if x.startswith("ragroute_in_flight_requests ")), "x 0")
+        if float(line.split()[1]) == 0:
+            return
+        time.sleep(0.5)
+
+
+def goodput_search(args: argparse.Namespace, server: str, model: str, questions: list[str],
+                   on_level: Callable[[dict], None] = lambda rows: None) -> dict:
+    """The highest Poisson rate whose p99 total latency stays <= the SLO: rates grow by ``--rate-factor`` from
+    ``--rate-start`` until one fails, then ``--refine`` bisections between the last pass and the first fail."""
+    url, rows = f"{server}/v1/answer", {}
+
+    def level(rate: float) -> bool:
+        rate = round(rate, 2)
+        row = asyncio.run(run_open_loop(url, model, questions, rate, args.level_s, args.max_tokens, args.slo_s,
+                                        seed=len(rows)))
+        wait_idle(server)
+        print(model, json.dumps(row), flush=True)
+        rows[f"{rate}"] = row
+        on_level(rows)
+        return row["meets_slo"]
+
+    good, bad, rate = 0.0, None, args.rate_start
+    while rate <= args.rate_max:
+        if not level(rate):
+            bad = rate
+            break
+        good, rate = rate, rate * args.rate_factor
+    for _ in range(args.refine if bad is not None else 0):
+        mid = (good + bad) / 2 if good else bad / 2
+        if level(mid):
+            good = mid
+        else:
+            bad = mid
+    return {"goodput_rps": round(good, 2), "first_failing_rps": bad, "levels": rows}
+
+
 def gpu_serve_config(args: argparse.Namespace, questions: list, workdir: Path) -> str:
     """Serve + pipeline YAMLs for the shape-only pair, and the stand-in router at teacher share ``args.share``."""
     import numpy as np
@@ -245,8 +345,11 @@ def gpu_serve_config(args: argparse.Namespace, questions: list, workdir: Path) -
                         + f"index_dir: {workdir / 'index'}\n"
                         + (f"dense_model: {args.dense_model}\n" if args.dense_model else ""))
     config = workdir / "serve.yaml"
-    config.write_text(f"""student: {{model: {args.student}, engine: {{name: vllm, gpu_memory_utilization: 0.3}}, timeout_s: 600}}
-teacher: {{model: {args.teacher}, engine: {{name: vllm, gpu_memory_utilization: 0.55}}, timeout_s: 600}}
+    # One GPU: the two engines split it. Two: each on its own card (engine.devices), most of its memory.
+    student, teacher = ("devices: [1], gpu_memory_utilization: 0.85", "devices: [0], gpu_memory_utilization: 0.85") \
+        if args.gpus == 2 else ("gpu_memory_utilization: 0.3", "gpu_memory_utilization: 0.55")
+    config.write_text(f"""student: {{model: {args.student}, engine: {{name: vllm, {student}}}, timeout_s: 600}}
+teacher: {{model: {args.teacher}, engine: {{name: vllm, {teacher}}}, timeout_s: 600}}
 rag: true
 pipeline: {pipeline}
 corpus: {args.dataset}
@@ -261,7 +364,21 @@ log_level: warning
 def gpu_sweep(args: argparse.Namespace, server: str, questions: list[str]) -> dict:
     url = f"{server}/v1/answer"
     asyncio.run(run_answer_load(url, "router", questions[:8], 4, args.max_tokens))  # warm-up
-    result: dict = {"slo_s": args.slo_s, "share": args.share, "max_tokens": args.max_tokens, "levels": {}}
+    result: dict = {"slo_s": args.slo_s, "share": args.share, "max_tokens": args.max_tokens, "gpus": args.gpus,
+                    "levels": {}}
+    if args.open_loop:  # the same Poisson schedules for both, teacher-only first
+        for model, key in (("teacher", "teacher"), ("router", "routed")):
+            def save(rows: dict, key: str = key) -> None:  # a run stopped by a time limit keeps its levels
+                result[f"open_loop_{key}"] = {"levels": rows}
+                if args.json:
+                    Path(args.json).write_text(json.dumps({**result, "mode": "gpu", "partial": True}, indent=2))
+
+            found = goodput_search(args, server, model, questions, save)
+            result[f"goodput_{key}_rps"] = found["goodput_rps"]
+            result[f"open_loop_{key}"] = found
+        result["goodput_method"] = (f"open loop: Poisson arrivals, {args.level_s:g} s (>= 40 requests) a rate, "
+                                    f"p99 total <= {args.slo_s:g} s, 0 errors")
+        return result
     for model in ("teacher", "router"):
         good = 0.0
         for level in args.levels:
@@ -302,6 +419,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="gpu mode: requests per level = rounds x concurrency")
     parser.add_argument("--share", type=float, default=0.3, help="gpu mode: routed teacher share")
     parser.add_argument("--slo-s", type=float, default=3.0, help="gpu mode: p99 bound for goodput")
+    parser.add_argument("--gpus", type=int, choices=(1, 2), default=1,
+                        help="gpu mode: 1 = both models on GPU 0; 2 = teacher on GPU 0, student on GPU 1")
+    parser.add_argument("--open-loop", action="store_true",
+                        help="gpu mode: goodput from Poisson arrivals at a swept rate instead of closed-loop levels")
+    parser.add_argument("--rate-start", type=float, default=2.0, help="open loop: first rate (requests/s)")
+    parser.add_argument("--rate-factor", type=float, default=1.5, help="open loop: growth until a rate fails")
+    parser.add_argument("--rate-max", type=float, default=64.0, help="open loop: highest rate tried")
+    parser.add_argument("--refine", type=int, default=2, help="open loop: bisections after the first failure")
+    parser.add_argument("--level-s", type=float, default=20.0, help="open loop: seconds of arrivals per rate")
     parser.add_argument(
         "--config", default="configs/serve/smollm2-135m_routed.yaml", help="real mode: serve config"
     )

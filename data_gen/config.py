@@ -27,6 +27,11 @@ class DataGenConfig:
         default=32, metadata={"help": "questions per engine call; records are written after each batch"}
     )
     limit: int | None = field(default=None, metadata={"help": "only the first N questions (after sharding)"})
+    prefetch: bool = field(
+        default=True,
+        metadata={"help": "build the next batch's retrieval and prompts while the engine answers this one "
+            "(same records either way)"},
+    )
     shard: str = field(
         default="0/1", metadata={"help": "i/N: this worker answers every question whose index % N == i"}
     )
@@ -84,6 +89,12 @@ class DataGenConfig:
             raise ValueError("ray_actors and ray_prepare_actors must be >= 1")
         if min(self.ray_cpus_per_actor, self.ray_gpus_per_actor, self.ray_prepare_cpus) < 0:
             raise ValueError("ray_cpus_per_actor, ray_gpus_per_actor and ray_prepare_cpus must be >= 0")
+        if self.executor == "ray" and (self.engine.devices is not None or self.engine.data_parallel_size > 1):
+            raise ValueError("with executor ray, Ray places the model replicas: set ray_actors and "
+                             "ray_gpus_per_actor instead of engine.devices / engine.data_parallel_size")
+        if self.engine.data_parallel_size > 1 and self.shard_count > 1:
+            raise ValueError(f"engine.data_parallel_size {self.engine.data_parallel_size} already splits the run "
+                             f"into one shard per GPU; give it or --shard {self.shard}, not both")
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -85,17 +85,17 @@ def write_results(
     problems: list[str],
     generation_share: float | None = None,
 ) -> int:
-    """Append one durable record per answered question; failed questions go to ``problems``. Returns the
-    number of records written. ``generation_share`` is each question's share of its batch's wall time, where
-    the caller timed the batch."""
-    written = 0
+    """Append one record per answered question, the batch made durable at once (one fsync); failed questions
+    go to ``problems``. Returns the number of records written. ``generation_share`` is each question's share of
+    its batch's wall time, where the caller timed the batch."""
+    records = []
     for item, prep, result in zip(items, prepared, results, strict=True):
         if isinstance(result, str):
             problems.append(f"question {item.id}: {result}")
             continue
-        writer.write(build_record(item, prep, result, model_name, config_hash, generation_share))
-        written += 1
-    return written
+        records.append(build_record(item, prep, result, model_name, config_hash, generation_share))
+    writer.write_many(records)
+    return len(records)
 
 
 def answer_questions(
@@ -108,15 +108,29 @@ def answer_questions(
     model_name: str,
     config_hash: str,
     on_done: Callable[[int], None] = lambda n: None,
+    prefetch: bool = True,
 ) -> tuple[int, list[str]]:
-    """Answer ``items`` in batches in this process; returns (records written, problems)."""
+    """Answer ``items`` in batches in this process; returns (records written, problems). With ``prefetch`` the
+    next batch's retrieval and prompts are built in a worker thread while the engine answers this one (the
+    engine's own processes do the GPU work, so the CPU-side pipeline no longer adds to the wall time); records
+    are the same either way and are still written batch by batch, in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
     written, problems = 0, []
-    for batch in _batches(items, batch_size):
-        prepared = pipeline.prepare_batch([item.question for item in batch])
-        requests = [GenerationRequest(messages=p.messages) for p in prepared]
-        started = time.perf_counter()
-        results = generate_isolated(engine, requests, sampling)
-        share = (time.perf_counter() - started) / len(batch)
-        written += write_results(batch, prepared, results, writer, model_name, config_hash, problems, share)
-        on_done(len(batch))
+    batches = list(_batches(items, batch_size))
+
+    def prepare(batch: list[QAItem]) -> list[Any]:
+        return pipeline.prepare_batch([item.question for item in batch])
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="data-gen-prepare") as pool:
+        upcoming = pool.submit(prepare, batches[0]) if batches and prefetch else None
+        for i, batch in enumerate(batches):
+            prepared = upcoming.result() if upcoming is not None else prepare(batch)
+            upcoming = pool.submit(prepare, batches[i + 1]) if prefetch and i + 1 < len(batches) else None
+            requests = [GenerationRequest(messages=p.messages) for p in prepared]
+            started = time.perf_counter()
+            results = generate_isolated(engine, requests, sampling)
+            share = (time.perf_counter() - started) / len(batch)
+            written += write_results(batch, prepared, results, writer, model_name, config_hash, problems, share)
+            on_done(len(batch))
     return written, problems

@@ -35,6 +35,10 @@ def main(cfg: DataGenConfig) -> dict:
 
     if not cfg.out:
         raise UserError("no output directory given (--out DIR)")
+    if cfg.executor == "local" and cfg.engine.data_parallel_size > 1:
+        from data_gen.parallel import run_data_parallel
+
+        return run_data_parallel(cfg)
     if cfg.executor == "ray":
         from data_gen.ray_executor import require_ray
 
@@ -73,7 +77,7 @@ def main(cfg: DataGenConfig) -> dict:
                 with create_engine(spec, cfg.engine) as engine:
                     written, problems = answer_questions(
                         todo, RAGPipeline(cfg.pipeline, inputs.corpus), engine, sampling, writer, cfg.batch_size,
-                        spec.name, config_hash, bar.update,
+                        spec.name, config_hash, bar.update, prefetch=cfg.prefetch,
                     )
         counts["written"] = written
         counts["problems"] += len(problems)

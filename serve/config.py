@@ -219,16 +219,26 @@ class ServeConfig:
             raise ValueError(f"port must be in 0..65535, not {self.port}")
         if self.pipeline_workers < 1:
             raise ValueError("pipeline_workers must be >= 1")
-        both = (self.student, self.teacher)
-        share = sum(b.engine.gpu_memory_utilization for b in both)
-        if all(b.engine.name == "vllm" for b in both) and share > MAX_SHARED_GPU_MEMORY:
-            # Both in-process engines start on the same GPU(s); each reserves its share of the whole card.
-            raise ValueError(
-                f"student and teacher both run vLLM in this process on the same GPU: their engine.gpu_memory_utilization "
-                f"must add up to at most {MAX_SHARED_GPU_MEMORY} (e.g. teacher 0.55, student 0.3), not {share:.2f}"
-            )
+        check_gpu_split(self.student.engine, self.teacher.engine)
         if self.sampling is not None:
             check_answer_length(self.sampling, self.limits)
+
+
+def check_gpu_split(student: EngineConfig, teacher: EngineConfig) -> None:
+    """Two in-process vLLM engines that share a GPU must split its memory; on separate GPUs
+    (``engine.devices``) each may take what it likes."""
+    if not (student.name == teacher.name == "vllm"):
+        return
+    shared = sorted(set(student.gpu_ids()) & set(teacher.gpu_ids()))
+    share = student.gpu_memory_utilization + teacher.gpu_memory_utilization
+    if shared and share > MAX_SHARED_GPU_MEMORY:
+        # Each engine reserves its share of the whole card.
+        raise ValueError(
+            f"student and teacher both run vLLM in this process on GPU {shared[0]}: their "
+            f"engine.gpu_memory_utilization must add up to at most {MAX_SHARED_GPU_MEMORY} (e.g. teacher 0.55, "
+            f"student 0.3), not {share:.2f}; or put them on different GPUs (e.g. teacher engine.devices: [0], "
+            f"student engine.devices: [1])"
+        )
 
 
 def check_answer_length(sampling: SamplingConfig, limits: LimitsConfig) -> None:

@@ -91,6 +91,11 @@ class EngineConfig:
     # vLLM
     tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM: GPUs one model is split across"})
     data_parallel_size: int = field(default=1, metadata={"help": "vLLM: model replicas (one per GPU group)"})
+    devices: list[int] | None = field(
+        default=None,
+        metadata={"help": "vLLM: the GPUs (indices among those this process sees) this engine runs on, "
+                  "tensor_parallel_size x data_parallel_size of them; default: the first ones visible"},
+    )
     quantization: str | None = field(default=None, metadata={"help": "vLLM: fp8, awq, gptq or none"})
     gpu_memory_utilization: float = field(default=0.85, metadata={"help": "vLLM: share of GPU memory to use"})
     kv_cache_memory_gb: float | None = field(
@@ -140,16 +145,37 @@ class EngineConfig:
             raise ValueError("speculative_method draft_model needs speculative_model (the draft's path)")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], not {self.gpu_memory_utilization}")
+        if self.tensor_parallel_size < 1 or self.data_parallel_size < 1:
+            raise ValueError("tensor_parallel_size and data_parallel_size must be >= 1")
+        if self.devices is not None:
+            check_devices(self.devices, self.tensor_parallel_size * self.data_parallel_size)
         if self.timeout_s <= 0 or self.connect_timeout_s <= 0:
             raise ValueError("timeout_s and connect_timeout_s must be > 0")
         if self.max_retries < 0 or self.concurrency < 1:
             raise ValueError("max_retries must be >= 0 and concurrency >= 1")
+
+    def gpu_ids(self) -> list[int]:
+        """The GPUs (indices this process sees) vLLM runs this engine on: ``devices``, else the first
+        tensor_parallel_size x data_parallel_size visible ones, as vLLM picks them."""
+        return list(self.devices) if self.devices is not None else list(
+            range(self.tensor_parallel_size * self.data_parallel_size))
 
     def resolved_api_key(self) -> str | None:
         """``api_key``, else the variable named by ``api_key_env``, else None."""
         import os
 
         return self.api_key or (os.environ.get(self.api_key_env) or None if self.api_key_env else None)
+
+
+def check_devices(devices: list[int], needed: int) -> None:
+    """``engine.devices`` must name ``needed`` distinct GPU indices (>= 0)."""
+    if not devices or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in devices):
+        raise ValueError(f"devices must be a list of GPU indices >= 0 (e.g. [1]), not {devices}")
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"devices names a GPU twice: {devices}")
+    if len(devices) != needed:
+        raise ValueError(f"devices names {len(devices)} GPU(s) but the engine uses tensor_parallel_size x "
+                         f"data_parallel_size = {needed}: {devices}")
 
 
 class GenerationEngine(ABC):

@@ -4,6 +4,12 @@ the prompt from the same chat-template token ids.
 
 vLLM spawns its engine processes, so a script that creates this engine needs the
 ``if __name__ == "__main__":`` guard.
+
+GPU placement (``engine.devices``): vLLM runs the model in an engine-core process it starts while the engine is
+built (``CoreEngineProcManager`` starts it with the ``fork`` or ``spawn`` context of
+``vllm.utils.system_utils.get_mp_context``; either inherits this process's environment at ``Process.start()``,
+vLLM 0.25 and 0.32 alike). So building the engine with ``CUDA_VISIBLE_DEVICES`` narrowed to its devices pins it
+there, and restoring the variable afterwards lets the next engine (a student on another GPU) pick its own.
 """
 
 from __future__ import annotations
@@ -11,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ragroute.engines.base import (
@@ -38,6 +46,52 @@ log = logging.getLogger("ragroute.engines")
 # a fixed 1 GiB is plenty for a 135M model and leaves room for a second engine (teacher + student).
 CPU_DEFAULT_KV_CACHE_GB = 1.0
 SHAPE_ONLY_TOKEN = "\u25af"  # ▯, streamed once per generated token of a shape-only model
+
+
+# os.environ is one per process: engines built at the same time (threads) must not see each other's devices.
+_PLACEMENT_LOCK = threading.Lock()
+
+
+def physical_devices(devices: list[int], visible: str | None, count: int) -> str:
+    """The ``CUDA_VISIBLE_DEVICES`` value that shows an engine exactly ``devices``: indices among the ``count``
+    GPUs this process sees, which are the entries of ``visible`` (this process's own ``CUDA_VISIBLE_DEVICES``)
+    where that is set."""
+    seen = [v.strip() for v in visible.split(",") if v.strip()] if visible else [str(i) for i in range(count)]
+    seen = seen[:count]
+    outside = [d for d in devices if d >= len(seen)]
+    if outside:
+        raise UserError(f"engine.devices {devices}: this process sees {len(seen)} GPU(s) (indices "
+                        f"0..{len(seen) - 1}{f', CUDA_VISIBLE_DEVICES={visible}' if visible else ''}), so "
+                        f"{outside} do(es) not exist")
+    return ",".join(seen[d] for d in devices)
+
+
+@contextmanager
+def placed_on(engine: EngineConfig) -> Iterator[None]:
+    """Build a vLLM engine inside this block to put it on ``engine.devices`` (no-op when unset)."""
+    if engine.devices is None:
+        yield
+        return
+    if not has_cuda():
+        raise UserError(f"engine.devices {engine.devices} places a vLLM engine on GPUs, but this machine has no CUDA "
+                        "GPU; remove the setting to run on CPU")
+    if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0":
+        raise UserError("engine.devices needs vLLM's engine process (VLLM_ENABLE_V1_MULTIPROCESSING=0 runs the model "
+                        "in this process, which has already chosen its GPUs)")
+    import torch
+
+    with _PLACEMENT_LOCK:
+        before = os.environ.get("CUDA_VISIBLE_DEVICES")
+        os.environ["CUDA_VISIBLE_DEVICES"] = physical_devices(engine.devices, before, torch.cuda.device_count())
+        log.info("vLLM engine on GPU(s) %s (CUDA_VISIBLE_DEVICES=%s)", engine.devices,
+                 os.environ["CUDA_VISIBLE_DEVICES"])
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = before
 
 
 def vllm_engine_kwargs(model: ModelSpec, engine: EngineConfig, on_gpu: bool | None = None) -> dict[str, Any]:
@@ -166,12 +220,13 @@ class VLLMEngine(GenerationEngine):
         if engine.data_parallel_size > 1:
             raise UserError(
                 "the in-process vLLM engine runs one replica (vllm.LLM refuses data_parallel_size > 1 in one "
-                "process); for N replicas run N processes, one per GPU: CUDA_VISIBLE_DEVICES=i ragroute data-gen "
-                "... --shard i/N"
+                "process); `ragroute data-gen` runs one worker process per GPU for engine.data_parallel_size N "
+                "itself; elsewhere run N processes, one per GPU (CUDA_VISIBLE_DEVICES=i ... --shard i/N)"
             )
         kwargs = vllm_engine_kwargs(model, engine)
         try:
-            self.llm = LLM(**kwargs)
+            with placed_on(engine):
+                self.llm = LLM(**kwargs)
         except OSError as exc:
             raise hub_error(model.path, exc) from None
 
@@ -215,7 +270,8 @@ class AsyncVLLMEngine(StreamingEngine):
         kwargs = vllm_engine_kwargs(self.spec, self.engine_cfg)
         kwargs["disable_log_stats"] = True  # serve exports its own metrics; vLLM's periodic log is noise there
         try:
-            self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+            with placed_on(self.engine_cfg):
+                self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
         except OSError as exc:
             raise hub_error(self.spec.path, exc) from None
         self.tokenizer = self.engine.get_tokenizer()

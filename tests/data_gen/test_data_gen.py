@@ -121,6 +121,21 @@ def test_bad_settings_are_config_errors(override, message):
         load_config(DataGenConfig, None, [override])
 
 
+def test_ray_places_its_own_replicas():
+    for setting in ("engine.devices=[0]", "engine.data_parallel_size=2"):
+        with pytest.raises(ConfigError, match="Ray places the model replicas"):
+            load_config(DataGenConfig, None, ["executor=ray", setting])
+
+
+def test_data_parallel_limit_counts_the_whole_run():
+    from data_gen.parallel import worker_limits
+
+    assert worker_limits(5, 2) == [3, 2] and worker_limits(None, 3) == [None] * 3
+    assert sum(worker_limits(256, 2)) == 256
+    with pytest.raises(UserError, match="below engine.data_parallel_size"):
+        worker_limits(1, 2)
+
+
 def test_cli_missing_out_and_questions_exit_2(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     run = subprocess.run([sys.executable, "-m", "ragroute.cli", "data-gen", "--questions", "demo"],
@@ -139,3 +154,42 @@ def test_killed_vllm_run_resumes_without_losing_records(tmp_path, kill_midway_th
            "--out", str(out), "--limit", "12", "--batch-size", "2", "--sampling.max-tokens", "16",
            "--pipeline.index-dir", str(tmp_path / "idx"), "--engine.kv-cache-memory-gb", "0.5"]
     kill_midway_then_rerun(cmd, out, 4, 12)
+
+
+def _answers(out) -> list[tuple]:
+    """Everything a record says about its question, without the timings (which differ run to run)."""
+    return [(r["id"], r["answer"], r["messages"], r["doc_ids"], r["prompt_tokens"], r["completion_tokens"],
+             r["config_hash"]) for r in iter_jsonl(out / "records.jsonl")]
+
+
+def test_prefetching_the_next_batch_keeps_records_identical(tiny_cfg, tmp_path):
+    main(tiny_cfg(batch_size=2, prefetch="false", out=str(tmp_path / "plain")))
+    main(tiny_cfg(batch_size=2, prefetch="true", out=str(tmp_path / "prefetched")))
+    plain, prefetched = _answers(tmp_path / "plain"), _answers(tmp_path / "prefetched")
+    assert len(plain) == 5 and prefetched == plain
+    # and it resumes like any run: 2 more questions append to the 5 written
+    again = main(tiny_cfg(batch_size=2, limit=7, out=str(tmp_path / "prefetched")))
+    assert (again["already_done"], again["written"]) == (5, 2)
+    assert _answers(tmp_path / "prefetched")[:5] == plain
+
+
+def test_data_parallel_runs_one_worker_per_replica_and_merges(tiny_cfg, tmp_path):
+    """engine.data_parallel_size 2: two worker processes (one per GPU on a GPU machine; here both on the CPU),
+    shards merged into the layout of a hand-sharded run, with the same records as one process writes (batches of
+    one question: batched dense encoding pads to the batch, so a near tie in retrieval may flip with the batch's
+    other members)."""
+    main(tiny_cfg(out=str(tmp_path / "one"), batch_size=1))
+    counts = main(tiny_cfg(out=str(tmp_path / "dp"), batch_size=1, **{"engine.data_parallel_size": 2}))
+    out = tmp_path / "dp"
+    assert counts["records"] == 5
+    assert sorted(p.name for p in out.glob("records*.jsonl")) == [
+        "records.jsonl", "records.shard-0-of-2.jsonl", "records.shard-1-of-2.jsonl"]
+    shard0 = [r["id"] for r in iter_jsonl(out / "records.shard-0-of-2.jsonl")]
+    assert shard0 == ["Q-001", "Q-003", "Q-005"]  # limit 5 over two workers: exactly the first 5 questions
+    one = {a[0]: a[:-1] for a in _answers(tmp_path / "one")}
+    dp = {a[0]: a[:-1] for a in _answers(out)}
+    assert dp == one
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["shard"] == "merged 2 shards" and manifest["counts"]["records"] == 5
+    with pytest.raises(ConfigError, match="not both"):
+        tiny_cfg(shard="0/2", **{"engine.data_parallel_size": 2})

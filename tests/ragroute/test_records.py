@@ -42,3 +42,18 @@ def test_unknown_keys_from_newer_writers_are_ignored():
 
 def test_finished_ids_of_missing_file_is_empty(tmp_path):
     assert finished_ids(tmp_path / "none.jsonl") == set()
+
+
+def test_write_many_appends_a_batch_with_one_fsync(tmp_path, monkeypatch):
+    import os
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    path = tmp_path / "records.jsonl"
+    with JsonlWriter(path) as writer:
+        writer.write_many([rec(0), rec(1), {"id": "q2", "question": "?"}])
+        writer.write_many([])
+        writer.write(rec(3))
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["q0", "q1", "q2", "q3"]
+    assert len(synced) == 2  # one per batch, none for an empty one

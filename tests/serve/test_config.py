@@ -69,3 +69,25 @@ def test_two_in_process_vllm_engines_must_split_the_gpu():
     split = load_config(ServeConfig, None, [*both_default, "teacher.engine.gpu_memory_utilization=0.55",
                                             "student.engine.gpu_memory_utilization=0.3"])
     assert split.teacher.engine.gpu_memory_utilization + split.student.engine.gpu_memory_utilization <= 0.9
+
+
+def test_two_gpu_config_puts_each_model_on_its_own_card():
+    cfg = load_config(ServeConfig, CONFIG_ROOT / "serve" / "qwen2.5-7b_1.5b_shape_two_gpus.yaml")
+    assert (cfg.teacher.engine.devices, cfg.student.engine.devices) == ([0], [1])
+    # Separate cards: no memory split needed, but the same card still needs one.
+    assert cfg.teacher.engine.gpu_memory_utilization + cfg.student.engine.gpu_memory_utilization > 0.9
+    two = ["student.engine.name=vllm", "student.model=qwen2.5-1.5b-shape", "teacher.engine.name=vllm",
+           "teacher.model=qwen2.5-7b-shape"]
+    with pytest.raises(ConfigError, match="on GPU 1: .* must add up to at most 0.9"):
+        load_config(ServeConfig, None, [*two, "teacher.engine.devices=[1]", "student.engine.devices=[1]"])
+    with pytest.raises(ConfigError, match="on GPU 0"):  # unset = the first visible GPU
+        load_config(ServeConfig, None, [*two, "student.engine.devices=[0]"])
+    assert load_config(ServeConfig, None, [*two, "student.engine.devices=[1]"]).teacher.engine.devices is None
+
+
+@pytest.mark.parametrize(("value", "needle"), [
+    ("[-1]", "indices >= 0"), ("[0,0]", "twice"), ("[0,1]", "tensor_parallel_size x"), ("[]", "indices >= 0"),
+])
+def test_bad_devices_are_refused(value, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_config(ServeConfig, None, [f"teacher.engine.devices={value}"])

@@ -1,0 +1,76 @@
+"""GPU placement of in-process vLLM engines (``engine.devices``): what can be checked without a GPU. The
+placement itself (two engines on two cards) runs in bench/gpu_run.sh on the device (docs/benchmarks/gpu.md)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ragroute.engines.base import EngineConfig, create_engine
+from ragroute.errors import UserError
+from ragroute.models import load_model_spec
+
+
+def test_devices_map_to_the_gpus_this_process_sees():
+    from ragroute.engines.vllm_engine import physical_devices
+
+    assert physical_devices([1], None, 2) == "1"
+    assert physical_devices([1, 0], None, 4) == "1,0"
+    # Indices count among the GPUs already visible to this process, as torch and vLLM count them.
+    assert physical_devices([1], "4,6", 2) == "6"
+    assert physical_devices([0], "GPU-a1b2, GPU-c3d4", 2) == "GPU-a1b2"
+    with pytest.raises(UserError, match=r"sees 2 GPU\(s\).*CUDA_VISIBLE_DEVICES=4,6.*\[2\]"):
+        physical_devices([2], "4,6", 2)
+    with pytest.raises(UserError, match=r"sees 1 GPU"):
+        physical_devices([0, 1], None, 1)
+
+
+def test_devices_need_one_gpu_per_replica_and_shard():
+    assert EngineConfig(devices=[3]).gpu_ids() == [3]
+    assert EngineConfig(tensor_parallel_size=2).gpu_ids() == [0, 1]
+    assert EngineConfig(tensor_parallel_size=2, devices=[2, 3]).devices == [2, 3]
+    with pytest.raises(ValueError, match="names 1 GPU"):
+        EngineConfig(tensor_parallel_size=2, devices=[0])
+    with pytest.raises(ValueError, match="twice"):
+        EngineConfig(tensor_parallel_size=2, devices=[1, 1])
+
+
+def test_devices_on_a_machine_without_gpus_is_a_clear_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    spec = load_model_spec("qwen2-tiny-shape")
+    with pytest.raises(UserError, match="no CUDA GPU"):
+        create_engine(spec, EngineConfig(name="vllm", devices=[0], enforce_eager=True))
+
+
+def _report_visible(queue) -> None:
+    queue.put(os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_engine_process_started_inside_placement_sees_only_its_devices(monkeypatch, method):
+    """vLLM starts its engine-core process with the context of ``vllm.utils.system_utils.get_mp_context`` while the
+    engine is built; a process started that way inside ``placed_on`` must see the engine's GPUs, and this process
+    must get its own setting back. (No GPU here: the GPU count is given, the process start is vLLM's own.)"""
+    import torch
+    from vllm.utils.system_utils import get_mp_context
+
+    from ragroute.engines import vllm_engine
+
+    monkeypatch.setattr(vllm_engine, "has_cuda", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", method)
+    context = get_mp_context()
+    queue = context.Queue()
+    with vllm_engine.placed_on(EngineConfig(devices=[1])):
+        child = context.Process(target=_report_visible, args=(queue,))
+        child.start()
+    child.join(60)
+    assert queue.get(timeout=10) == "7"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "5,7"
+    with vllm_engine.placed_on(EngineConfig()):  # unset: the process's own GPUs, untouched
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "5,7"
