@@ -27,13 +27,14 @@ def main() -> None:
     args = parser.parse_args()
 
     from data_gen.config import DataGenConfig
-    from data_gen.generate import answer_questions
+    from data_gen.generate import answer_questions, make_answerer
     from data_gen.inputs import load_inputs
     from ragroute.config import load_config
     from ragroute.engines.base import create_engine
     from ragroute.models import load_model_spec
     from ragroute.rag.pipeline import RAGPipeline
     from ragroute.records import JsonlWriter
+    from ragroute.verdict import verdict_generator
 
     cfg = load_config(DataGenConfig, args.config, [f"questions={args.dataset}"])
     inputs = load_inputs(cfg.questions, cfg.corpus)
@@ -42,12 +43,13 @@ def main() -> None:
     pipeline = RAGPipeline(cfg.pipeline, inputs.corpus)
     passes = {}
     with create_engine(spec, cfg.engine) as engine, tempfile.TemporaryDirectory() as tmp:
-        answer_questions(questions[:2], pipeline, engine, cfg.sampling, JsonlWriter(Path(tmp) / "warm.jsonl"),
+        answerer = make_answerer(engine, cfg.sampling, verdict_generator(engine, spec, cfg.verdict))
+        answer_questions(questions[:2], pipeline, answerer, JsonlWriter(Path(tmp) / "warm.jsonl"),
                          2, spec.name, "bench")  # warm-up
         for name, batch_size in (("batched", args.batch_size), ("sequential", 1)):
             with JsonlWriter(Path(tmp) / f"{name}.jsonl") as writer:
                 started = time.perf_counter()
-                written, _ = answer_questions(questions, pipeline, engine, cfg.sampling, writer, batch_size,
+                written, _ = answer_questions(questions, pipeline, answerer, writer, batch_size,
                                               spec.name, "bench")
                 wall = time.perf_counter() - started
             passes[name] = {"batch_size": batch_size, "questions": written, "wall_s": wall,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from ragroute.engines.base import EngineConfig, SamplingConfig
 from ragroute.rag.pipeline import PipelineConfig
+from ragroute.verdict import VerdictConfig
 
 
 @dataclass
@@ -36,6 +37,12 @@ class DataGenConfig:
     overwrite: bool = field(
         default=False, metadata={"help": "discard records written with a different config instead of refusing"}
     )
+    attribute_citations: bool = field(
+        default=True,
+        metadata={"help": "an answer without [i] markers of its own gets each sentence attributed to its best-supporting "
+                  "passage (the record's citation_source says 'attributed')"},
+    )
+    verdict: VerdictConfig = field(default_factory=VerdictConfig, metadata={"help": "verdict-first answers"})
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)

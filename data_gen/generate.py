@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from ragroute.engines.base import GenerationEngine, GenerationRequest, GenerationResult, SamplingConfig
@@ -10,18 +11,52 @@ from ragroute.rag.corpus import QAItem
 from ragroute.records import AnswerRecord, JsonlWriter
 
 
-def build_record(item: QAItem, prepared: Any, result: GenerationResult, model_name: str, config_hash: str) -> AnswerRecord:
+@dataclass
+class Generated:
+    """One model answer: the engine result, and for verdict-first answers the verdict, its probabilities and
+    the seconds of each step."""
+
+    result: GenerationResult
+    verdict: str | None = None
+    verdict_probs: dict[str, float] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+Answerer = Callable[[list[list[dict[str, str]]]], list[Generated]]
+
+
+def make_answerer(engine: GenerationEngine, sampling: SamplingConfig, verdicts: Any = None) -> Answerer:
+    """Chat messages -> answers: plain generation, or verdict-first through a :class:`ragroute.verdict.VerdictGenerator`."""
+    if verdicts is None:
+        return lambda batch: [Generated(r) for r in engine.generate([GenerationRequest(messages=m) for m in batch], sampling)]
+
+    def verdict_first(batch: list[list[dict[str, str]]]) -> list[Generated]:
+        return [Generated(a.result, a.verdict, a.probs, a.timings) for a in verdicts.answer(batch, sampling)]
+
+    return verdict_first
+
+
+def build_record(
+    item: QAItem, prepared: Any, generated: Generated, model_name: str, config_hash: str, attribute: bool = True
+) -> AnswerRecord:
+    from ragroute.attribution import attribute as attribute_citations
+
+    result = generated.result
     timings = dict(prepared.timings)
+    timings.update(generated.timings)
     timings["generation"] = result.total_s
     if result.ttft_s is not None:
         timings["ttft"] = result.ttft_s
     top = None
     if result.logprobs is not None:
         top = [[[int(tok), float(lp)] for tok, lp in sorted(step.items(), key=lambda kv: -kv[1])] for step in result.logprobs]
+    answer, citation_source = result.text, None
+    if attribute:
+        answer, citation_source = attribute_citations(result.text, [d.text for d in prepared.docs])
     return AnswerRecord(
         id=item.id,
         question=item.question,
-        answer=result.text,
+        answer=answer,
         model=model_name,
         prompt=prepared.messages[-1]["content"],
         messages=prepared.messages,
@@ -39,6 +74,9 @@ def build_record(item: QAItem, prepared: Any, result: GenerationResult, model_na
         answer_token_ids=result.token_ids if top is not None else None,
         top_logprobs=top,
         shape_only=result.shape_only,
+        verdict=generated.verdict,
+        verdict_probs=generated.verdict_probs,
+        citation_source=citation_source,
     )
 
 
@@ -50,27 +88,27 @@ def _batches(items: list[QAItem], size: int) -> Iterable[list[QAItem]]:
 def answer_questions(
     items: list[QAItem],
     pipeline: Any,
-    engine: GenerationEngine,
-    sampling: SamplingConfig,
+    answerer: Answerer,
     writer: JsonlWriter,
     batch_size: int,
     model_name: str,
     config_hash: str,
     on_done: Callable[[int], None] = lambda n: None,
+    attribute: bool = True,
 ) -> tuple[int, list[str]]:
     """Answer ``items`` in batches; returns (records written, problems). One bad question never sinks a batch:
     if the engine rejects a batch, its questions are retried one by one and the failures are reported."""
     written, problems = 0, []
     for batch in _batches(items, batch_size):
         prepared = pipeline.prepare_batch([item.question for item in batch])
-        requests = [GenerationRequest(messages=p.messages) for p in prepared]
+        requests = [p.messages for p in prepared]
         try:
-            results: list[GenerationResult | None] = list(engine.generate(requests, sampling))
+            results: list[Generated | None] = list(answerer(requests))
         except Exception as batch_error:  # noqa: BLE001 - isolate the failing question below
             results = []
             for item, request in zip(batch, requests, strict=True):
                 try:
-                    results.extend(engine.generate([request], sampling))
+                    results.extend(answerer([request]))
                 except Exception as exc:  # noqa: BLE001
                     problems.append(f"question {item.id}: generation failed: {type(exc).__name__}: {exc}")
                     results.append(None)
@@ -79,7 +117,7 @@ def answer_questions(
         for item, prep, result in zip(batch, prepared, results, strict=True):
             if result is None:
                 continue
-            writer.write(build_record(item, prep, result, model_name, config_hash))
+            writer.write(build_record(item, prep, result, model_name, config_hash, attribute))
             written += 1
         on_done(len(batch))
     return written, problems

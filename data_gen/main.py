@@ -6,10 +6,11 @@ import time
 from pathlib import Path
 
 from data_gen.config import DataGenConfig
-from data_gen.generate import answer_questions
+from data_gen.generate import answer_questions, make_answerer
 from data_gen.inputs import load_inputs, select_shard
 from data_gen.manifest import check_resumable, output_identity, write_manifest
 from ragroute.errors import UserError
+from ragroute.verdict import verdict_generator
 
 
 def shard_paths(out: Path, index: int, count: int) -> tuple[Path, Path]:
@@ -57,8 +58,10 @@ def main(cfg: DataGenConfig) -> dict:
         pipeline = RAGPipeline(cfg.pipeline, inputs.corpus)
         with create_engine(spec, cfg.engine) as engine, JsonlWriter(records_path) as writer, \
                 tqdm(total=len(todo), unit="q", desc=f"{spec.name}") as bar:
+            answerer = make_answerer(engine, sampling, verdict_generator(engine, spec, cfg.verdict))
             written, problems = answer_questions(
-                todo, pipeline, engine, sampling, writer, cfg.batch_size, spec.name, config_hash, bar.update
+                todo, pipeline, answerer, writer, cfg.batch_size, spec.name, config_hash, bar.update,
+                cfg.attribute_citations,
             )
         counts["written"] = written
         counts["problems"] += len(problems)

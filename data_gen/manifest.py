@@ -40,6 +40,8 @@ def output_identity(cfg: Any, model_spec: Any) -> dict[str, Any]:
         "questions": str(cfg.questions),
         "corpus": str(cfg.corpus),
         "schema_version": SCHEMA_VERSION,
+        "verdict": config_to_dict(cfg.verdict) if cfg.verdict.enabled else None,
+        "attribute_citations": cfg.attribute_citations,
     }
 
 

@@ -46,6 +46,13 @@ class AnswerRecord:
     top_logprobs: list[list[list[float]]] | None = None
     # Answered by a shape-only model (random weights, fixed answer length): timings are real, the answer is not.
     shape_only: bool = False
+    # Verdict-first answers (ragroute.verdict): the verdict the answer opens with and P(yes/no/maybe) of the model.
+    verdict: str | None = None
+    verdict_probs: dict[str, float] | None = None
+    # Where the answer's [i] markers come from: "model" (written by the model) or "attributed" (added after
+    # generation by ragroute.attribution: each sentence to its best-supporting passage). Metrics of the model's
+    # own citations must skip "attributed" answers.
+    citation_source: str | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:

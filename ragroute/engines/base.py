@@ -35,6 +35,14 @@ class SamplingConfig:
     logprobs: int | None = field(
         default=None, metadata={"help": "also return the top-k log-probabilities of every generated token"}
     )
+    allowed_token_ids: list[int] | None = field(
+        default=None, metadata={"help": "generate only these token ids (a constrained choice, e.g. the verdict)"}
+    )
+    logprob_token_ids: list[int] | None = field(
+        default=None,
+        metadata={"help": "return the log-probabilities (full-vocabulary softmax, before any constraint) of exactly "
+                  "these token ids at every step"},
+    )
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -49,7 +57,11 @@ class SamplingConfig:
 
 @dataclass
 class GenerationRequest:
-    """Either chat ``messages`` (the chat template is applied by the engine) or a ready ``prompt`` string."""
+    """Either chat ``messages`` (the chat template is applied by the engine) or a ready ``prompt`` string.
+
+    Chat messages that end with an ``assistant`` message are a prefix of the answer: the engine continues that
+    message instead of opening a new turn (how a verdict-first answer goes on after its verdict).
+    """
 
     messages: list[Message] | None = None
     prompt: str | None = None
@@ -57,6 +69,11 @@ class GenerationRequest:
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("a GenerationRequest needs exactly one of messages or prompt")
+
+    @property
+    def continues_answer(self) -> bool:
+        """True when the last chat message is a partial assistant answer to be continued."""
+        return bool(self.messages) and self.messages[-1].get("role") == "assistant"
 
 
 @dataclass

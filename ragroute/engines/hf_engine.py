@@ -53,7 +53,10 @@ class TransformersEngine(GenerationEngine):
     def _prompt_text(self, request: GenerationRequest) -> str:
         if request.prompt is not None:
             return request.prompt
-        return self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer.apply_chat_template(
+            request.messages, tokenize=False, add_generation_prompt=not request.continues_answer,
+            continue_final_message=request.continues_answer,
+        )
 
     def generate(self, requests: list[GenerationRequest], sampling: SamplingConfig) -> list[GenerationResult]:
         results: list[GenerationResult] = []
@@ -76,8 +79,12 @@ class TransformersEngine(GenerationEngine):
             "pad_token_id": self.tokenizer.pad_token_id,
             "stopping_criteria": StoppingCriteriaList([clock]),
             "output_scores": sampling.logprobs is not None,
+            "output_logits": bool(sampling.logprob_token_ids),
             "return_dict_in_generate": True,
         }
+        if sampling.allowed_token_ids:
+            allowed = list(sampling.allowed_token_ids)
+            gen_kwargs["prefix_allowed_tokens_fn"] = lambda batch_id, ids: allowed
         if sampling.repetition_penalty != 1.0:
             gen_kwargs["repetition_penalty"] = sampling.repetition_penalty
         if sampling.temperature > 0:
@@ -113,6 +120,13 @@ class TransformersEngine(GenerationEngine):
                     entry = dict(zip(top.indices.tolist(), top.values.tolist(), strict=True))
                     entry.setdefault(tokens[step], step_lp[tokens[step]].item())  # the sampled token, as vLLM does
                     logprobs.append(entry)
+            if sampling.logprob_token_ids:
+                # Raw logits (before the constraint and penalties), as vLLM's default raw_logprobs mode returns.
+                logprobs = logprobs or [{} for _ in range(length)]
+                for step in range(length):
+                    raw = torch.log_softmax(out.logits[step][row].float(), dim=-1)
+                    for tok in [*sampling.logprob_token_ids, tokens[step]]:
+                        logprobs[step][int(tok)] = raw[tok].item()
             results.append(
                 GenerationResult(
                     text=text,

@@ -21,6 +21,33 @@ from ragroute.engines.base import (
 from ragroute.errors import UserError
 from ragroute.models import ModelSpec
 
+# vLLM's extensions of the OpenAI API that a constrained (verdict-first) answer needs.
+CONSTRAINT_KEYS = frozenset(
+    {"allowed_token_ids", "logprob_token_ids", "return_tokens_as_token_ids", "continue_final_message"}
+)
+
+
+def constraint_extras(request: GenerationRequest, sampling: SamplingConfig) -> dict:
+    """The ``extra_body`` entries for a constrained choice, token-id logprobs and a continued answer."""
+    extra: dict = {}
+    if sampling.allowed_token_ids:
+        extra["allowed_token_ids"] = list(sampling.allowed_token_ids)
+    if sampling.logprob_token_ids:
+        extra.update(logprob_token_ids=list(sampling.logprob_token_ids), return_tokens_as_token_ids=True)
+    if request.continues_answer:
+        extra.update(continue_final_message=True, add_generation_prompt=False)
+    return extra
+
+
+def token_id_logprobs(logprobs) -> list[dict[int, float]]:  # noqa: ANN001 - openai's ChoiceLogprobs
+    """``{token_id: logprob}`` per step from a response made with ``return_tokens_as_token_ids`` ("token_id:N")."""
+    steps = []
+    for item in (logprobs.content or []) if logprobs is not None else []:
+        entry = {int(t.token.split(":", 1)[1]): float(t.logprob) for t in (item.top_logprobs or [])}
+        entry.setdefault(int(item.token.split(":", 1)[1]), float(item.logprob))
+        steps.append(entry)
+    return steps
+
 
 class OpenAIEngine(GenerationEngine):
     def __init__(self, model: ModelSpec, engine: EngineConfig) -> None:
@@ -64,6 +91,9 @@ class OpenAIEngine(GenerationEngine):
             extra["repetition_penalty"] = sampling.repetition_penalty
         if sampling.min_tokens:
             extra["min_tokens"] = sampling.min_tokens
+        extra.update(constraint_extras(request, sampling))
+        if sampling.logprob_token_ids:
+            common["logprobs"] = True
         if extra:
             common["extra_body"] = extra
         if sampling.seed is not None:
@@ -73,10 +103,8 @@ class OpenAIEngine(GenerationEngine):
         pieces: list[str] = []
         finish_reason = "stop"
         usage = None
-        if request.messages is not None:
-            stream = self.client.chat.completions.create(messages=request.messages, **common)
-        else:
-            stream = self.client.completions.create(prompt=request.prompt, **common)
+        logprobs: list[dict[int, float]] | None = [] if sampling.logprob_token_ids else None
+        stream = self._create(request, common)
         for chunk in stream:
             if chunk.usage is not None:
                 usage = chunk.usage
@@ -86,6 +114,8 @@ class OpenAIEngine(GenerationEngine):
                     if first_token_at is None:
                         first_token_at = time.perf_counter()
                     pieces.append(piece)
+                if logprobs is not None:
+                    logprobs.extend(token_id_logprobs(choice.logprobs))
                 if choice.finish_reason:
                     finish_reason = "length" if choice.finish_reason == "length" else "stop"
         finished = time.perf_counter()
@@ -96,7 +126,25 @@ class OpenAIEngine(GenerationEngine):
             finish_reason=finish_reason,
             total_s=finished - started,
             ttft_s=None if first_token_at is None else first_token_at - started,
+            logprobs=logprobs,
         )
+
+    def _create(self, request: GenerationRequest, common: dict):
+        """Open the stream; a server that rejects the constraint parameters is named in a clear UserError."""
+        import openai
+
+        try:
+            if request.messages is not None:
+                return self.client.chat.completions.create(messages=request.messages, **common)
+            return self.client.completions.create(prompt=request.prompt, **common)
+        except openai.BadRequestError as exc:
+            if "extra_body" in common and set(common["extra_body"]) & CONSTRAINT_KEYS:
+                raise UserError(
+                    f"the server at {self.client.base_url} cannot constrain the answer "
+                    f"({', '.join(sorted(set(common['extra_body']) & CONSTRAINT_KEYS))} rejected: {exc}); "
+                    "verdict-first answers need a vLLM-compatible server, or set verdict.enabled: false"
+                ) from None
+            raise
 
     def close(self) -> None:
         self.client.close()

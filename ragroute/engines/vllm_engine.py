@@ -90,6 +90,8 @@ def to_sampling_params(sampling: SamplingConfig, shape_only: bool = False):
         stop=None if shape_only else list(sampling.stop) or None,
         seed=sampling.seed,
         logprobs=sampling.logprobs,
+        allowed_token_ids=list(sampling.allowed_token_ids) if sampling.allowed_token_ids else None,
+        logprob_token_ids=list(sampling.logprob_token_ids) if sampling.logprob_token_ids else None,
     )
 
 
@@ -148,9 +150,13 @@ class VLLMEngine(GenerationEngine):
             return []
         params = to_sampling_params(sampling, self.shape_only)
         chats = [r for r in requests if r.messages is not None]
+        continued = [r for r in chats if r.continues_answer]
         started = time.perf_counter()
-        if len(chats) == len(requests):
-            outputs = self.llm.chat([r.messages for r in requests], params, use_tqdm=False)
+        if len(chats) == len(requests) and len(continued) in (0, len(chats)):
+            outputs = self.llm.chat(
+                [r.messages for r in requests], params, use_tqdm=False,
+                add_generation_prompt=not continued, continue_final_message=bool(continued),
+            )
         elif not chats:
             outputs = self.llm.generate([r.prompt for r in requests], params, use_tqdm=False)
         else:
@@ -158,7 +164,10 @@ class VLLMEngine(GenerationEngine):
             prompts = [
                 r.prompt
                 if r.prompt is not None
-                else tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
+                else tokenizer.apply_chat_template(
+                    r.messages, tokenize=False, add_generation_prompt=not r.continues_answer,
+                    continue_final_message=r.continues_answer,
+                )
                 for r in requests
             ]
             outputs = self.llm.generate(prompts, params, use_tqdm=False)

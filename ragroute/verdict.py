@@ -1,0 +1,252 @@
+"""Verdict-first answers to yes/no/maybe questions, enforced by the engine, with the verdict's probabilities.
+
+An answer is generated in two steps on the same prompt:
+
+1. **the verdict**: one token constrained to the verdict words (``allowed_token_ids``), with the log-probabilities
+   of every spelling of ``Yes``/``No``/``Maybe`` from the full-vocabulary softmax (``logprob_token_ids``). Their
+   mass per verdict, renormalized, is ``verdict_probs``. The verdict written is the argmax of the log-probabilities
+   plus calibrated per-verdict offsets (``VerdictConfig.bias``, fitted by cross-validation: ``ragroute verdict
+   calibrate``), because a small model's raw verdict prior is far from the questions' base rates.
+2. **the explanation**: the chat continued after the assistant prefix ``"Yes."`` (vLLM and transformers render the
+   template with ``continue_final_message``; prefix caching makes the second prefill nearly free).
+
+The cascade (:mod:`ragroute.cascade`) decides between the two steps whether the student goes on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ragroute.engines.base import GenerationEngine, GenerationRequest, GenerationResult, SamplingConfig
+from ragroute.quality import DECISIONS
+
+# Surface forms of each verdict as the first answer token (checked to be one distinct token each).
+SPELLINGS: dict[str, tuple[str, ...]] = {
+    "yes": ("Yes", " Yes", "yes", " yes"),
+    "no": ("No", " No", "no", " no"),
+    "maybe": ("Maybe", " Maybe", "maybe", " maybe"),
+}
+
+
+@dataclass
+class VerdictConfig:
+    """Verdict-first answers for yes/no/maybe questions (switch off for free-text questions)."""
+
+    enabled: bool = field(default=False, metadata={"help": "start every answer with an engine-enforced Yes/No/Maybe"})
+    bias: dict[str, float] = field(
+        default_factory=lambda: {v: 0.0 for v in DECISIONS},
+        metadata={"help": "per-verdict offsets added to the log-probabilities before the argmax (calibrated priors "
+                  "from `ragroute verdict calibrate`; 0 = the model's own choice)"},
+    )
+
+    min_explanation_tokens: int = field(
+        default=16,
+        metadata={"help": "the explanation after the verdict has at least this many tokens (small models otherwise end "
+                  "their turn right after 'Yes.')"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.min_explanation_tokens < 0:
+            raise ValueError(f"verdict.min_explanation_tokens must be >= 0, not {self.min_explanation_tokens}")
+        if set(self.bias) != set(DECISIONS):
+            raise ValueError(f"verdict.bias needs exactly the keys {', '.join(DECISIONS)}, not {sorted(self.bias)}")
+
+
+def verdict_token_ids(tokenizer: Any) -> dict[str, list[int]]:
+    """verdict -> the first-token ids of its spellings; every spelling must be a single, unshared token."""
+    ids: dict[str, list[int]] = {}
+    seen: set[int] = set()
+    for verdict, spellings in SPELLINGS.items():
+        ids[verdict] = []
+        for spelling in spellings:
+            tokens = tokenizer.encode(spelling, add_special_tokens=False)
+            if len(tokens) != 1 or tokens[0] in seen:
+                continue  # a multi-token or shared spelling cannot be told apart by its first token
+            seen.add(tokens[0])
+            ids[verdict].append(tokens[0])
+        if not ids[verdict]:
+            raise ValueError(f"the tokenizer has no single-token spelling of '{verdict}'")
+    return ids
+
+
+def probabilities(step: dict[int, float], ids: dict[str, list[int]]) -> dict[str, float]:
+    """P(yes/no/maybe) from one step's {token_id: logprob}: each verdict's spellings summed, renormalized."""
+    mass = {v: sum(math.exp(step[t]) for t in tokens if t in step and step[t] > -math.inf) for v, tokens in ids.items()}
+    total = sum(mass.values())
+    if total <= 0:
+        return {v: 1.0 / len(ids) for v in ids}
+    return {v: m / total for v, m in mass.items()}
+
+
+def choose(probs: dict[str, float], bias: dict[str, float]) -> str:
+    """The verdict with the largest log-probability plus its offset."""
+    return max(DECISIONS, key=lambda v: math.log(max(probs[v], 1e-12)) + bias.get(v, 0.0))
+
+
+def prefix_text(verdict: str) -> str:
+    """How the answer opens: ``"Yes."``."""
+    return f"{verdict.capitalize()}."
+
+
+@dataclass
+class VerdictStep:
+    """The first step of one answer: the verdict, its probabilities and what the step cost."""
+
+    verdict: str
+    probs: dict[str, float]
+    result: GenerationResult
+
+
+@dataclass
+class VerdictAnswer:
+    verdict: str
+    probs: dict[str, float]
+    result: GenerationResult  # the whole answer: text starts with the verdict; timings of both steps summed
+    verdict_s: float  # time of the verdict step (prefill + one token)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class VerdictGenerator:
+    """Verdict-first generation on one engine (its tokenizer decides the verdict token ids)."""
+
+    def __init__(self, engine: GenerationEngine, tokenizer: Any, cfg: VerdictConfig) -> None:
+        self.engine = engine
+        self.cfg = cfg
+        self.ids = verdict_token_ids(tokenizer)
+        self.all_ids = [t for tokens in self.ids.values() for t in tokens]
+
+    def verdicts(self, messages: Sequence[list[dict[str, str]]], sampling: SamplingConfig) -> list[VerdictStep]:
+        """Step 1 for a batch: one constrained token per prompt, with the verdict-token log-probabilities."""
+        step_sampling = replace(
+            sampling, max_tokens=1, min_tokens=0, temperature=0.0, stop=[], logprobs=None,
+            allowed_token_ids=self.all_ids, logprob_token_ids=self.all_ids,
+        )
+        results = self.engine.generate([GenerationRequest(messages=list(m)) for m in messages], step_sampling)
+        steps = []
+        for result in results:
+            if not result.logprobs:
+                raise RuntimeError(f"engine {type(self.engine).__name__} returned no verdict log-probabilities")
+            probs = probabilities(result.logprobs[0], self.ids)
+            steps.append(VerdictStep(choose(probs, self.cfg.bias), probs, result))
+        return steps
+
+    def explain(
+        self, messages: Sequence[list[dict[str, str]]], steps: Sequence[VerdictStep], sampling: SamplingConfig
+    ) -> list[VerdictAnswer]:
+        """Step 2: continue each answer after its verdict; returns the whole answers."""
+        requests = [
+            GenerationRequest(messages=[*m, {"role": "assistant", "content": prefix_text(s.verdict)}])
+            for m, s in zip(messages, steps, strict=True)
+        ]
+        floor = min(max(sampling.min_tokens, self.cfg.min_explanation_tokens), sampling.max_tokens)
+        results = self.engine.generate(requests, replace(sampling, min_tokens=floor))
+        return [combine(s, r) for s, r in zip(steps, results, strict=True)]
+
+    def answer(self, messages: Sequence[list[dict[str, str]]], sampling: SamplingConfig) -> list[VerdictAnswer]:
+        if sampling.logprobs is not None:
+            from ragroute.errors import UserError
+
+            raise UserError("top-k logprobs (offline KD) are not stored for verdict-first answers; use online KD "
+                            "or set verdict.enabled: false")
+        return self.explain(messages, self.verdicts(messages, sampling), sampling)
+
+
+def combine(step: VerdictStep, explanation: GenerationResult) -> VerdictAnswer:
+    """One answer from the verdict step and the explanation that continued it."""
+    text = explanation.text
+    joined = prefix_text(step.verdict) + ("" if not text or text[0].isspace() else " ") + text
+    total = step.result.total_s + explanation.total_s
+    result = GenerationResult(
+        text=joined,
+        prompt_tokens=step.result.prompt_tokens,
+        completion_tokens=2 + explanation.completion_tokens,  # the verdict word and its full stop, then the rest
+        finish_reason=explanation.finish_reason,
+        total_s=total,
+        ttft_s=step.result.ttft_s if step.result.ttft_s is not None else step.result.total_s,
+    )
+    timings = {"verdict": step.result.total_s, "explanation": explanation.total_s}
+    return VerdictAnswer(step.verdict, step.probs, result, step.result.total_s, timings)
+
+
+def margin(probs: dict[str, float]) -> float:
+    """Top verdict probability minus the runner-up's (0 = undecided, 1 = certain)."""
+    top = sorted(probs.values(), reverse=True)
+    return top[0] - top[1]
+
+
+def entropy(probs: dict[str, float]) -> float:
+    """Shannon entropy of the verdict distribution in nats (0 = certain, ln 3 = uniform)."""
+    return -sum(p * math.log(p) for p in probs.values() if p > 0)
+
+
+def verdict_generator(engine: GenerationEngine, model: Any, cfg: VerdictConfig) -> VerdictGenerator | None:
+    """The verdict-first generator for ``engine`` (None when ``cfg`` is off); the tokenizer of ``model`` (a
+    :class:`ragroute.models.ModelSpec`) names the verdict tokens."""
+    if not cfg.enabled:
+        return None
+    from ragroute.models import load_tokenizer
+
+    return VerdictGenerator(engine, load_tokenizer(model.tokenizer or model.path), cfg)
+
+
+# -- calibration: per-verdict offsets chosen by cross-validated accuracy (numpy only) ----------------------------
+
+BIAS_GRID = tuple(x / 10 for x in range(-60, 61))  # offsets relative to "yes", in nats: -6 .. 6
+
+
+def _log_probs(probs: Sequence[dict[str, float]]) -> Any:
+    import numpy as np
+
+    return np.log(np.clip(np.array([[p[v] for v in DECISIONS] for p in probs], dtype=float), 1e-12, None))
+
+
+def fit_bias(probs: Sequence[dict[str, float]], gold: Sequence[str]) -> dict[str, float]:
+    """The offsets (yes fixed at 0) that maximize the accuracy of argmax(log p + offset) on ``gold``; among equally
+    accurate offsets the smallest ones (closest to the model's own choice) win."""
+    import numpy as np
+
+    logp, y = _log_probs(probs), np.array([DECISIONS.index(g) for g in gold])
+    grid = np.array(BIAS_GRID)
+    best, best_key = (0.0, 0.0), None
+    for b_no in grid:
+        # Every b_maybe at once: accuracy per column of a (n, len(grid)) decision matrix.
+        shifted_no = logp[:, 1] + b_no
+        top_yes_no = np.where(shifted_no > logp[:, 0], 1, 0)
+        top_value = np.maximum(shifted_no, logp[:, 0])
+        maybe = logp[:, 2:3] + grid[None, :]
+        choice = np.where(maybe > top_value[:, None], 2, top_yes_no[:, None])
+        accuracy = (choice == y[:, None]).mean(axis=0)
+        for b_maybe, acc in zip(grid, accuracy, strict=True):
+            key = (round(float(acc), 12), -(abs(b_no) + abs(b_maybe)))
+            if best_key is None or key > best_key:
+                best, best_key = (float(b_no), float(b_maybe)), key
+    return {"yes": 0.0, "no": best[0], "maybe": best[1]}
+
+
+def cross_fitted_verdicts(
+    probs: Sequence[dict[str, float]], gold: Sequence[str], folds: int = 5, seed: int = 0
+) -> tuple[list[str], list[dict[str, float]]]:
+    """Each question's verdict under offsets fitted on the other folds (never on itself), and those offsets."""
+    import numpy as np
+
+    n = len(probs)
+    order = np.random.default_rng(seed).permutation(n)
+    verdicts: list[str] = [""] * n
+    biases: list[dict[str, float]] = [{}] * n
+    for k in range(folds):
+        held = set(order[k::folds].tolist())
+        train = [i for i in range(n) if i not in held]
+        bias = fit_bias([probs[i] for i in train], [gold[i] for i in train])
+        for i in held:
+            verdicts[i], biases[i] = choose(probs[i], bias), bias
+    return verdicts, biases
+
+
+def calibrated(probs: dict[str, float], bias: dict[str, float]) -> dict[str, float]:
+    """The verdict distribution after the offsets: p_v * exp(bias_v), renormalized."""
+    weights = {v: probs[v] * math.exp(bias.get(v, 0.0)) for v in DECISIONS}
+    total = sum(weights.values()) or 1.0
+    return {v: w / total for v, w in weights.items()}

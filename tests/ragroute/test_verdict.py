@@ -1,0 +1,103 @@
+"""Verdict-first answers: token ids, probabilities, calibrated offsets, and real two-step generation."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from ragroute.engines.base import EngineConfig, SamplingConfig, create_engine
+from ragroute.models import load_tokenizer
+from ragroute.quality import extract_decision
+from ragroute.verdict import (
+    VerdictConfig,
+    VerdictGenerator,
+    calibrated,
+    choose,
+    cross_fitted_verdicts,
+    entropy,
+    fit_bias,
+    margin,
+    probabilities,
+    verdict_token_ids,
+)
+
+QUESTIONS = [
+    [{"role": "user", "content": "Answer Yes, No or Maybe first. Does aspirin reduce fever?"}],
+    [{"role": "user", "content": "Answer Yes, No or Maybe first. Is the moon made of cheese?"}],
+    [{"role": "user", "content": "Answer Yes, No or Maybe first. Do statins lower LDL cholesterol?"}],
+]
+
+
+def test_verdict_tokens_are_distinct_single_tokens(teacher_dir):
+    ids = verdict_token_ids(load_tokenizer(str(teacher_dir)))
+    flat = [t for tokens in ids.values() for t in tokens]
+    assert len(flat) == len(set(flat)) and all(len(tokens) >= 2 for tokens in ids.values())
+
+
+def test_probabilities_sum_spellings_and_renormalize():
+    ids = {"yes": [1, 2], "no": [3], "maybe": [4]}
+    probs = probabilities({1: math.log(0.2), 2: math.log(0.1), 3: math.log(0.3), 4: -math.inf, 9: math.log(0.4)}, ids)
+    assert probs == pytest.approx({"yes": 0.5, "no": 0.5, "maybe": 0.0})
+    assert choose(probs, {"yes": 0.0, "no": 0.1, "maybe": 0.0}) == "no"
+    assert margin({"yes": 0.7, "no": 0.2, "maybe": 0.1}) == pytest.approx(0.5)
+    assert entropy({"yes": 1 / 3, "no": 1 / 3, "maybe": 1 / 3}) == pytest.approx(math.log(3))
+    assert calibrated({"yes": 0.5, "no": 0.5, "maybe": 0.0}, {"no": math.log(3)})["no"] == pytest.approx(0.75)
+
+
+def test_offsets_recover_a_shifted_prior_and_cross_fitting_never_sees_its_own_question(monkeypatch):
+    # The model over-says "no" by a constant factor; the signal (yes vs no) is real, so the offset must undo it.
+    rng = random.Random(0)
+    gold = [rng.choice(["yes"] * 6 + ["no"] * 4) for _ in range(400)]
+    probs = []
+    for g in gold:
+        yes = min(max(rng.gauss(0.65 if g == "yes" else 0.35, 0.1), 0.01), 0.99) * 0.3  # shrunk: "no" dominates
+        probs.append({"yes": yes, "no": 1 - yes - 0.01, "maybe": 0.01})
+    raw = sum(choose(p, {}) == g for p, g in zip(probs, gold, strict=True)) / len(gold)
+    bias = fit_bias(probs, gold)
+    fitted = sum(choose(p, bias) == g for p, g in zip(probs, gold, strict=True)) / len(gold)
+    assert bias["no"] < 0 and fitted > raw + 0.2
+    import ragroute.verdict as verdict_module
+
+    fits = []
+    monkeypatch.setattr(verdict_module, "fit_bias", lambda p, g: fits.append(list(p)) or fit_bias(p, g))
+    verdicts, biases = cross_fitted_verdicts(probs, gold, folds=5)
+    assert [len(f) for f in fits] == [320] * 5  # one fit per fold, each without that fold's 80 questions
+    for k, fitted_on in enumerate(fits):
+        held = {id(p) for i, p in enumerate(probs) if biases[i] is not None} - {id(p) for p in fitted_on}
+        assert len(held) == 80, k
+    assert sum(v == g for v, g in zip(verdicts, gold, strict=True)) / len(gold) > raw + 0.15
+
+
+def test_bad_bias_keys_are_rejected():
+    with pytest.raises(ValueError, match="verdict.bias"):
+        VerdictConfig(bias={"yes": 0.0})
+
+
+def test_transformers_verdict_first_answers(tiny_model_spec, teacher_dir):
+    engine = create_engine(tiny_model_spec, EngineConfig(name="transformers", batch_size=3))
+    generator = VerdictGenerator(engine, load_tokenizer(str(teacher_dir)), VerdictConfig(enabled=True))
+    answers = generator.answer(QUESTIONS, SamplingConfig(max_tokens=6))
+    for answer in answers:
+        assert set(answer.probs) == {"yes", "no", "maybe"} and sum(answer.probs.values()) == pytest.approx(1.0)
+        assert answer.verdict == max(answer.probs, key=answer.probs.get)
+        assert extract_decision(answer.result.text) == answer.verdict
+        assert answer.timings["verdict"] > 0 and answer.result.completion_tokens >= 2
+    # An offset large enough forces the verdict whatever the model prefers.
+    forced = VerdictGenerator(engine, load_tokenizer(str(teacher_dir)),
+                              VerdictConfig(enabled=True, bias={"yes": 0.0, "no": 0.0, "maybe": 50.0}))
+    assert {a.verdict for a in forced.answer(QUESTIONS[:2], SamplingConfig(max_tokens=4))} == {"maybe"}
+
+
+@pytest.mark.slow
+def test_vllm_verdict_probabilities_match_transformers(vllm_teacher, teacher_spec, teacher_dir):
+    tokenizer = load_tokenizer(str(teacher_dir))
+    sampling = SamplingConfig(max_tokens=24, stop=["\n\n"])
+    fast = VerdictGenerator(vllm_teacher, tokenizer, VerdictConfig(enabled=True)).answer(QUESTIONS, sampling)
+    hf = create_engine(teacher_spec, EngineConfig(name="transformers"))
+    slow = VerdictGenerator(hf, tokenizer, VerdictConfig(enabled=True)).answer(QUESTIONS, sampling)
+    for a, b in zip(fast, slow, strict=True):
+        assert a.verdict == b.verdict
+        assert a.probs == pytest.approx(b.probs, abs=0.02)
+        assert a.result.text.startswith(a.verdict.capitalize() + ".") and len(a.result.text) > 4
