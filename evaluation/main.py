@@ -8,7 +8,13 @@ from typing import Any
 from evaluation.config import EvalConfig
 from evaluation.metrics import system_metrics
 from evaluation.report import write_report
-from evaluation.systems import answer_with_model, quality_curve, resolve_demo_artifact, route_answers
+from evaluation.systems import (
+    answer_with_model,
+    cascade_answers,
+    quality_curve,
+    resolve_demo_artifact,
+    route_answers,
+)
 from ragroute.errors import UserError
 from ragroute.records import AnswerRecord, read_records
 
@@ -59,6 +65,15 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
         t50, r50 = systems["teacher"]["total_latency_p50_s"], systems["routed"]["total_latency_p50_s"]
         result.update(threshold=bundle.threshold, curve=quality_curve(teacher, student, scores),
                       routed_vs_teacher_latency_ratio=r50 / t50 if t50 else None)
+    if cfg.cascade:
+        from ragroute.cascade import load_cascade
+
+        cascaded, flags, scores = cascade_answers(teacher, student, load_cascade(cfg.cascade))
+        systems["cascade"] = system_metrics(cascaded, flags, cfg.bootstrap, cfg.seed)
+        waste = [r.timings.get("escalation_waste", 0.0) for r in cascaded]
+        result["cascade"] = {"rule": cfg.cascade, "escalated": int(sum(flags)),
+                             "escalation_waste_mean_s": sum(waste) / max(1, sum(flags)),
+                             "curve": quality_curve(teacher, student, scores)}
     for name, pipeline_path in cfg.pipeline_variants.items():
         variant = answers(cfg, cfg.teacher, None, out / "answers" / f"teacher@{name}",
                           pipeline=load_pipeline_config(pipeline_path), max_tokens=cfg.variant_sampling.get(name))

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ragroute.attribution import ATTRIBUTED, model_citation_text
 from ragroute.quality import citation_validity, extract_decision, own_doc_cited, rouge_l
 from ragroute.records import AnswerRecord
 
@@ -51,7 +52,9 @@ def system_metrics(
     decided = [(r.gold_decision, extract_decision(r.answer)) for r in judged if r.gold_decision in DECISIONS]
     with_gold_answer = [(r.answer, r.gold_answer) for r in judged if r.gold_answer]
     rouge = [rouge_l(answer, gold) for answer, gold in with_gold_answer]
-    cited = [citation_validity(r.answer, len(r.doc_ids)) for r in judged]
+    # Only the model's own [i] markers count as citations; attributed ones (ragroute.attribution) are counted apart.
+    own = [model_citation_text(r.answer, r.citation_source) for r in judged]
+    cited = [citation_validity(text, len(r.doc_ids)) for text, r in zip(own, judged, strict=True)]
 
     def accuracy(pairs: list[tuple[str, str | None]]) -> float:
         return float(np.mean([g == p for g, p in pairs])) if pairs else float("nan")
@@ -72,9 +75,12 @@ def system_metrics(
         "rouge_l": float(np.mean(rouge)) if rouge else None,
         "citation_valid": float(np.mean([c.has_citation and c.valid_fraction == 1.0 for c in cited])) if cited else None,
         "has_citation": float(np.mean([c.has_citation for c in cited])) if cited else None,
-        "own_abstract_cited": float(np.mean([own_doc_cited(r.answer, r.doc_ids, r.gold_doc_id) for r in judged]))
+        "own_abstract_cited": float(np.mean([own_doc_cited(text, r.doc_ids, r.gold_doc_id)
+                                             for text, r in zip(own, judged, strict=True)]))
         if any(r.gold_doc_id for r in judged) else None,
         "shape_only": shape_only,
+        "citations_attributed": float(np.mean([r.citation_source == ATTRIBUTED for r in judged])) if judged else None,
+        "verdict_present": float(np.mean([extract_decision(r.answer) is not None for r in judged])) if judged else None,
         "answer_tokens_mean": float(np.mean([r.completion_tokens for r in records])) if records else None,
         "gen_latency_p50_s": _pct(generation, 50),
         "gen_latency_p95_s": _pct(generation, 95),

@@ -192,7 +192,7 @@ def verdict_generator(engine: GenerationEngine, model: Any, cfg: VerdictConfig) 
     return VerdictGenerator(engine, load_tokenizer(model.tokenizer or model.path), cfg)
 
 
-# -- calibration: per-verdict offsets chosen by cross-validated accuracy (numpy only) ----------------------------
+# -- calibration: per-verdict offsets fitted on gold verdicts, evaluated by cross-validation ------------------------
 
 BIAS_GRID = tuple(x / 10 for x in range(-60, 61))  # offsets relative to "yes", in nats: -6 .. 6
 
@@ -203,9 +203,16 @@ def _log_probs(probs: Sequence[dict[str, float]]) -> Any:
     return np.log(np.clip(np.array([[p[v] for v in DECISIONS] for p in probs], dtype=float), 1e-12, None))
 
 
-def fit_bias(probs: Sequence[dict[str, float]], gold: Sequence[str]) -> dict[str, float]:
-    """The offsets (yes fixed at 0) that maximize the accuracy of argmax(log p + offset) on ``gold``; among equally
-    accurate offsets the smallest ones (closest to the model's own choice) win."""
+def fit_bias(probs: Sequence[dict[str, float]], gold: Sequence[str], objective: str = "log_loss") -> dict[str, float]:
+    """Per-verdict offsets (yes fixed at 0) for argmax(log p + offset).
+
+    ``log_loss``: the offsets that make p_v * exp(offset_v) the best-calibrated distribution on ``gold`` (maximum
+    likelihood, a prior correction; smooth, so it overfits little). ``accuracy``: a grid search for the offsets
+    that maximize accuracy on ``gold`` (among equally accurate ones the smallest win)."""
+    if objective == "log_loss":
+        return _fit_bias_log_loss(probs, gold)
+    if objective != "accuracy":
+        raise ValueError(f"objective must be log_loss or accuracy, not '{objective}'")
     import numpy as np
 
     logp, y = _log_probs(probs), np.array([DECISIONS.index(g) for g in gold])
@@ -226,8 +233,25 @@ def fit_bias(probs: Sequence[dict[str, float]], gold: Sequence[str]) -> dict[str
     return {"yes": 0.0, "no": best[0], "maybe": best[1]}
 
 
+def _fit_bias_log_loss(probs: Sequence[dict[str, float]], gold: Sequence[str]) -> dict[str, float]:
+    import numpy as np
+    from scipy.optimize import minimize
+    from scipy.special import logsumexp
+
+    logp, y = _log_probs(probs), np.array([DECISIONS.index(g) for g in gold])
+
+    def loss(b: np.ndarray) -> tuple[float, np.ndarray]:
+        z = logp + np.concatenate([[0.0], b])
+        log_q = z - logsumexp(z, axis=1, keepdims=True)
+        grad = (np.exp(log_q) - np.eye(3)[y]).mean(axis=0)[1:]
+        return float(-log_q[np.arange(len(y)), y].mean()), grad
+
+    fitted = minimize(loss, np.zeros(2), jac=True, method="L-BFGS-B", bounds=[(-10, 10)] * 2).x
+    return {"yes": 0.0, "no": round(float(fitted[0]), 4), "maybe": round(float(fitted[1]), 4)}
+
+
 def cross_fitted_verdicts(
-    probs: Sequence[dict[str, float]], gold: Sequence[str], folds: int = 5, seed: int = 0
+    probs: Sequence[dict[str, float]], gold: Sequence[str], folds: int = 5, seed: int = 0, objective: str = "log_loss"
 ) -> tuple[list[str], list[dict[str, float]]]:
     """Each question's verdict under offsets fitted on the other folds (never on itself), and those offsets."""
     import numpy as np
@@ -239,7 +263,7 @@ def cross_fitted_verdicts(
     for k in range(folds):
         held = set(order[k::folds].tolist())
         train = [i for i in range(n) if i not in held]
-        bias = fit_bias([probs[i] for i in train], [gold[i] for i in train])
+        bias = fit_bias([probs[i] for i in train], [gold[i] for i in train], objective)
         for i in held:
             verdicts[i], biases[i] = choose(probs[i], bias), bias
     return verdicts, biases

@@ -46,7 +46,9 @@ def rewrite_verdict(record, verdict: str):  # noqa: ANN001, ANN201 - AnswerRecor
     return dataclasses.replace(record, verdict=verdict, answer=answer)
 
 
-def calibrate(records_path: str, folds: int, seed: int, out: str | None, cross_fit_out: str | None) -> dict:
+def calibrate(
+    records_path: str, folds: int, seed: int, out: str | None, cross_fit_out: str | None, objective: str = "log_loss"
+) -> dict:
     import yaml
 
     from ragroute.records import JsonlWriter
@@ -55,12 +57,12 @@ def calibrate(records_path: str, folds: int, seed: int, out: str | None, cross_f
     records = _gold_records(records_path)
     probs = [r.verdict_probs for r in records]
     gold = [r.gold_decision for r in records]
-    xfit, _ = cross_fitted_verdicts(probs, gold, folds, seed)
+    xfit, _ = cross_fitted_verdicts(probs, gold, folds, seed, objective)
     raw = [choose(p, {}) for p in probs]
-    bias = fit_bias(probs, gold)
+    bias = fit_bias(probs, gold, objective)
     accuracy = lambda verdicts: sum(v == g for v, g in zip(verdicts, gold, strict=True)) / len(gold)  # noqa: E731
     report = {
-        "records": records_path, "n": len(records), "folds": folds,
+        "records": records_path, "n": len(records), "folds": folds, "objective": objective,
         "majority_rate": Counter(gold).most_common(1)[0][1] / len(gold),
         "accuracy_raw": accuracy(raw), "accuracy_cross_validated": accuracy(xfit),
         "verdicts_raw": dict(Counter(raw)), "verdicts_cross_validated": dict(Counter(xfit)),
@@ -88,10 +90,12 @@ def cli(argv: list[str]) -> int:
     cal.add_argument("--records", required=True, help="verdict-first data_gen records (JSONL or directory)")
     cal.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     cal.add_argument("--seed", type=int, default=0, help="seed of the fold split")
+    cal.add_argument("--objective", choices=("log_loss", "accuracy"), default="log_loss",
+                     help="fit the offsets for calibrated probabilities (log_loss, default) or for accuracy")
     cal.add_argument("--out", help="write the offsets fitted on all records as a `verdict:` YAML block")
     cal.add_argument("--cross-fit-out", help="directory for the records with out-of-fold verdicts")
     args = parser.parse_args(argv)
     if args.folds < 2:
         raise UserError(f"--folds must be >= 2, not {args.folds}")
-    print(json.dumps(calibrate(args.records, args.folds, args.seed, args.out, args.cross_fit_out), indent=2))
+    print(json.dumps(calibrate(args.records, args.folds, args.seed, args.out, args.cross_fit_out, args.objective), indent=2))
     return 0

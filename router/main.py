@@ -26,6 +26,19 @@ def fit_main(cfg: RouterConfig, teacher: str, student: str, out: str, log=print)
     return bundle
 
 
+def fit_cascade_main(cfg: RouterConfig, teacher: str, student: str, out: str, log=print) -> Path:
+    """Fit the cascade rule on verdict-first records and write it as JSON (:mod:`ragroute.cascade`)."""
+    from router.cascade import fit_cascade
+    from router.labels import build_labels
+
+    labelled = build_labels(teacher, student, cfg.labels)
+    rule, _ = fit_cascade(labelled, labelled.student_records, cfg)
+    path = rule.save(out)
+    log(f"wrote {path}: threshold {rule.threshold:.4f} (teacher share {rule.metadata['validation_teacher_share']:.2f} "
+        f"on out-of-fold scores), {rule.metadata['n_hard']} hard of {rule.metadata['n_train']}")
+    return path
+
+
 def stored_config(bundle: RouterBundle) -> RouterConfig:
     """The config a router file was fitted with."""
     from omegaconf import OmegaConf

@@ -58,3 +58,25 @@ def test_cascade_needs_verdict_first_student_records(tmp_path, record_pair):
     with pytest.raises(UserError, match="verdict_probs"):
         cli(["eval", "--teacher", str(teacher), "--student", str(student), "--config", "configs/router/cascade.yaml",
              "--out", str(tmp_path / "x"), "--compare-models", "[]"])
+
+
+def test_fit_cascade_writes_a_rule_that_eval_uses(tmp_path, pqal_items):
+    from evaluation.config import EvalConfig
+    from evaluation.main import main as eval_main
+    from ragroute.cascade import load_cascade
+    from router.cli import cli
+
+    teacher, student = write_verdict_pair(tmp_path, pqal_items[:150])
+    rule_path = tmp_path / "cascade.json"
+    assert cli(["fit-cascade", "--teacher", str(teacher), "--student", str(student), "--config",
+                "configs/router/cascade.yaml", "--out", str(rule_path), "--cv-folds", "3"]) == 0
+    rule = load_cascade(rule_path)
+    assert 0.3 < rule.metadata["validation_teacher_share"] < 0.7  # threshold_target 0.5 on out-of-fold scores
+    result = eval_main(EvalConfig(dataset="unused", out=str(tmp_path / "eval"), router=None, cascade=str(rule_path),
+                                  student="records-only",
+                                  teacher_records=str(teacher), student_records=str(student), bootstrap=0))
+    cascade = result["systems"]["cascade"]
+    assert result["cascade"]["escalated"] == round(cascade["teacher_share"] * 150)
+    # Escalated questions pay the student's verdict step on top of the teacher.
+    assert result["cascade"]["escalation_waste_mean_s"] == pytest.approx(0.08)
+    assert cascade["accuracy"] > result["systems"]["student"]["accuracy"]
