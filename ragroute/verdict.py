@@ -127,8 +127,14 @@ class VerdictGenerator:
         results = self.engine.generate([GenerationRequest(messages=list(m)) for m in messages], step_sampling)
         steps = []
         for result in results:
-            if not result.logprobs:
-                raise RuntimeError(f"engine {type(self.engine).__name__} returned no verdict log-probabilities")
+            if not result.logprobs or not set(result.logprobs[0]) & set(self.all_ids):
+                from ragroute.errors import UserError
+
+                raise UserError(
+                    f"the {type(self.engine).__name__} returned no log-probabilities for the verdict tokens: its model "
+                    "or server cannot constrain the answer (allowed_token_ids / logprob_token_ids are vLLM features); "
+                    "use a vLLM server or set verdict.enabled: false"
+                )
             probs = probabilities(result.logprobs[0], self.ids)
             steps.append(VerdictStep(choose(probs, self.cfg.bias), probs, result))
         return steps

@@ -17,6 +17,7 @@ from data_gen.main import main
 from data_gen.merge import merge_shards
 from ragroute.config import load_config
 from ragroute.errors import ConfigError, UserError
+from ragroute.quality import parse_citations
 from ragroute.records import iter_jsonl, read_records
 
 
@@ -153,3 +154,18 @@ def test_killed_vllm_run_resumes_without_losing_records(tmp_path):
     ids = [r.id for r in read_records(out)]
     assert len(ids) == len(set(ids)) == 12
     assert f"{len(kept)} already done" in done.stdout
+
+
+def test_verdict_first_records_carry_verdict_probabilities_and_citations(tiny_cfg, tmp_path):
+    counts = main(tiny_cfg(**{"verdict.enabled": "true", "verdict.min_explanation_tokens": 2, "sampling.max_tokens": 6}))
+    records = read_records(tmp_path / "out")
+    assert counts["written"] == 5 == len(records)
+    for record in records:
+        assert record.verdict in ("yes", "no", "maybe") and record.answer.startswith(record.verdict.capitalize() + ".")
+        assert set(record.verdict_probs) == {"yes", "no", "maybe"}
+        assert abs(sum(record.verdict_probs.values()) - 1) < 1e-6
+        assert record.citation_source in ("model", "attributed") and parse_citations(record.answer)
+        assert record.timings["verdict"] + record.timings["explanation"] == pytest.approx(record.timings["generation"])
+    # Switching verdicts off is another config: the run refuses to mix the two kinds of answers.
+    with pytest.raises(UserError, match="different config"):
+        main(tiny_cfg(**{"sampling.max_tokens": 6}))

@@ -101,3 +101,36 @@ def test_vllm_verdict_probabilities_match_transformers(vllm_teacher, teacher_spe
         assert a.verdict == b.verdict
         assert a.probs == pytest.approx(b.probs, abs=0.02)
         assert a.result.text.startswith(a.verdict.capitalize() + ".") and len(a.result.text) > 4
+
+
+def test_openai_engine_says_when_the_server_cannot_constrain(tiny_model_spec, teacher_dir):
+    """A real OpenAI-compatible server that ignores vLLM's extensions (the echo upstream) is named clearly."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from ragroute.errors import UserError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "serve.echo_upstream", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        engine = create_engine(tiny_model_spec, EngineConfig(name="openai", base_url=f"http://127.0.0.1:{port}/v1"))
+        generator = VerdictGenerator(engine, load_tokenizer(str(teacher_dir)), VerdictConfig(enabled=True))
+        with pytest.raises(UserError, match="cannot constrain"):
+            generator.answer(QUESTIONS[:1], SamplingConfig(max_tokens=4))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

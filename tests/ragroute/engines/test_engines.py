@@ -161,3 +161,19 @@ def test_openai_engine_fails_fast_on_dead_server(tiny_model_spec):
 def test_openai_engine_needs_a_url(tiny_model_spec):
     with pytest.raises(UserError, match="base_url"):
         create_engine(tiny_model_spec, EngineConfig(name="openai"))
+
+
+@pytest.mark.slow
+def test_openai_engine_verdict_first_against_real_vllm_server(vllm_server, teacher_spec, teacher_dir, vllm_teacher):
+    """The server constrains the first token and returns the verdict-token logprobs: the same verdict and
+    probabilities as the offline vLLM engine."""
+    from ragroute.verdict import VerdictConfig, VerdictGenerator
+
+    tokenizer = load_tokenizer(str(teacher_dir))
+    engine = create_engine(teacher_spec, EngineConfig(name="openai", base_url=vllm_server, served_model_name="smollm2"))
+    sampling = SamplingConfig(max_tokens=24, stop=["\n\n"])
+    remote = VerdictGenerator(engine, tokenizer, VerdictConfig(enabled=True)).answer([QUESTION], sampling)[0]
+    local = VerdictGenerator(vllm_teacher, tokenizer, VerdictConfig(enabled=True)).answer([QUESTION], sampling)[0]
+    assert remote.verdict == local.verdict and remote.probs == pytest.approx(local.probs, abs=0.01)
+    assert remote.result.text.startswith(remote.verdict.capitalize() + ".") and len(remote.result.text) > 6
+    engine.close()
