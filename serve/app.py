@@ -127,6 +127,48 @@ class ObservabilityMiddleware:
                 self.metrics.in_flight.dec()
 
 
+def cascade_fields(result: Any) -> dict[str, Any]:
+    """The routing part of an /v1/answer response made by the cascade."""
+    return {
+        "routed_to": "teacher" if result.escalated else "student",
+        "router": {"score": result.score, "threshold": result.threshold, "source": "cascade"},
+        "cascade": {"escalated": result.escalated, "score": result.score, "threshold": result.threshold,
+                    "verdict": result.verdict, "student_verdict_probs": result.student_probs,
+                    "escalation_waste_s": result.waste_s},
+        "timings": {"escalation_waste": result.waste_s},
+    }
+
+
+def answer_response(question: str, prepared: Any, outcome: Any, started: float, route_s: float,
+                    routing: dict[str, Any], include_documents: bool) -> AnswerResponse:
+    """The /v1/answer body: the answer, its citations resolved to documents, routing, usage and timings."""
+    docs = prepared.docs
+    citations = [
+        {"index": i, "pmid": docs[i].id, "title": docs[i].title} for i in parse_citations(outcome.text) if 0 <= i < len(docs)
+    ]
+    timings = {k: float(v) for k, v in prepared.timings.items()}
+    timings.update(routing.pop("timings", {}))
+    timings.update(route=route_s, generation=outcome.generation_s, total=time.perf_counter() - started)
+    return AnswerResponse(
+        id=f"ans-{uuid.uuid4().hex}",
+        question=question,
+        answer=outcome.text,
+        citations=citations,
+        answered_by=outcome.answered_by,
+        model=outcome.model,
+        fallback=vars(outcome.fallback) if outcome.fallback else None,
+        finish_reason=outcome.finish_reason,
+        usage={"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
+               "total_tokens": outcome.prompt_tokens + outcome.completion_tokens},
+        timings=timings,
+        documents=[
+            {"index": i, "pmid": d.id, "title": d.title, "score": float(d.score), "text": d.text}
+            for i, d in enumerate(docs)
+        ] if include_documents else None,
+        **routing,
+    )
+
+
 def resolve_api_key(cfg: ServeConfig) -> str | None:
     if cfg.auth.api_key:
         return cfg.auth.api_key
@@ -272,6 +314,10 @@ def create_app(cfg: ServeConfig, service: RoutedService | None = None,
         started = time.perf_counter()
         async with service.limiter.slot():
             prepared = await service.prepare(question)
+            if service.cascade is not None and options.model == "router":
+                result = await service.cascade.answer(service, prepared.messages, sampling, options.fallback)
+                return answer_response(question, prepared, result.outcome, started, 0.0, cascade_fields(result),
+                                       options.include_documents)
             route_started = time.perf_counter()
             forced = None if options.model == "router" else options.model
             decision = service.decide(question, forced, [d.score for d in prepared.docs])
@@ -279,31 +325,9 @@ def create_app(cfg: ServeConfig, service: RoutedService | None = None,
             metrics.stage_latency.labels("route").observe(route_s)
             role = "teacher" if decision.use_teacher else "student"
             outcome = await service.complete(role, prepared.messages, sampling, allow_fallback=options.fallback)
-        docs = prepared.docs
-        citations = [
-            {"index": i, "pmid": docs[i].id, "title": docs[i].title} for i in parse_citations(outcome.text) if 0 <= i < len(docs)
-        ]
-        timings = {k: float(v) for k, v in prepared.timings.items()}
-        timings.update(route=route_s, generation=outcome.generation_s, total=time.perf_counter() - started)
-        return AnswerResponse(
-            id=f"ans-{uuid.uuid4().hex}",
-            question=question,
-            answer=outcome.text,
-            citations=citations,
-            routed_to=role,
-            answered_by=outcome.answered_by,
-            model=outcome.model,
-            router={"score": decision.score, "threshold": decision.threshold, "source": decision.source},
-            fallback=vars(outcome.fallback) if outcome.fallback else None,
-            finish_reason=outcome.finish_reason,
-            usage={"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
-                   "total_tokens": outcome.prompt_tokens + outcome.completion_tokens},
-            timings=timings,
-            documents=[
-                {"index": i, "pmid": d.id, "title": d.title, "score": float(d.score), "text": d.text}
-                for i, d in enumerate(docs)
-            ] if options.include_documents else None,
-        )
+        router = {"score": decision.score, "threshold": decision.threshold, "source": decision.source}
+        return answer_response(question, prepared, outcome, started, route_s, {"routed_to": role, "router": router},
+                               options.include_documents)
 
     # ------------------------------------------------------------------------------------------- chat
 

@@ -85,8 +85,20 @@ class ServingBackend(ABC):
             ttft_s=ttft,
         )
 
+    async def first_token_logprobs(self, messages: list[Message], token_ids: list[int]) -> dict[int, float]:
+        """Log-probabilities (full softmax) of ``token_ids`` as the answer's first token: the cascade's verdict step."""
+        raise BackendError(f"{self.model_name}: this backend cannot score verdict tokens (the cascade needs the "
+                           "vllm or transformers backend)")
+
     async def close(self) -> None:  # noqa: B027 - optional
         """Release the model or the connections."""
+
+
+def template_options(messages: list[Message]) -> dict[str, bool]:
+    """Chat-template options: open the assistant's turn, or continue a final assistant message (a verdict prefix)."""
+    if messages and messages[-1].get("role") == "assistant":
+        return {"add_generation_prompt": False, "continue_final_message": True}
+    return {"add_generation_prompt": True}
 
 
 def model_spec_for(cfg: BackendConfig):
@@ -145,7 +157,7 @@ class TransformersBackend(ServingBackend):
 
         try:
             inputs = self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+                messages, return_tensors="pt", return_dict=True, **template_options(messages)
             ).to(self.model.device)
             kwargs: dict[str, Any] = {
                 "max_new_tokens": sampling.max_tokens,
@@ -174,6 +186,24 @@ class TransformersBackend(ServingBackend):
         except BaseException:
             streamer.on_finalized_text("", stream_end=True)  # unblock the reader; the future carries the error
             raise
+
+    def _first_token_logprobs(self, messages: list[Message], token_ids: list[int]) -> dict[int, float]:
+        import torch
+
+        inputs = self.tokenizer.apply_chat_template(
+            messages, return_tensors="pt", return_dict=True, **template_options(messages)
+        ).to(self.model.device)
+        with torch.inference_mode():
+            logits = self.model(**inputs).logits[0, -1].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        return {int(t): float(logprobs[t]) for t in token_ids}
+
+    async def first_token_logprobs(self, messages: list[Message], token_ids: list[int]) -> dict[int, float]:
+        if self.model is None:
+            raise BackendError(f"{self.model_name}: model not loaded")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._first_token_logprobs, messages, token_ids
+        )
 
     async def stream(self, messages: list[Message], sampling: SamplingConfig) -> AsyncIterator[Chunk]:
         from transformers import AsyncTextIteratorStreamer
@@ -263,7 +293,7 @@ class VLLMBackend(ServingBackend):
             raise BackendError(f"{self.model_name}: engine not loaded")
         params = to_sampling_params(sampling, self.spec.shape_only)
         params.output_kind = RequestOutputKind.DELTA
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, **template_options(messages))
         # Token ids, not text: the chat template already holds any BOS, and vLLM would add another to text.
         prompt_ids = self.tokenizer.encode(text, add_special_tokens=False)
         completion_tokens = 0
@@ -289,6 +319,26 @@ class VLLMBackend(ServingBackend):
             raise
         except Exception as exc:
             raise BackendError(f"{self.model_name}: vLLM failed: {type(exc).__name__}: {exc}") from exc
+
+    async def first_token_logprobs(self, messages: list[Message], token_ids: list[int]) -> dict[int, float]:
+        from ragroute.engines.base import SamplingConfig
+        from ragroute.engines.vllm_engine import to_sampling_params
+
+        if self.engine is None:
+            raise BackendError(f"{self.model_name}: engine not loaded")
+        params = to_sampling_params(SamplingConfig(max_tokens=1, allowed_token_ids=token_ids, logprob_token_ids=token_ids))
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, **template_options(messages))
+        prompt_ids = self.tokenizer.encode(text, add_special_tokens=False)
+        try:
+            async for output in self.engine.generate({"prompt_token_ids": prompt_ids}, params, request_id=uuid.uuid4().hex):
+                if output.finished:
+                    step = output.outputs[0].logprobs[0]
+                    return {int(t): float(lp.logprob) for t, lp in step.items()}
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            raise BackendError(f"{self.model_name}: vLLM failed: {type(exc).__name__}: {exc}") from exc
+        raise BackendError(f"{self.model_name}: vLLM returned no verdict step")
 
     async def close(self) -> None:
         if self.engine is not None:

@@ -50,6 +50,15 @@ class RouterDecisionOut(BaseModel):
     source: str  # router file, heuristic, teacher-only policy, or forced by the request
 
 
+class CascadeOut(BaseModel):
+    escalated: bool  # the student's verdict step sent the question to the teacher
+    score: float
+    threshold: float
+    verdict: str  # the verdict the answer opens with
+    student_verdict_probs: dict[str, float]
+    escalation_waste_s: float  # the student's verdict step (discarded when escalated)
+
+
 class FallbackOut(BaseModel):
     from_model: str
     reason: str  # error, timeout, empty
@@ -76,6 +85,7 @@ class AnswerResponse(BaseModel):
     usage: Usage
     timings: dict[str, float]  # seconds per stage: retrieval, rerank, filter, prompt, route, generation, total
     documents: list[DocumentOut] | None = None
+    cascade: CascadeOut | None = None
 
 
 class ChatMessage(BaseModel):

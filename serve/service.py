@@ -164,6 +164,7 @@ class RoutedService:
         self.backend_cfgs: dict[str, BackendConfig] = {"student": cfg.student, "teacher": cfg.teacher}
         self.backends: dict[str, ServingBackend] = {}
         self.router: QuestionRouter | None = None
+        self.cascade: Any = None  # serve.cascade.Cascade when routing.cascade_rule is set
         self.pipeline: Any = None
         self.limiter = ConcurrencyLimiter(cfg.limits.max_concurrent, cfg.limits.max_queue, self.metrics)
         self._pipeline_pool = ThreadPoolExecutor(max_workers=cfg.pipeline_workers, thread_name_prefix="rag")
@@ -176,6 +177,12 @@ class RoutedService:
         """Load the router, both models and the RAG pipeline; set ``ready`` when all are up."""
         try:
             self.router = load_question_router(self.cfg.routing)
+            if self.cfg.routing.cascade_rule:
+                from serve.backends import model_spec_for
+                from serve.cascade import load_cascade_for
+
+                spec = model_spec_for(self.cfg.student)
+                self.cascade = load_cascade_for(self.cfg.routing.cascade_rule, spec.tokenizer or spec.path)
             backends = {role: create_backend(cfg) for role, cfg in self.backend_cfgs.items()}
             self.backends = backends
             # One after the other: transformers' lazy imports are not thread-safe, and two threads importing it
