@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from ragroute.engines.base import EngineConfig, SamplingConfig
 from ragroute.rag.pipeline import PipelineConfig
+from ragroute.verdict import VerdictConfig
 
 
 @dataclass
@@ -51,6 +52,9 @@ class EvalConfig:
     bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95% confidence intervals"})
     seed: int = field(default=0, metadata={"help": "seed of the bootstrap"})
     batch_size: int = field(default=32, metadata={"help": "questions per engine call"})
+    verdict: VerdictConfig = field(
+        default_factory=VerdictConfig, metadata={"help": "verdict-first answers (needed by the cascade) when eval generates"}
+    )
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)

@@ -45,6 +45,7 @@ def answer_with_model(model_config: str, cfg: Any, out_dir: Path, pipeline: Any 
         pipeline=pipeline or cfg.pipeline,
         engine=cfg.engine,
         sampling=sampling,
+        verdict=cfg.verdict,
     )
     data_gen_main(run)
     return read_records(out_dir)
