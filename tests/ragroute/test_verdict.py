@@ -55,13 +55,14 @@ def test_offsets_recover_a_shifted_prior_and_cross_fitting_never_sees_its_own_qu
         yes = min(max(rng.gauss(0.65 if g == "yes" else 0.35, 0.1), 0.01), 0.99) * 0.3  # shrunk: "no" dominates
         probs.append({"yes": yes, "no": 1 - yes - 0.01, "maybe": 0.01})
     raw = sum(choose(p, {}) == g for p, g in zip(probs, gold, strict=True)) / len(gold)
-    bias = fit_bias(probs, gold)
-    fitted = sum(choose(p, bias) == g for p, g in zip(probs, gold, strict=True)) / len(gold)
-    assert bias["no"] < 0 and fitted > raw + 0.2
+    for objective in ("log_loss", "accuracy"):
+        bias = fit_bias(probs, gold, objective)
+        fitted = sum(choose(p, bias) == g for p, g in zip(probs, gold, strict=True)) / len(gold)
+        assert bias["no"] < 0 and fitted > raw + 0.2, objective
     import ragroute.verdict as verdict_module
 
     fits = []
-    monkeypatch.setattr(verdict_module, "fit_bias", lambda p, g: fits.append(list(p)) or fit_bias(p, g))
+    monkeypatch.setattr(verdict_module, "fit_bias", lambda p, g, *rest: fits.append(list(p)) or fit_bias(p, g, *rest))
     verdicts, biases = cross_fitted_verdicts(probs, gold, folds=5)
     assert [len(f) for f in fits] == [320] * 5  # one fit per fold, each without that fold's 80 questions
     for k, fitted_on in enumerate(fits):
