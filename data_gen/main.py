@@ -73,7 +73,7 @@ def main(cfg: DataGenConfig) -> dict:
                 with create_engine(spec, cfg.engine) as engine:
                     written, problems = answer_questions(
                         todo, RAGPipeline(cfg.pipeline, inputs.corpus), engine, sampling, writer, cfg.batch_size,
-                        spec.name, config_hash, bar.update,
+                        spec.name, config_hash, bar.update, cfg.attribute_citations,
                     )
         counts["written"] = written
         counts["problems"] += len(problems)
