@@ -41,6 +41,12 @@ class DataGenConfig:
     overwrite: bool = field(
         default=False, metadata={"help": "discard records written with a different config instead of refusing"}
     )
+    attribute_citations: bool = field(
+        default=True,
+        metadata={"help": "also store each answer with a citation on every sentence (cited_answer): the model's own "
+                  "[i] markers where it wrote them, else each sentence attributed to its best-supporting passage "
+                  "(citation_source says which)"},
+    )
     executor: str = field(
         default="local",
         metadata={"help": "local (this process) or ray (Ray Data: a retrieval stage and an engine actor pool, "
@@ -83,6 +89,9 @@ class DataGenConfig:
             raise ValueError(f"executor must be local or ray, not '{self.executor}'")
         if self.ray_generation not in ("engine", "ray-llm"):
             raise ValueError(f"ray_generation must be engine or ray-llm, not '{self.ray_generation}'")
+        if self.executor == "ray" and self.ray_generation == "ray-llm" and self.sampling.verdict.enabled:
+            raise ValueError("ray_generation ray-llm cannot write verdict-first answers (two engine steps); use "
+                             "ray_generation engine")
         if self.ray_generation == "ray-llm" and self.engine.name != "vllm":
             raise ValueError(f"ray_generation ray-llm runs vLLM: engine.name must be vllm, not '{self.engine.name}'")
         if self.ray_actors < 1 or self.ray_prepare_actors < 1:

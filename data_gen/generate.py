@@ -13,9 +13,12 @@ from ragroute.records import AnswerRecord, JsonlWriter
 
 def build_record(
     item: QAItem, prepared: Any, result: GenerationResult, model_name: str, config_hash: str,
-    generation_share: float | None = None,
+    generation_share: float | None = None, attribute: bool = False,
 ) -> AnswerRecord:
+    """One record; ``attribute``: also the answer with a citation on every sentence (``cited_answer``), the
+    model's own markers where it wrote them, else attributed (:mod:`ragroute.attribution`)."""
     timings = dict(prepared.timings)
+    timings.update(result.timings)  # verdict-first answers: the verdict and explanation steps
     timings["generation"] = result.total_s
     if generation_share is not None:
         # This question's equal share of its batch's generation wall time: summed with the (equally shared)
@@ -26,6 +29,11 @@ def build_record(
     top = None
     if result.logprobs is not None:
         top = [[[int(tok), float(lp)] for tok, lp in sorted(step.items(), key=lambda kv: -kv[1])] for step in result.logprobs]
+    cited_answer, citation_source = None, None
+    if attribute:
+        from ragroute.attribution import attribute as attribute_citations
+
+        cited_answer, citation_source = attribute_citations(result.text, [d.text for d in prepared.docs])
     return AnswerRecord(
         id=item.id,
         question=item.question,
@@ -47,6 +55,10 @@ def build_record(
         answer_token_ids=result.token_ids if top is not None else None,
         top_logprobs=top,
         shape_only=result.shape_only,
+        verdict=result.verdict,
+        verdict_probs=result.verdict_probs,
+        cited_answer=cited_answer,
+        citation_source=citation_source,
     )
 
 
@@ -84,6 +96,7 @@ def write_results(
     config_hash: str,
     problems: list[str],
     generation_share: float | None = None,
+    attribute: bool = False,
 ) -> int:
     """Append one record per answered question, the batch made durable at once (one fsync); failed questions
     go to ``problems``. Returns the number of records written. ``generation_share`` is each question's share of
@@ -93,7 +106,7 @@ def write_results(
         if isinstance(result, str):
             problems.append(f"question {item.id}: {result}")
             continue
-        records.append(build_record(item, prep, result, model_name, config_hash, generation_share))
+        records.append(build_record(item, prep, result, model_name, config_hash, generation_share, attribute))
     writer.write_many(records)
     return len(records)
 
@@ -109,6 +122,7 @@ def answer_questions(
     config_hash: str,
     on_done: Callable[[int], None] = lambda n: None,
     prefetch: bool = True,
+    attribute: bool = False,
 ) -> tuple[int, list[str]]:
     """Answer ``items`` in batches in this process; returns (records written, problems). With ``prefetch`` the
     next batch's retrieval and prompts are built in a worker thread while the engine answers this one (the
@@ -131,6 +145,8 @@ def answer_questions(
             started = time.perf_counter()
             results = generate_isolated(engine, requests, sampling)
             share = (time.perf_counter() - started) / len(batch)
-            written += write_results(batch, prepared, results, writer, model_name, config_hash, problems, share)
+            written += write_results(
+                batch, prepared, results, writer, model_name, config_hash, problems, share, attribute
+            )
             on_done(len(batch))
     return written, problems

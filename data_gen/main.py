@@ -78,6 +78,7 @@ def main(cfg: DataGenConfig) -> dict:
                     written, problems = answer_questions(
                         todo, RAGPipeline(cfg.pipeline, inputs.corpus), engine, sampling, writer, cfg.batch_size,
                         spec.name, config_hash, bar.update, prefetch=cfg.prefetch,
+                        attribute=cfg.attribute_citations,
                     )
         counts["written"] = written
         counts["problems"] += len(problems)

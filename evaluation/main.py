@@ -12,7 +12,13 @@ from evaluation.config import EvalConfig
 from evaluation.latency import Setup, SingleStream
 from evaluation.metrics import estimated_generation_s, system_metrics
 from evaluation.report import write_report
-from evaluation.systems import answer_with_model, quality_curve, resolve_demo_artifact, route_answers
+from evaluation.systems import (
+    answer_with_model,
+    cascade_answers,
+    quality_curve,
+    resolve_demo_artifact,
+    route_answers,
+)
 from ragroute.errors import UserError
 from ragroute.records import AnswerRecord, read_records
 from ragroute.system import Resolved, SystemSpec
@@ -104,6 +110,20 @@ def add_routed(result: dict[str, Any], cfg: EvalConfig, bundle: Any, teacher: li
                              for i, flag, score in zip(ids, flags, scores, strict=True)])
 
 
+def add_cascade(result: dict[str, Any], cfg: EvalConfig, teacher: list[AnswerRecord],
+                student: list[AnswerRecord], timed: dict[str, SingleStream]) -> None:
+    """The cascade system (the student's verdict step keeps it or escalates), into ``result``."""
+    from ragroute.cascade import load_cascade
+
+    cascaded, flags, scores = cascade_answers(teacher, student, load_cascade(cfg.cascade))
+    result["systems"]["cascade"] = system_metrics(cascaded, flags, cfg.bootstrap, cfg.seed)
+    waste = [r.timings.get("escalation_waste", 0.0) for r in cascaded]
+    curve = quality_curve(teacher, student, scores, estimated_generation_s(teacher, timed.get("teacher")),
+                          estimated_generation_s(student, timed.get("student")))
+    result["cascade"] = {"rule": cfg.cascade, "escalated": int(sum(flags)),
+                         "escalation_waste_mean_s": sum(waste) / max(1, sum(flags)), "curve": curve}
+
+
 def main(cfg: EvalConfig) -> dict[str, Any]:
     if not cfg.dataset or not cfg.out:
         raise UserError("give --dataset FILE (or 'demo') and --out DIR")
@@ -147,6 +167,8 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
                               "latency_sample": len(timed["teacher"].timings) if timed else 0}
     if bundle is not None:
         add_routed(result, cfg, bundle, teacher, student, timed)
+    if cfg.cascade:
+        add_cascade(result, cfg, teacher, student, timed)
     for name, variant in variant_answers.items():
         kept = [i for i in ids if i in {r.id for r in variant}]
         metrics[name] = system_metrics(aligned(variant, kept), [True] * len(kept), cfg.bootstrap, cfg.seed,

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from evaluation.latency import SingleStream, batch_q_per_min
+from ragroute.attribution import ATTRIBUTED
 from ragroute.quality import citation_validity, extract_decision, own_doc_cited, rouge_l
 from ragroute.records import AnswerRecord
 
@@ -75,6 +76,7 @@ def system_metrics(
     decided = [(r.gold_decision, extract_decision(r.answer)) for r in judged if r.gold_decision in DECISIONS]
     with_gold_answer = [(r.answer, r.gold_answer) for r in judged if r.gold_answer]
     rouge = [rouge_l(answer, gold) for answer, gold in with_gold_answer]
+    # Only the model's own [i] markers (in ``answer``) count; attributed ones (``cited_answer``) are counted apart.
     cited = [citation_validity(r.answer, len(r.doc_ids)) for r in judged]
 
     def accuracy(pairs: list[tuple[str, str | None]]) -> float:
@@ -93,6 +95,8 @@ def system_metrics(
         "own_abstract_cited": float(np.mean([own_doc_cited(r.answer, r.doc_ids, r.gold_doc_id) for r in judged]))
         if any(r.gold_doc_id for r in judged) else None,
         "shape_only": shape_only,
+        "citations_attributed": float(np.mean([r.citation_source == ATTRIBUTED for r in judged])) if judged else None,
+        "verdict_present": float(np.mean([extract_decision(r.answer) is not None for r in judged])) if judged else None,
         "answer_tokens_mean": float(np.mean([r.completion_tokens for r in records])) if records else None,
         **latency_metrics(single),
         "batch_q_per_min": batch_q_per_min(records, STAGES),

@@ -71,6 +71,30 @@ def route_answers(
     return routed, flags, scores
 
 
+def cascade_answers(
+    teacher: list[AnswerRecord], student: list[AnswerRecord], rule: Any
+) -> tuple[list[AnswerRecord], list[bool], list[float]]:
+    """The cascade: the student's verdict step decides (its record's ``verdict_probs``); an escalated question is
+    the teacher's answer, charged with the student's verdict step (``escalation_waste``, in ``generation`` too)."""
+    answered, flags, scores = [], [], []
+    for t, s in zip(teacher, student, strict=True):
+        if not s.verdict_probs:
+            raise UserError(f"student record {s.id} has no verdict_probs: the cascade needs verdict-first answers")
+        started = time.perf_counter()
+        decision = rule.decide(s.verdict_probs)
+        decision_s = time.perf_counter() - started
+        if decision.use_teacher:
+            waste = float(s.timings.get("verdict", 0.0))
+            timings = {**t.timings, "router": decision_s, "escalation_waste": waste,
+                       "generation": t.timings.get("generation", 0.0) + waste}
+            answered.append(replace(t, timings=timings))
+        else:
+            answered.append(replace(s, timings={**s.timings, "router": decision_s}))
+        flags.append(decision.use_teacher)
+        scores.append(decision.score)
+    return answered, flags, scores
+
+
 def quality_curve(
     teacher: list[AnswerRecord], student: list[AnswerRecord], scores: list[float],
     teacher_gen_s: Any = None, student_gen_s: Any = None,

@@ -19,11 +19,13 @@ from ragroute.errors import UserError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "models": ("ragroute.models_cli:cli", "prepare the offline default models, list model configs"),
     "generate": ("ragroute.generate:cli", "answer one question with one model and engine, with token/timing figures"),
+    "verdict": ("ragroute.verdict_cli:cli", "calibrate the yes/no/maybe verdict of verdict-first answers (cross-validated)"),
     "data-gen": ("data_gen.cli:cli", "run questions through the RAG pipeline and a model; write a resumable dataset"),
     "train": ("train.cli:cli", "distill a student from teacher data (SFT and logit KD; also via accelerate launch)"),
     "router": ("router.cli:cli", "fit, evaluate and use the simple-vs-hard question router"),
     "serve": ("serve.cli:cli", "start the routed inference API (answers + OpenAI-compatible chat)"),
     "eval": ("evaluation.cli:cli", "compare teacher-only, student-only and routed systems: quality and latency"),
+    "loop": ("evaluation.loop:cli", "hard questions -> teacher data -> retrain student -> refit router, kept if better"),
     "demo": ("evaluation.demo:cli", "the whole loop on the bundled demo corpus: prepare, generate, distill, route, eval"),
 }
 

@@ -46,6 +46,15 @@ class AnswerRecord:
     top_logprobs: list[list[list[float]]] | None = None
     # Answered by a shape-only model (random weights, fixed answer length): timings are real, the answer is not.
     shape_only: bool = False
+    # Verdict-first answers (ragroute.verdict): the verdict the answer opens with and P(yes/no/maybe) of the model.
+    verdict: str | None = None
+    verdict_probs: dict[str, float] | None = None
+    # The answer with a citation on every sentence (data_gen attribute_citations): the model's own [i] markers when
+    # it wrote them (citation_source "model"), else each sentence attributed after generation to its best-supporting
+    # passage by ragroute.attribution ("attributed"). ``answer`` stays the model's text, so citation metrics count
+    # only the model's own markers.
+    cited_answer: str | None = None
+    citation_source: str | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:

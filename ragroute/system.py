@@ -32,8 +32,17 @@ EXECUTION_ONLY = frozenset({"index_dir", "query_threads", "dense_batch_size", "d
 # What names a model's weights; the rest of a ModelSpec is display (name, description) or loading detail.
 MODEL_IDENTITY = ("path", "tokenizer", "revision")
 MODEL_RECORDED = (*MODEL_IDENTITY, "name", "dtype", "max_model_len")
-# Sampling settings that do not change the answer text.
-SAMPLING_EXTRAS = frozenset({"logprobs"})
+# Sampling settings that do not change the answer text, or are set per step by the engine layer.
+SAMPLING_EXTRAS = frozenset({"logprobs", "allowed_token_ids", "logprob_token_ids"})
+
+
+def sampling_record(sampling: SamplingConfig) -> dict[str, Any]:
+    """The sampling as artifacts record it: without the per-step extras, and without the verdict settings when
+    verdict-first answers are off (so systems recorded before they existed keep their hash)."""
+    record = {k: v for k, v in config_to_dict(sampling).items() if k not in SAMPLING_EXTRAS}
+    if not sampling.verdict.enabled:
+        record.pop("verdict", None)
+    return record
 
 
 @dataclass
@@ -50,7 +59,7 @@ class SystemSpec:
         return {
             "model": {key: model[key] for key in MODEL_RECORDED},
             "pipeline": {k: v for k, v in config_to_dict(self.pipeline).items() if k not in EXECUTION_ONLY},
-            "sampling": {k: v for k, v in config_to_dict(self.sampling).items() if k not in SAMPLING_EXTRAS},
+            "sampling": sampling_record(self.sampling),
         }
 
     def identity(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`ragroute router fit|eval|predict|hard-set`.
+"""`ragroute router fit|fit-cascade|eval|predict|hard-set`.
 
 Only argparse and the config dataclasses are imported here; scikit-learn and skops load when a subcommand runs.
 """
@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     _records_arguments(fit)
     fit.add_argument("--out", required=True, help="router file to write, e.g. runs/router.skops")
     add_config_arguments(fit, RouterConfig)
+
+    cascade = sub.add_parser("fit-cascade", help="fit the cascade rule on verdict-first records; JSON for serve/eval")
+    _records_arguments(cascade)
+    cascade.add_argument("--out", required=True, help="rule file to write, e.g. runs/cascade.json")
+    add_config_arguments(cascade, RouterConfig)
 
     ev = sub.add_parser("eval", help="RouteLLM metrics (APGR, CPT) of routers and baselines; JSON + plot")
     _records_arguments(ev)
@@ -93,6 +98,8 @@ def cli(argv: list[str]) -> int:
 
     if args.action == "fit":
         main.fit_main(config_from_args(RouterConfig, args), args.teacher, args.student, args.out)
+    elif args.action == "fit-cascade":
+        main.fit_cascade_main(config_from_args(RouterConfig, args), args.teacher, args.student, args.out)
     elif args.action == "eval":
         if args.router and _config_given(args):
             raise UserError("eval --router uses the config stored in the router file; drop --config and overrides")

@@ -79,6 +79,26 @@ class FeatureConfig:
 
 
 @dataclass
+class CascadeConfig:
+    """The cascade: the student starts, and after its verdict token a fitted rule keeps it or escalates."""
+
+    enabled: bool = field(
+        default=False, metadata={"help": "router eval: also score the cascade (needs verdict-first student records)"}
+    )
+    C: float = field(default=1.0, metadata={"help": "inverse regularization of the cascade's logistic regression"})
+    student_bias: dict[str, float] = field(
+        default_factory=lambda: {"yes": 0.0, "no": 0.0, "maybe": 0.0},
+        metadata={"help": "the student's verdict offsets (its data_gen/serve sampling.verdict.bias) applied before the features"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.C <= 0:
+            raise ValueError(f"cascade.C must be > 0, not {self.C}")
+        if set(self.student_bias) != {"yes", "no", "maybe"}:
+            raise ValueError(f"cascade.student_bias needs the keys yes, no, maybe, not {sorted(self.student_bias)}")
+
+
+@dataclass
 class RouterConfig:
     """One router: labels, features, the classifier of the registry, and how its threshold is chosen."""
 
@@ -107,6 +127,7 @@ class RouterConfig:
         default_factory=list, metadata={"help": "router eval: also fit and compare these registry models"}
     )
     seed: int = field(default=0, metadata={"help": "seed for fold splits and models"})
+    cascade: CascadeConfig = field(default_factory=CascadeConfig, metadata={"help": "cascade routing"})
 
     def __post_init__(self) -> None:
         from router.models import CLASSIFIERS

@@ -37,14 +37,18 @@ def _rounded(values: np.ndarray) -> list[float | None]:
     return [None if np.isnan(v) else round(float(v), 6) for v in values]
 
 
-def summarize(scores: np.ndarray, labelled: LabelledSet, threshold: float | None = None) -> dict[str, Any]:
-    """APGR, CPT(50%), CPT(80%), quality/PGR/latency at fixed teacher shares and at the threshold, the curve."""
+def summarize(
+    scores: np.ndarray, labelled: LabelledSet, threshold: float | None = None, waste_s: np.ndarray | None = None
+) -> dict[str, Any]:
+    """APGR, CPT(50%), CPT(80%), quality/PGR/latency at fixed teacher shares and at the threshold, the curve.
+    ``waste_s``: seconds an escalated question spends on the student before the teacher starts (the cascade)."""
+    teacher_s = labelled.teacher_generation_s if waste_s is None else labelled.teacher_generation_s + waste_s
     curve = routing_curve(
         scores,
         labelled.student_quality,
         labelled.teacher_quality,
         labelled.student_generation_s,
-        labelled.teacher_generation_s,
+        teacher_s,
     )
     summary: dict[str, Any] = {
         "apgr": apgr(curve),
@@ -89,10 +93,30 @@ def trained_router_scores(
     return results
 
 
+def cascade_summary(labelled: LabelledSet, cfg: RouterConfig) -> dict[str, Any]:
+    """The cascade scored out-of-fold, its latency curve charged with the measured escalation waste."""
+    from router.cascade import escalation_waste_s, fit_cascade
+
+    rule, oof = fit_cascade(labelled, labelled.student_records, cfg)
+    waste = escalation_waste_s(labelled.student_records)
+    student_s = float(labelled.student_generation_s.mean())
+    summary = {"kind": "cascade", "scored": f"out-of-fold ({cfg.cv_folds} folds)",
+               **summarize(oof, labelled, rule.threshold, waste)}
+    summary["escalation_waste"] = {
+        "mean_s": float(waste.mean()),
+        "student_full_answer_mean_s": student_s,
+        "share_of_student_answer": float(waste.mean() / student_s) if student_s > 0 else None,
+    }
+    summary["rule_fitted_on_all"] = {"weights": rule.weights, "intercept": rule.intercept}
+    return summary
+
+
 def evaluate(labelled: LabelledSet, cfg: RouterConfig, bundle: RouterBundle | None = None) -> dict[str, Any]:
     routers: dict[str, Any] = {}
     for name, (scores, threshold, how) in trained_router_scores(labelled, cfg, bundle).items():
         routers[name] = {"kind": "trained", "scored": how, **summarize(scores, labelled, threshold)}
+    if cfg.cascade.enabled:
+        routers["cascade"] = cascade_summary(labelled, cfg)
     for name, make in BASELINES.items():
         scores = make().score(labelled.questions, labelled.signals)
         routers[name] = {"kind": "baseline", **summarize(scores, labelled)}

@@ -82,6 +82,7 @@ class LabelledSet:
     teacher_total_s: np.ndarray
     teacher_records: list[AnswerRecord]
     data_hash: str
+    student_records: list[AnswerRecord] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -161,4 +162,5 @@ def build_labels(teacher_path: str | Path, student_path: str | Path, cfg: LabelC
         teacher_total_s=np.array([sum(t.timings.values()) for t in teacher]),
         teacher_records=teacher,
         data_hash=data_hash(teacher, student),
+        student_records=student,
     )

@@ -39,6 +39,20 @@ def recorded_systems(teacher: str, student: str) -> dict[str, Any]:
     return {"teacher": manifest_system(teacher), "student": manifest_system(student)}
 
 
+def fit_cascade_main(cfg: RouterConfig, teacher: str, student: str, out: str) -> Path:
+    """Fit the cascade rule on verdict-first records and write it as JSON (:mod:`ragroute.cascade`)."""
+    from router.cascade import fit_cascade
+    from router.labels import build_labels
+
+    labelled = build_labels(teacher, student, cfg.labels)
+    rule, _ = fit_cascade(labelled, labelled.student_records, cfg)
+    path = rule.save(out)
+    log.info("wrote %s: threshold %.4f (teacher share %.2f on out-of-fold scores), %d hard of %d", path,
+             rule.threshold, rule.metadata["validation_teacher_share"], rule.metadata["n_hard"],
+             rule.metadata["n_train"])
+    return path
+
+
 def stored_config(bundle: RouterBundle) -> RouterConfig:
     """The config a router file was fitted with."""
     from omegaconf import OmegaConf

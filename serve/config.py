@@ -76,6 +76,11 @@ class RoutingConfig:
     use_retrieval_signals: bool = field(
         default=True, metadata={"help": "pass retrieval score signals to the router on /v1/answer"}
     )
+    cascade_rule: str | None = field(
+        default=None,
+        metadata={"help": "cascade mode for /v1/answer: the rule file from `ragroute router fit-cascade`; the student "
+                  "starts and its verdict probabilities keep it or escalate to the teacher (vllm/transformers backends)"},
+    )
 
     def __post_init__(self) -> None:
         if self.if_missing not in NO_ROUTER_POLICIES:

@@ -50,6 +50,12 @@ class ServeMetrics:
         )
         self.errors = Counter("ragroute_errors", "Failed generations by model role and kind", ["model", "kind"], registry=r)
         self.tokens = Counter("ragroute_tokens", "Tokens by model role and kind", ["model", "kind"], registry=r)
+        self.cascade = Counter(
+            "ragroute_cascade_decisions", "Cascade decisions after the student's verdict step", ["decision"], registry=r
+        )
+        self.escalation_waste = Histogram(
+            "ragroute_escalation_waste_seconds", "Student verdict-step time thrown away by escalations", registry=r
+        )
         self.in_flight = Gauge("ragroute_in_flight_requests", "Requests being served now (/v1 routes)", registry=r)
         self.queued = Gauge("ragroute_queued_requests", "Requests waiting for a generation slot", registry=r)
         self.rejected = Counter("ragroute_rejected", "Requests refused by the concurrency bound (429)", registry=r)

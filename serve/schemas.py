@@ -84,6 +84,14 @@ class RouterDecisionOut(BaseModel):
     source: str  # router file, heuristic, teacher-only policy, or forced by the request
 
 
+class CascadeOut(BaseModel):
+    escalated: bool  # the student's verdict step sent the question to the teacher
+    score: float | None  # the rule's P(teacher needed); None when the student could not take its verdict step
+    threshold: float
+    student_verdict_probs: dict[str, float] | None  # the student's raw P(yes/no/maybe)
+    escalation_waste_s: float  # the student's verdict step (thrown away when escalated; never sent to the client)
+
+
 class FallbackOut(BaseModel):
     from_model: str
     reason: str  # error, timeout, empty
@@ -110,6 +118,9 @@ class AnswerResponse(BaseModel):
     usage: Usage
     timings: dict[str, float]  # seconds per stage: retrieval, rerank, filter, prompt, route, generation, total
     documents: list[DocumentOut] | None = None
+    verdict: str | None = None  # verdict-first answers: the verdict the answer opens with
+    verdict_probs: dict[str, float] | None = None  # P(yes/no/maybe) of the model that answered
+    cascade: CascadeOut | None = None  # cascade mode (routing.cascade_rule): the student's verdict step and decision
 
 
 class ChatMessage(BaseModel):
@@ -154,6 +165,7 @@ class RagrouteInfo(BaseModel):
     answered_by: Literal["student", "teacher"]
     router: RouterDecisionOut
     fallback: FallbackOut | None
+    cascade: CascadeOut | None = None
 
 
 class AssistantMessage(BaseModel):

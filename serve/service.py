@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ragroute.engines.base import Chunk, EngineError, EngineRejected, Message, SamplingConfig, StreamingEngine
+from ragroute.errors import UserError
 from ragroute.routing import RouteDecision, RoutingPolicy, retrieval_signals
 from ragroute.system import Resolved
 from serve.backends import create_backend
@@ -26,7 +27,7 @@ from serve.breaker import STATES, CircuitBreaker, HealthProber
 from serve.config import BackendConfig, ServeConfig
 from serve.limits import RequestRejected, fit_to_context
 from serve.metrics import ServeMetrics
-from serve.routing import load_bundle, routing_policy
+from serve.routing import expand_path, load_bundle, routing_policy
 from serve.system import resolve_served, system_info
 
 log = logging.getLogger("ragroute.serve")
@@ -77,6 +78,28 @@ class Outcome:
     model: str
     fallback: FallbackInfo | None
     generation_s: float
+    verdict: str | None = None  # verdict-first answers: the verdict and P(yes/no/maybe)
+    verdict_probs: dict[str, float] | None = None
+
+
+@dataclass
+class CascadeStep:
+    """Cascade mode: the student's verdict step (never sent to the client) and the rule's decision on it."""
+
+    decision: RouteDecision
+    step: Any  # the student's ragroute.engines.verdict_first.VerdictStep; None when it failed (the teacher answers)
+    waste_s: float  # the step's time: thrown away when the question escalates
+    fallback: FallbackInfo | None = None  # the student failed its verdict step and the teacher stepped in
+
+    @property
+    def kept(self) -> Any:
+        """The verdict step the student continues (``after=``), or None when the teacher answers."""
+        return None if self.decision.use_teacher else self.step
+
+    def summary(self) -> dict[str, Any]:
+        return {"escalated": self.decision.use_teacher, "score": self.decision.score,
+                "threshold": self.decision.threshold, "student_verdict_probs": self.step.probs if self.step else None,
+                "escalation_waste_s": self.waste_s}
 
 
 @dataclass
@@ -173,6 +196,7 @@ class RoutedService:
         self.backend_cfgs: dict[str, BackendConfig] = {"student": cfg.student, "teacher": cfg.teacher}
         self.backends: dict[str, StreamingEngine] = {}
         self.router: RoutingPolicy | None = None
+        self.cascade: Any = None  # ragroute.cascade.CascadeRule when routing.cascade_rule is set
         self.systems: dict[str, Resolved] = {}
         self.sampling = cfg.sampling or SamplingConfig()  # the served system's, once resolved
         self.pipeline: Any = None
@@ -197,6 +221,7 @@ class RoutedService:
             self.router = routing_policy(self.cfg.routing, bundle)
             self.systems = resolve_served(self.cfg, bundle)
             self.sampling = self.systems["student"].spec.sampling
+            self.cascade = self._load_cascade()
             backends = {role: create_backend(cfg, self.systems[role].spec.model)
                         for role, cfg in self.backend_cfgs.items()}
             self.backends = backends
@@ -204,6 +229,10 @@ class RoutedService:
             # at once fail with "cannot import name AutoTokenizer".
             for backend in backends.values():
                 await backend.start()
+                if self.sampling.verdict.enabled:  # an engine that cannot write verdicts fails now, not per request
+                    from ragroute.engines.verdict_first import verdict_ids
+
+                    await asyncio.to_thread(verdict_ids, backend)
             if self.cfg.rag:
                 await asyncio.get_running_loop().run_in_executor(self._pipeline_pool, self._load_pipeline)
             self.ready = True
@@ -215,6 +244,17 @@ class RoutedService:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("startup failed: %s", self.load_error)
             raise
+
+    def _load_cascade(self) -> Any:
+        rule_path = self.cfg.routing.cascade_rule
+        if not rule_path:
+            return None
+        if not self.sampling.verdict.enabled:
+            raise UserError("routing.cascade_rule needs verdict-first answers, and the served system's sampling has "
+                            "verdict.enabled: false (serve the system of verdict-first records)")
+        from ragroute.cascade import load_cascade
+
+        return load_cascade(expand_path(rule_path))
 
     def _load_pipeline(self) -> None:
         from ragroute.rag.pipeline import RAGPipeline
@@ -313,11 +353,11 @@ class RoutedService:
     # ---------------------------------------------------------------------------------------- generation
 
     async def _complete_once(
-        self, role: str, messages: list[Message], sampling: SamplingConfig, reject_blank: bool
+        self, role: str, messages: list[Message], sampling: SamplingConfig, reject_blank: bool, after: Any = None
     ) -> Outcome:
         backend = self.backends[role]
         started = time.perf_counter()
-        completion = await within(backend.complete(messages, sampling), self.backend_cfgs[role].timeout_s)
+        completion = await within(backend.complete(messages, sampling, after), self.backend_cfgs[role].timeout_s)
         if reject_blank and not completion.text.strip():
             raise EmptyAnswer(f"{backend.model_name} returned a blank answer ({completion.finish_reason})")
         if completion.ttft_s is not None:
@@ -331,6 +371,8 @@ class RoutedService:
             model=backend.model_name,
             fallback=None,
             generation_s=time.perf_counter() - started,
+            verdict=completion.verdict,
+            verdict_probs=completion.verdict_probs,
         )
 
     async def _attempt(self, role: str, attempt: Any, reject_blank: bool) -> Any:
@@ -403,25 +445,27 @@ class RoutedService:
         return max_tokens
 
     async def complete(
-        self, role: str, messages: list[Message], sampling: SamplingConfig, allow_fallback: bool = True
+        self, role: str, messages: list[Message], sampling: SamplingConfig, allow_fallback: bool = True,
+        after: Any = None,
     ) -> Outcome:
-        """The whole answer from ``role``, or from the teacher when the student fails and fallback applies."""
+        """The whole answer from ``role``, or from the teacher when the student fails and fallback applies.
+        ``after``: ``role``'s verdict step already taken (the cascade's), continued rather than taken again."""
 
         async def attempt(who: str, reject_blank: bool) -> Outcome:
-            return await self._complete_once(who, messages, sampling, reject_blank=reject_blank)
+            return await self._complete_once(who, messages, sampling, reject_blank, after if who == role else None)
 
         outcome = await self._with_fallback(role, allow_fallback, attempt)
         self._record_success(outcome.answered_by, outcome.prompt_tokens, outcome.completion_tokens, outcome.generation_s)
         return outcome
 
     async def _open_once(
-        self, role: str, messages: list[Message], sampling: SamplingConfig, reject_blank: bool
+        self, role: str, messages: list[Message], sampling: SamplingConfig, reject_blank: bool, after: Any = None
     ) -> StreamHandle:
         """Start ``role``'s stream and read up to its first non-blank chunk (or, for the teacher, its end)."""
         backend = self.backends[role]
         timeout_s = self.backend_cfgs[role].timeout_s
         started = time.perf_counter()
-        stream = aiter(backend.stream(messages, sampling))
+        stream = aiter(backend.stream(messages, sampling, after))
         head: list[Chunk] = []
         try:
             while True:
@@ -442,14 +486,46 @@ class RoutedService:
         return StreamHandle(role, backend.model_name, None, head, stream, timeout_s, started)
 
     async def open_stream(
-        self, role: str, messages: list[Message], sampling: SamplingConfig, allow_fallback: bool = True
+        self, role: str, messages: list[Message], sampling: SamplingConfig, allow_fallback: bool = True,
+        after: Any = None,
     ) -> StreamHandle:
-        """An answer stream from ``role``, switched to the teacher if the student fails before its first token."""
+        """An answer stream from ``role``, switched to the teacher if the student fails before its first token.
+        ``after`` as in :meth:`complete`."""
 
         async def attempt(who: str, reject_blank: bool) -> StreamHandle:
-            return await self._open_once(who, messages, sampling, reject_blank=reject_blank)
+            return await self._open_once(who, messages, sampling, reject_blank, after if who == role else None)
 
         return await self._with_fallback(role, allow_fallback, attempt)
+
+    async def _verdict_once(self, role: str, messages: list[Message], sampling: SamplingConfig) -> Any:
+        return await within(self.backends[role].verdict(messages, sampling), self.backend_cfgs[role].timeout_s)
+
+    async def cascade_step(self, messages: list[Message], sampling: SamplingConfig,
+                           allow_fallback: bool = True) -> CascadeStep:
+        """Cascade mode: the student's verdict step, nothing of it sent anywhere, and the rule's decision on it
+        (:meth:`ragroute.cascade.CascadeRule.decide`). A student that cannot take the step (error, timeout, open
+        circuit) escalates as a fallback where fallback applies."""
+        assert self.cascade is not None
+        started, fallback = time.perf_counter(), None
+        try:
+            step = await self._attempt("student", lambda who, _: self._verdict_once(who, messages, sampling), False)
+            decision = self.cascade.decide(step.probs)
+        except RequestRejected:
+            raise
+        except Exception as exc:
+            reason = "circuit_open" if isinstance(exc, ModelDown) else self._record_failure("student", exc)
+            if not self._may_fall_back("student", "error" if reason == "circuit_open" else reason, allow_fallback):
+                raise GenerationFailed(f"student ({self.model_name('student')}) failed its verdict step: "
+                                       f"{_describe(exc)}", timed_out=reason == "timeout") from exc
+            self.metrics.fallbacks.labels(reason).inc()
+            step, fallback = None, FallbackInfo(from_model="student", reason=reason, detail=_describe(exc))
+            decision = RouteDecision(True, None, self.cascade.threshold, "cascade")
+        waste_s = time.perf_counter() - started
+        self.metrics.cascade.labels("escalate" if decision.use_teacher else "keep").inc()
+        if decision.use_teacher:
+            self.metrics.escalation_waste.observe(waste_s)
+        self.metrics.routed.labels(decision.role, decision.source).inc()
+        return CascadeStep(decision, step, waste_s, fallback)
 
     async def iterate(self, handle: StreamHandle) -> AsyncIterator[Chunk]:
         """All chunks of an opened stream; raises (EngineError/TimeoutError) if the model fails mid-answer."""
@@ -479,6 +555,7 @@ class RoutedService:
 
 
 __all__ = [
+    "CascadeStep",
     "ConcurrencyLimiter",
     "GenerationFailed",
     "NotReady",

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ragroute.errors import UserError
+from ragroute.verdict import VerdictConfig
 
 Message = dict[str, str]
 
@@ -44,8 +45,23 @@ class SamplingConfig:
     logprobs: int | None = field(
         default=None, metadata={"help": "also return the top-k log-probabilities of every generated token"}
     )
+    allowed_token_ids: list[int] | None = field(
+        default=None, metadata={"help": "generate only these token ids (a constrained choice, e.g. the verdict)"}
+    )
+    logprob_token_ids: list[int] | None = field(
+        default=None,
+        metadata={"help": "return the log-probabilities (full-vocabulary softmax, before any constraint) of exactly "
+                  "these token ids at every step"},
+    )
+    verdict: VerdictConfig = field(
+        default_factory=VerdictConfig,
+        metadata={"help": "verdict-first answers: an engine-enforced Yes/No/Maybe first, with its probabilities, "
+                  "then the explanation (part of the system spec; off for free-text questions)"},
+    )
 
     def __post_init__(self) -> None:
+        if isinstance(self.verdict, dict):  # a recorded system (JSON) or a plain-dict override
+            self.verdict = VerdictConfig(**self.verdict)
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, not {self.max_tokens}")
         if self.temperature < 0:
@@ -58,7 +74,11 @@ class SamplingConfig:
 
 @dataclass
 class GenerationRequest:
-    """Either chat ``messages`` (the chat template is applied by the engine) or a ready ``prompt`` string."""
+    """Either chat ``messages`` (the chat template is applied by the engine) or a ready ``prompt`` string.
+
+    Chat messages that end with an ``assistant`` message are a prefix of the answer: the engine continues that
+    message instead of opening a new turn (how a verdict-first answer goes on after its verdict).
+    """
 
     messages: list[Message] | None = None
     prompt: str | None = None
@@ -66,6 +86,23 @@ class GenerationRequest:
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("a GenerationRequest needs exactly one of messages or prompt")
+
+    @property
+    def continues_answer(self) -> bool:
+        """True when the last chat message is a partial assistant answer to be continued."""
+        return continues_answer(self.messages)
+
+
+def continues_answer(messages: list[Message] | None) -> bool:
+    """True when the last chat message is a partial assistant answer (a verdict prefix) to be continued."""
+    return bool(messages) and messages[-1].get("role") == "assistant"
+
+
+def template_options(messages: list[Message]) -> dict[str, bool]:
+    """Chat-template options: open the assistant's turn, or continue a final assistant message."""
+    if continues_answer(messages):
+        return {"add_generation_prompt": False, "continue_final_message": True}
+    return {"add_generation_prompt": True}
 
 
 @dataclass
@@ -81,6 +118,11 @@ class GenerationResult:
     logprobs: list[dict[int, float]] | None = None
     # Random weights of a real shape (ModelSpec.load_format dummy): timing is real, the text is empty.
     shape_only: bool = False
+    # Verdict-first answers (SamplingConfig.verdict): the verdict the text opens with, P(yes/no/maybe), and the
+    # seconds of each step ("verdict", "explanation").
+    verdict: str | None = None
+    verdict_probs: dict[str, float] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -179,13 +221,26 @@ def check_devices(devices: list[int], needed: int) -> None:
 
 
 class GenerationEngine(ABC):
-    """A loaded model that answers requests. Subclasses implement :meth:`generate`."""
+    """A loaded model that answers requests. Subclasses implement :meth:`_generate` (one generation step per
+    request) and :meth:`verdict_tokenizer`."""
 
     model_name: str
 
-    @abstractmethod
     def generate(self, requests: list[GenerationRequest], sampling: SamplingConfig) -> list[GenerationResult]:
-        """Answer every request, in order. Engines batch internally where they can."""
+        """Answer every request, in order; verdict-first (two steps) when ``sampling.verdict.enabled``."""
+        if sampling.verdict.enabled:
+            from ragroute.engines.verdict_first import generate_verdict_first
+
+            return generate_verdict_first(self, requests, sampling)
+        return self._generate(requests, sampling)
+
+    @abstractmethod
+    def _generate(self, requests: list[GenerationRequest], sampling: SamplingConfig) -> list[GenerationResult]:
+        """One generation per request, in order. Engines batch internally where they can."""
+
+    def verdict_tokenizer(self) -> Any:
+        """The model's tokenizer (it names the verdict tokens of verdict-first answers)."""
+        raise UserError(f"the {type(self).__name__} cannot write verdict-first answers")
 
     def close(self) -> None:  # noqa: B027 - optional hook, most engines have nothing to release
         """Release the model (processes, memory)."""
@@ -209,6 +264,38 @@ class Chunk:
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    # On the last chunk: {token_id: logprob} per generated token (SamplingConfig.logprob_token_ids), and for a
+    # verdict-first answer the verdict and P(yes/no/maybe).
+    logprobs: list[dict[int, float]] | None = None
+    verdict: str | None = None
+    verdict_probs: dict[str, float] | None = None
+
+
+async def join_stream(stream: AsyncIterator[Chunk]) -> GenerationResult:
+    """A whole answer from its stream (closed at the end, also when the caller is cancelled)."""
+    from contextlib import aclosing
+
+    started = time.perf_counter()
+    ttft = None
+    parts: list[str] = []
+    last = Chunk("")
+    async with aclosing(stream) as chunks:
+        async for chunk in chunks:
+            if chunk.text and ttft is None:
+                ttft = time.perf_counter() - started
+            parts.append(chunk.text)
+            last = chunk
+    return GenerationResult(
+        text="".join(parts),
+        prompt_tokens=last.prompt_tokens or 0,
+        completion_tokens=last.completion_tokens or 0,
+        finish_reason=last.finish_reason or "stop",
+        total_s=time.perf_counter() - started,
+        ttft_s=ttft,
+        logprobs=last.logprobs,
+        verdict=last.verdict,
+        verdict_probs=last.verdict_probs,
+    )
 
 
 class EngineRejected(EngineError):
@@ -261,29 +348,34 @@ class StreamingEngine(ABC):
         """The prompt's length in this model's tokens (called only where ``context_length`` is set; blocking)."""
         raise NotImplementedError
 
-    @abstractmethod
-    def stream(self, messages: list[Message], sampling: SamplingConfig) -> AsyncIterator[Chunk]:
-        """Yield the answer as it is generated; raise :class:`EngineError` when the model fails."""
+    def stream(self, messages: list[Message], sampling: SamplingConfig,
+               after: Any = None) -> AsyncIterator[Chunk]:
+        """Yield the answer as it is generated; raise :class:`EngineError` when the model fails. Verdict-first
+        when ``sampling.verdict.enabled``; ``after`` (a :class:`~ragroute.engines.verdict_first.VerdictStep` this
+        model already took, e.g. the cascade's) continues that verdict instead of taking it again."""
+        if sampling.verdict.enabled or after is not None:
+            from ragroute.engines.verdict_first import stream_verdict_first
 
-    async def complete(self, messages: list[Message], sampling: SamplingConfig) -> GenerationResult:
+            return stream_verdict_first(self, messages, sampling, after)
+        return self._stream(messages, sampling)
+
+    @abstractmethod
+    def _stream(self, messages: list[Message], sampling: SamplingConfig) -> AsyncIterator[Chunk]:
+        """One generation, streamed (chat messages ending with an assistant message continue it)."""
+
+    def verdict_tokenizer(self) -> Any:
+        """The model's tokenizer (it names the verdict tokens of verdict-first answers)."""
+        raise UserError(f"the {type(self).__name__} cannot write verdict-first answers")
+
+    async def verdict(self, messages: list[Message], sampling: SamplingConfig) -> Any:
+        """The verdict step alone (one constrained token): a :class:`~ragroute.engines.verdict_first.VerdictStep`."""
+        from ragroute.engines.verdict_first import verdict_step_async
+
+        return await verdict_step_async(self, messages, sampling)
+
+    async def complete(self, messages: list[Message], sampling: SamplingConfig, after: Any = None) -> GenerationResult:
         """The joined stream."""
-        started = time.perf_counter()
-        ttft = None
-        parts: list[str] = []
-        last = Chunk("")
-        async for chunk in self.stream(messages, sampling):
-            if chunk.text and ttft is None:
-                ttft = time.perf_counter() - started
-            parts.append(chunk.text)
-            last = chunk
-        return GenerationResult(
-            text="".join(parts),
-            prompt_tokens=last.prompt_tokens or 0,
-            completion_tokens=last.completion_tokens or 0,
-            finish_reason=last.finish_reason or "stop",
-            total_s=time.perf_counter() - started,
-            ttft_s=ttft,
-        )
+        return await join_stream(self.stream(messages, sampling, after))
 
     async def close(self) -> None:  # noqa: B027 - optional
         """Release the model or the connections."""

@@ -26,6 +26,7 @@ from ragroute.engines.base import (
     SamplingConfig,
     StreamingEngine,
     TokenCounter,
+    template_options,
 )
 from ragroute.models import ModelSpec, load_causal_lm, load_tokenizer
 
@@ -80,7 +81,7 @@ def load_model(model: ModelSpec, device: str) -> tuple[Any, Any, str]:
 def prompt_text(tokenizer: Any, request: GenerationRequest) -> str:
     if request.prompt is not None:
         return request.prompt
-    return tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(request.messages, tokenize=False, **template_options(request.messages))
 
 
 def encode(tokenizer: Any, texts: list[str], device: str) -> Any:
@@ -100,6 +101,11 @@ def generate_kwargs(sampling: SamplingConfig, tokenizer: Any, criteria: list[Any
         "pad_token_id": tokenizer.pad_token_id,
         "stopping_criteria": StoppingCriteriaList(criteria),
     }
+    if sampling.allowed_token_ids:
+        allowed = list(sampling.allowed_token_ids)
+        kwargs["prefix_allowed_tokens_fn"] = lambda batch_id, ids: allowed
+    if sampling.logprob_token_ids:
+        kwargs.update(output_logits=True, return_dict_in_generate=True)
     if sampling.repetition_penalty != 1.0:
         kwargs["repetition_penalty"] = sampling.repetition_penalty
     if sampling.temperature > 0:
@@ -135,6 +141,20 @@ def finish_reason(length: int, hit_eos: bool, hit_stop: bool, max_tokens: int) -
     return "stop" if (hit_eos or hit_stop or length < max_tokens) else "length"
 
 
+def token_logprobs(logits: Any, row: int, tokens: list[int], wanted: list[int],
+                   into: list[dict[int, float]] | None = None) -> list[dict[int, float]]:
+    """The log-probabilities of ``wanted`` (and of the generated token) at every step, from the raw logits
+    (before the constraint and penalties, as vLLM's default ``raw_logprobs`` mode returns)."""
+    import torch
+
+    steps = into or [{} for _ in tokens]
+    for step, token in enumerate(tokens):
+        raw = torch.log_softmax(logits[step][row].float(), dim=-1)
+        for tok in [*wanted, token]:
+            steps[step][int(tok)] = raw[tok].item()
+    return steps
+
+
 def _top_logprobs(scores: Any, row: int, tokens: list[int], k: int) -> list[dict[int, float]]:
     import torch
 
@@ -156,7 +176,10 @@ class TransformersEngine(GenerationEngine):
         self.batch_size = engine.batch_size
         self.tokenizer, self.model, self.device = load_model(model, engine.device)
 
-    def generate(self, requests: list[GenerationRequest], sampling: SamplingConfig) -> list[GenerationResult]:
+    def verdict_tokenizer(self) -> Any:
+        return self.tokenizer
+
+    def _generate(self, requests: list[GenerationRequest], sampling: SamplingConfig) -> list[GenerationResult]:
         results: list[GenerationResult] = []
         for start in range(0, len(requests), self.batch_size):
             results.extend(self._generate_batch(requests[start : start + self.batch_size], sampling))
@@ -183,6 +206,8 @@ class TransformersEngine(GenerationEngine):
             logprobs = None
             if sampling.logprobs is not None:
                 logprobs = _top_logprobs(out.scores, row, tokens, sampling.logprobs)
+            if sampling.logprob_token_ids:
+                logprobs = token_logprobs(out.logits, row, tokens, sampling.logprob_token_ids, logprobs)
             results.append(
                 GenerationResult(
                     text=text,
@@ -285,45 +310,55 @@ class StreamingTransformersEngine(StreamingEngine):
     def count_prompt_tokens(self, messages: list[Message]) -> int:
         return self._counter.count(messages)
 
-    def _generate(self, text: str, sampling: SamplingConfig, tokens: _TokenQueue, cancel: threading.Event) -> int:
+    def verdict_tokenizer(self) -> Any:
+        return self.tokenizer
+
+    def _run(self, text: str, sampling: SamplingConfig, tokens: _TokenQueue,
+             cancel: threading.Event) -> tuple[int, list[dict[int, float]] | None]:
+        """Generate on the worker thread: (prompt tokens, the requested token log-probabilities)."""
         import torch
 
         if cancel.is_set():  # abandoned while it waited for the worker
             tokens.end()
-            return 0
+            return 0, None
         try:
             batch = encode(self.tokenizer, [text], self.device)
             kwargs = generate_kwargs(sampling, self.tokenizer, [_Cancelled(cancel)])
             with torch.inference_mode():
-                self.model.generate(**batch, **kwargs, streamer=tokens)
+                out = self.model.generate(**batch, **kwargs, streamer=tokens)
             if cancel.is_set():
                 log.info("%s: generation cancelled after %d of %d tokens", self.model_name, tokens.steps,
                          sampling.max_tokens)
-            return int(batch["input_ids"].shape[1])
+            prompt_len = int(batch["input_ids"].shape[1])
+            logprobs = None
+            if sampling.logprob_token_ids:
+                new = answer_tokens(out.sequences[0, prompt_len:].tolist(), eos_ids(self.model))[0]
+                logprobs = token_logprobs(out.logits, 0, new, sampling.logprob_token_ids)
+            return prompt_len, logprobs
         except BaseException:
             tokens.end()  # unblock the reader; the future carries the error
             raise
 
-    async def stream(self, messages: list[Message], sampling: SamplingConfig) -> AsyncIterator[Chunk]:
+    async def _stream(self, messages: list[Message], sampling: SamplingConfig) -> AsyncIterator[Chunk]:
         if self.model is None:
             raise EngineError(f"{self.model_name}: model not loaded")
         text = prompt_text(self.tokenizer, GenerationRequest(messages=messages))
         tokens, cancel = _TokenQueue(asyncio.get_running_loop()), threading.Event()
         answer = _StreamText(self.tokenizer, eos_ids(self.model), list(sampling.stop))
         future = asyncio.get_running_loop().run_in_executor(
-            self._executor, self._generate, text, sampling, tokens, cancel
+            self._executor, self._run, text, sampling, tokens, cancel
         )
         try:
             while (ids := await tokens.queue.get()) is not None:
                 if piece := answer.add(ids):
                     yield Chunk(piece)
             try:
-                prompt_tokens = await future
+                prompt_tokens, logprobs = await future
             except Exception as exc:
                 raise EngineError(f"{self.model_name}: generation failed: {type(exc).__name__}: {exc}") from exc
             finish = finish_reason(len(answer.tokens), answer.hit_eos, answer.hit_stop, sampling.max_tokens)
             yield Chunk(answer.finish(), finish_reason=finish, prompt_tokens=prompt_tokens,
-                        completion_tokens=len(answer.tokens))
+                        completion_tokens=len(answer.tokens), logprobs=logprobs)
         finally:
             cancel.set()  # stops a running generation at its next token (the stopping criterion)
             future.cancel()  # drops one still waiting for the worker

@@ -29,16 +29,21 @@ from ragroute.engines.base import (
     Message,
     SamplingConfig,
     StreamingEngine,
+    continues_answer,
 )
 from ragroute.errors import UserError
 from ragroute.models import ModelSpec
 
-# vLLM's extensions of the OpenAI API (sent in the body; other servers ignore or reject them)
-VLLM_EXTRAS = ("repetition_penalty", "min_tokens")
+# vLLM's extensions of the OpenAI API (sent in the body; other servers ignore or reject them). The constraint keys
+# make a constrained, continued (verdict-first) answer.
+CONSTRAINT_KEYS = ("allowed_token_ids", "logprob_token_ids", "return_tokens_as_token_ids", "continue_final_message",
+                   "add_generation_prompt")
+VLLM_EXTRAS = ("repetition_penalty", "min_tokens", *CONSTRAINT_KEYS)
 
 
-def request_body(sampling: SamplingConfig) -> dict[str, Any]:
-    """The sampling part of a streamed completion request: every :class:`SamplingConfig` option."""
+def request_body(sampling: SamplingConfig, messages: list[Message] | None = None) -> dict[str, Any]:
+    """The sampling part of a streamed completion request: every :class:`SamplingConfig` option, and for chat
+    ``messages`` ending with an assistant message, vLLM's ``continue_final_message``."""
     if sampling.logprobs is not None:
         # The OpenAI API returns logprobs keyed by token text, not id; offline KD needs ids.
         raise UserError("the openai engine does not return token-id logprobs; use the vllm engine for them")
@@ -54,7 +59,32 @@ def request_body(sampling: SamplingConfig) -> dict[str, Any]:
         body["repetition_penalty"] = sampling.repetition_penalty
     if sampling.min_tokens:
         body["min_tokens"] = sampling.min_tokens
+    if sampling.allowed_token_ids:
+        body["allowed_token_ids"] = list(sampling.allowed_token_ids)
+    if sampling.logprob_token_ids:
+        body.update(logprobs=True, logprob_token_ids=list(sampling.logprob_token_ids), return_tokens_as_token_ids=True)
+    if continues_answer(messages):
+        body.update(continue_final_message=True, add_generation_prompt=False)
     return body
+
+
+def rejected_constraint(body: dict[str, Any], server: Any, detail: Any) -> UserError | None:
+    """A clear error when a server refused a request that asked for vLLM's constraint parameters."""
+    asked = sorted(k for k in CONSTRAINT_KEYS if k in body)
+    if not asked:
+        return None
+    return UserError(f"the server at {server} cannot constrain the answer ({', '.join(asked)} rejected: {detail}); "
+                     "verdict-first answers need a vLLM-compatible server, or set sampling.verdict.enabled: false")
+
+
+def token_id_logprobs(logprobs: dict[str, Any] | None) -> list[dict[int, float]]:
+    """``{token_id: logprob}`` per step from a response made with ``return_tokens_as_token_ids`` ("token_id:N")."""
+    steps = []
+    for item in (logprobs or {}).get("content") or ():
+        entry = {int(t["token"].split(":", 1)[1]): float(t["logprob"]) for t in item.get("top_logprobs") or ()}
+        entry.setdefault(int(item["token"].split(":", 1)[1]), float(item["logprob"]))
+        steps.append(entry)
+    return steps
 
 
 def finish_reason(reason: str | None) -> str:
@@ -70,6 +100,7 @@ class OpenAIEngine(GenerationEngine):
         if not engine.base_url:
             raise UserError("the openai engine needs engine.base_url, e.g. http://127.0.0.1:8000/v1")
         self.model_name = model.name
+        self.spec = model
         self.served_model = engine.served_model_name or model.path
         self.concurrency = max(1, engine.concurrency)
         self.client = openai.OpenAI(
@@ -79,14 +110,21 @@ class OpenAIEngine(GenerationEngine):
             max_retries=engine.max_retries,
         )
 
-    def generate(self, requests: list[GenerationRequest], sampling: SamplingConfig) -> list[GenerationResult]:
+    def _generate(self, requests: list[GenerationRequest], sampling: SamplingConfig) -> list[GenerationResult]:
         if len(requests) <= 1:
             return [self._one(r, sampling) for r in requests]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests))) as pool:
             return list(pool.map(lambda r: self._one(r, sampling), requests))
 
+    def verdict_tokenizer(self) -> Any:
+        from ragroute.models import load_tokenizer
+
+        return load_tokenizer(self.spec.tokenizer or self.spec.path)
+
     def _one(self, request: GenerationRequest, sampling: SamplingConfig) -> GenerationResult:
-        body = request_body(sampling)
+        import openai
+
+        body = request_body(sampling, request.messages)
         extra = {key: body.pop(key) for key in VLLM_EXTRAS if key in body}
         common = {"model": self.served_model, **body, **({"extra_body": extra} if extra else {})}
         started = time.perf_counter()
@@ -94,10 +132,14 @@ class OpenAIEngine(GenerationEngine):
         pieces: list[str] = []
         finish = "stop"
         usage = None
-        if request.messages is not None:
-            stream = self.client.chat.completions.create(messages=request.messages, **common)
-        else:
-            stream = self.client.completions.create(prompt=request.prompt, **common)
+        logprobs: list[dict[int, float]] | None = [] if sampling.logprob_token_ids else None
+        try:
+            if request.messages is not None:
+                stream = self.client.chat.completions.create(messages=request.messages, **common)
+            else:
+                stream = self.client.completions.create(prompt=request.prompt, **common)
+        except openai.BadRequestError as exc:
+            raise rejected_constraint(extra, self.client.base_url, exc) or exc from None
         for chunk in stream:
             if chunk.usage is not None:
                 usage = chunk.usage
@@ -107,6 +149,8 @@ class OpenAIEngine(GenerationEngine):
                     if first_token_at is None:
                         first_token_at = time.perf_counter()
                     pieces.append(piece)
+                if logprobs is not None and choice.logprobs is not None:
+                    logprobs.extend(token_id_logprobs(choice.logprobs.model_dump()))
                 if choice.finish_reason:
                     finish = finish_reason(choice.finish_reason)
         finished = time.perf_counter()
@@ -117,6 +161,7 @@ class OpenAIEngine(GenerationEngine):
             finish_reason=finish,
             total_s=finished - started,
             ttft_s=None if first_token_at is None else first_token_at - started,
+            logprobs=logprobs,
         )
 
     def close(self) -> None:
@@ -153,6 +198,7 @@ class _Relay:
         self.events = SSEDecoder()
         self.finish: str | None = None
         self.usage: dict[str, Any] = {}
+        self.logprobs: list[dict[int, float]] = []
 
     def texts(self, data: bytes) -> str:
         texts = []
@@ -162,6 +208,7 @@ class _Relay:
             self.usage = event.get("usage") or self.usage
             for choice in event.get("choices") or ():
                 self.finish = choice.get("finish_reason") or self.finish
+                self.logprobs.extend(token_id_logprobs(choice.get("logprobs")))
                 texts.append((choice.get("delta") or {}).get("content") or "")
         return "".join(texts)
 
@@ -169,7 +216,7 @@ class _Relay:
         if self.finish is None:
             raise EngineError(f"{self.model_name}: upstream stream ended without a finish reason")
         return Chunk("", finish_reason=finish_reason(self.finish), prompt_tokens=self.usage.get("prompt_tokens"),
-                     completion_tokens=self.usage.get("completion_tokens"))
+                     completion_tokens=self.usage.get("completion_tokens"), logprobs=self.logprobs or None)
 
 
 class AsyncOpenAIEngine(StreamingEngine):
@@ -180,6 +227,7 @@ class AsyncOpenAIEngine(StreamingEngine):
         if not engine.base_url:
             raise UserError("the openai engine needs engine.base_url, e.g. http://127.0.0.1:8000/v1")
         self.cfg = engine
+        self.spec = model
         self.model_name = model.name
         self._served: str | None = engine.served_model_name
         self.client: Any = None
@@ -214,18 +262,25 @@ class AsyncOpenAIEngine(StreamingEngine):
             self._served = str(models[0]["id"])
         return self._served
 
-    async def stream(self, messages: list[Message], sampling: SamplingConfig) -> AsyncIterator[Chunk]:
+    def verdict_tokenizer(self) -> Any:
+        from ragroute.models import load_tokenizer
+
+        return load_tokenizer(self.spec.tokenizer or self.spec.path)
+
+    async def _stream(self, messages: list[Message], sampling: SamplingConfig) -> AsyncIterator[Chunk]:
         import httpx
 
         if self.client is None:
             raise EngineError(f"{self.model_name}: not started")
         try:
-            body = {"model": await self._served_model(), "messages": messages, **request_body(sampling)}
+            body = {"model": await self._served_model(), "messages": messages, **request_body(sampling, messages)}
             relay = _Relay(self.model_name)
             async with self.client.stream("POST", "chat/completions", json=body) as response:
                 if response.status_code >= 400:
                     detail = (await response.aread()).decode(errors="replace")[:500]
                     if response.status_code == 400:  # e.g. a prompt over the model's context
+                        if unsupported := rejected_constraint(body, self.cfg.base_url, detail):
+                            raise EngineError(str(unsupported))
                         raise EngineRejected(f"{self.model_name} rejected the request: {detail}")
                     raise EngineError(f"{self.model_name}: upstream returned HTTP {response.status_code}: {detail}")
                 async for data in response.aiter_bytes():

@@ -35,6 +35,7 @@ from ragroute.engines.base import (
     SamplingConfig,
     StreamingEngine,
     TokenCounter,
+    template_options,
 )
 from ragroute.errors import UserError
 from ragroute.hardware import has_cuda, pick_dtype
@@ -159,6 +160,8 @@ def sampling_kwargs(sampling: SamplingConfig, shape_only: bool = False) -> dict[
         "stop": None if shape_only else list(sampling.stop) or None,
         "seed": sampling.seed,
         "logprobs": sampling.logprobs,
+        "allowed_token_ids": list(sampling.allowed_token_ids) if sampling.allowed_token_ids else None,
+        "logprob_token_ids": list(sampling.logprob_token_ids) if sampling.logprob_token_ids else None,
     }
 
 
@@ -170,8 +173,8 @@ def to_sampling_params(sampling: SamplingConfig, shape_only: bool = False):
 
 def chat_prompt(tokenizer: Any, messages: list[Message]) -> dict[str, list[int]]:
     """The chat-templated prompt as token ids: the template already holds any BOS, and vLLM would add another
-    to text."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    to text. Messages ending with an assistant message continue it (a verdict-first answer's explanation)."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, **template_options(messages))
     return {"prompt_token_ids": tokenizer.encode(text, add_special_tokens=False)}
 
 
@@ -230,7 +233,10 @@ class VLLMEngine(GenerationEngine):
         except OSError as exc:
             raise hub_error(model.path, exc) from None
 
-    def generate(self, requests: list[GenerationRequest], sampling: SamplingConfig) -> list[GenerationResult]:
+    def verdict_tokenizer(self) -> Any:
+        return self.llm.get_tokenizer()
+
+    def _generate(self, requests: list[GenerationRequest], sampling: SamplingConfig) -> list[GenerationResult]:
         if not requests:
             return []
         params = to_sampling_params(sampling, self.shape_only)
@@ -291,7 +297,10 @@ class AsyncVLLMEngine(StreamingEngine):
         # meanwhile. AsyncLLM starts its output loop lazily on the first request.
         await asyncio.to_thread(self._load)
 
-    async def stream(self, messages: list[Message], sampling: SamplingConfig) -> AsyncIterator[Chunk]:
+    def verdict_tokenizer(self) -> Any:
+        return self.tokenizer
+
+    async def _stream(self, messages: list[Message], sampling: SamplingConfig) -> AsyncIterator[Chunk]:
         from vllm.sampling_params import RequestOutputKind
 
         if self.engine is None:
@@ -300,18 +309,22 @@ class AsyncVLLMEngine(StreamingEngine):
         params.output_kind = RequestOutputKind.DELTA
         prompt = chat_prompt(self.tokenizer, messages)
         completion_tokens = 0
+        logprobs: list[dict[int, float]] | None = [] if sampling.logprob_token_ids else None
         request_id, finished = uuid.uuid4().hex, False
         try:
             async for output in self.engine.generate(prompt, params, request_id=request_id):
                 piece = output.outputs[0]
                 completion_tokens += len(piece.token_ids)
                 finished = output.finished
+                if logprobs is not None and piece.logprobs:
+                    logprobs.extend({tok: lp.logprob for tok, lp in step.items()} for step in piece.logprobs)
                 # A shape-only model (random weights) has no text: one placeholder per token keeps the stream a
                 # stream (time to first token, chunk pacing) and can never pass for an answer.
                 text = SHAPE_ONLY_TOKEN * len(piece.token_ids) if self.spec.shape_only else piece.text
                 if output.finished:
                     yield Chunk(text, finish_reason=finish_reason(piece.finish_reason),
-                                prompt_tokens=len(prompt["prompt_token_ids"]), completion_tokens=completion_tokens)
+                                prompt_tokens=len(prompt["prompt_token_ids"]), completion_tokens=completion_tokens,
+                                logprobs=logprobs)
                 elif text:
                     yield Chunk(text)
         except (asyncio.CancelledError, GeneratorExit):

@@ -20,12 +20,13 @@ from serve.schemas import (
     AnswerOptions,
     AnswerRequest,
     AnswerResponse,
+    CascadeOut,
     Citation,
     DocumentOut,
     RouterDecisionOut,
     Usage,
 )
-from serve.service import Outcome, RoutedService
+from serve.service import CascadeStep, Outcome, RoutedService
 
 router = APIRouter()
 
@@ -45,12 +46,22 @@ async def _answer(service: RoutedService, question: str, options: AnswerOptions,
         prepared = await service.prepare(question)
         route_started = time.perf_counter()
         forced = None if options.model == "router" else options.model
-        decision = service.decide(question, forced, [d.score for d in prepared.docs])
+        cascade: CascadeStep | None = None
+        explicit = options.max_tokens is not None
+        if forced is None and service.cascade is not None:
+            # Cascade mode: the student's verdict step decides; both models may answer, so both must fit.
+            sampling = await fitted(service, "student", prepared.messages, sampling, explicit)
+            cascade = await service.cascade_step(prepared.messages, sampling, options.fallback)
+            decision = cascade.decision
+        else:
+            decision = service.decide(question, forced, [d.score for d in prepared.docs])
+            sampling = await fitted(service, decision.role, prepared.messages, sampling, explicit, options.fallback)
         route_s = time.perf_counter() - route_started
         service.metrics.stage_latency.labels("route").observe(route_s)
-        sampling = await fitted(service, decision.role, prepared.messages, sampling,
-                                options.max_tokens is not None, options.fallback)
-        outcome = await service.complete(decision.role, prepared.messages, sampling, allow_fallback=options.fallback)
+        outcome = await service.complete(decision.role, prepared.messages, sampling, allow_fallback=options.fallback,
+                                         after=cascade.kept if cascade else None)
+        if cascade is not None and cascade.fallback is not None:
+            outcome.fallback = cascade.fallback
     timings = {k: float(v) for k, v in prepared.timings.items()}
     timings.update(route=route_s, generation=outcome.generation_s, total=time.perf_counter() - started)
     return AnswerResponse(
@@ -61,6 +72,8 @@ async def _answer(service: RoutedService, question: str, options: AnswerOptions,
         usage=usage_of(outcome.prompt_tokens, outcome.completion_tokens), timings=timings,
         documents=[DocumentOut(index=i, pmid=d.id, title=d.title, score=float(d.score), text=d.text)
                    for i, d in enumerate(prepared.docs)] if options.include_documents else None,
+        verdict=outcome.verdict, verdict_probs=outcome.verdict_probs,
+        cascade=CascadeOut(**cascade.summary()) if cascade else None,
     )
 
 

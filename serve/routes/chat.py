@@ -28,6 +28,7 @@ from serve.routes.common import (
 from serve.routing import RouteDecision
 from serve.schemas import (
     AssistantMessage,
+    CascadeOut,
     ChatChoice,
     ChatCompletion,
     ChatCompletionChunk,
@@ -39,7 +40,7 @@ from serve.schemas import (
     RagrouteInfo,
     RouterDecisionOut,
 )
-from serve.service import RoutedService, StreamHandle, within
+from serve.service import CascadeStep, RoutedService, StreamHandle, within
 
 router = APIRouter()
 
@@ -88,9 +89,23 @@ async def chat_completions(body: ChatCompletionRequest,
     return await with_deadline(service, _chat(service, question, forced, messages, sampling, explicit))
 
 
-def ragroute_info(decision: RouteDecision, answered_by: str, fallback: object) -> RagrouteInfo:
+def ragroute_info(decision: RouteDecision, answered_by: str, fallback: object,
+                  cascade: CascadeStep | None = None) -> RagrouteInfo:
     return RagrouteInfo(routed_to=decision.role, answered_by=answered_by,
-                        router=RouterDecisionOut(**decision.summary()), fallback=vars(fallback) if fallback else None)
+                        router=RouterDecisionOut(**decision.summary()), fallback=vars(fallback) if fallback else None,
+                        cascade=CascadeOut(**cascade.summary()) if cascade else None)
+
+
+async def route_chat(service: RoutedService, question: str, forced: str | None, messages: list[Message],
+                     sampling: SamplingConfig, explicit: bool) -> tuple[RouteDecision, CascadeStep | None, SamplingConfig]:
+    """The decision for a chat request, with its sampling fitted to the models that may answer. In cascade mode
+    (``model: router``) the student's verdict step decides; nothing of it is sent to the client."""
+    if forced is None and service.cascade is not None:
+        sampling = await fitted(service, "student", messages, sampling, explicit)
+        cascade = await service.cascade_step(messages, sampling)
+        return cascade.decision, cascade, sampling
+    decision = service.decide(question, forced)
+    return decision, None, await fitted(service, decision.role, messages, sampling, explicit)
 
 
 def route_headers(role: str, answered_by: str) -> dict[str, str]:
@@ -100,14 +115,14 @@ def route_headers(role: str, answered_by: str) -> dict[str, str]:
 async def _chat(service: RoutedService, question: str, forced: str | None, messages: list[Message],
                 sampling: SamplingConfig, explicit: bool) -> JSONResponse:
     async with service.limiter.slot():
-        decision = service.decide(question, forced)
-        sampling = await fitted(service, decision.role, messages, sampling, explicit)
-        outcome = await service.complete(decision.role, messages, sampling)
+        decision, cascade, sampling = await route_chat(service, question, forced, messages, sampling, explicit)
+        outcome = await service.complete(decision.role, messages, sampling, after=cascade.kept if cascade else None)
+    fallback = cascade.fallback if cascade and cascade.fallback else outcome.fallback
     completion = ChatCompletion(
         id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=outcome.model,
         choices=[ChatChoice(message=AssistantMessage(content=outcome.text), finish_reason=outcome.finish_reason)],
         usage=usage_of(outcome.prompt_tokens, outcome.completion_tokens),
-        ragroute=ragroute_info(decision, outcome.answered_by, outcome.fallback),
+        ragroute=ragroute_info(decision, outcome.answered_by, fallback, cascade),
     )
     return JSONResponse(completion.model_dump(mode="json"), headers=route_headers(decision.role, outcome.answered_by))
 
@@ -116,13 +131,15 @@ async def _chat_stream(service: RoutedService, question: str, forced: str | None
                        sampling: SamplingConfig, explicit: bool, include_usage: bool) -> StreamingResponse:
     await service.limiter.acquire()
     try:
-        decision = service.decide(question, forced)
-        sampling = await fitted(service, decision.role, messages, sampling, explicit)
-        handle = await service.open_stream(decision.role, messages, sampling)
+        # Cascade mode: the student's verdict step ends before the stream opens, so an escalated request streams
+        # only the teacher's answer; a kept one streams the student's answer continued after that verdict.
+        decision, cascade, sampling = await route_chat(service, question, forced, messages, sampling, explicit)
+        handle = await service.open_stream(decision.role, messages, sampling, after=cascade.kept if cascade else None)
     except BaseException:
         service.limiter.release()
         raise
-    events = ChunkEvents(handle.model, ragroute_info(decision, handle.answered_by, handle.fallback))
+    fallback = cascade.fallback if cascade and cascade.fallback else handle.fallback
+    events = ChunkEvents(handle.model, ragroute_info(decision, handle.answered_by, fallback, cascade))
     deadline = time.monotonic() + service.cfg.limits.request_timeout_s
     return StreamingResponse(
         _sse(service, handle, events, include_usage, deadline), media_type="text/event-stream",

@@ -18,6 +18,7 @@ SCHEMAS = {
     "router": "router.config:RouterConfig",
     "serve": "serve.config:ServeConfig",
     "eval": "evaluation.config:EvalConfig",
+    "loop": "evaluation.loop:LoopConfig",
 }
 
 ALL_YAMLS = sorted(p for p in CONFIG_ROOT.rglob("*.yaml"))

@@ -14,6 +14,7 @@ from data_gen.main import main
 from data_gen.merge import merge_shards
 from ragroute.config import load_config
 from ragroute.errors import ConfigError, UserError
+from ragroute.quality import parse_citations
 from ragroute.records import iter_jsonl, read_records
 from ragroute.system import SystemSpec
 
@@ -193,3 +194,23 @@ def test_data_parallel_runs_one_worker_per_replica_and_merges(tiny_cfg, tmp_path
     assert manifest["shard"] == "merged 2 shards" and manifest["counts"]["records"] == 5
     with pytest.raises(ConfigError, match="not both"):
         tiny_cfg(shard="0/2", **{"engine.data_parallel_size": 2})
+
+
+def test_verdict_first_records_carry_verdict_probabilities_and_citations(tiny_cfg, tmp_path):
+    counts = main(tiny_cfg(**{"sampling.verdict.enabled": "true", "sampling.verdict.min_explanation_tokens": 2,
+                              "sampling.max_tokens": 6}))
+    records = read_records(tmp_path / "out")
+    assert counts["written"] == 5 == len(records)
+    for record in records:
+        assert record.verdict in ("yes", "no", "maybe") and record.answer.startswith(record.verdict.capitalize() + ".")
+        assert set(record.verdict_probs) == {"yes", "no", "maybe"}
+        assert abs(sum(record.verdict_probs.values()) - 1) < 1e-6
+        assert record.citation_source in ("model", "attributed") and parse_citations(record.cited_answer)
+        assert record.timings["verdict"] + record.timings["explanation"] == pytest.approx(record.timings["generation"])
+    # The verdict settings are part of the recorded system (and its hash).
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["system"]["sampling"]["verdict"]["enabled"] is True
+    assert SystemSpec.from_dict(manifest["system"]).hash() == manifest["system_hash"]
+    # Switching verdicts off is another config: the run refuses to mix the two kinds of answers.
+    with pytest.raises(UserError, match="different config"):
+        main(tiny_cfg(**{"sampling.max_tokens": 6}))

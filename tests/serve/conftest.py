@@ -237,3 +237,20 @@ class RawHTTP:
 @pytest.fixture(scope="session")
 def raw_http() -> type[RawHTTP]:
     return RawHTTP
+
+
+def prometheus_sample(url: str, name: str, **labels: str) -> float:
+    """One sample of the server's Prometheus text exposition (0 when the series does not exist yet)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+@pytest.fixture(scope="session")
+def metric() -> Callable[..., float]:
+    """``metric(url, name, **labels)``: one sample of the server's /metrics."""
+    return prometheus_sample

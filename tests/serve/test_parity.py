@@ -29,6 +29,8 @@ from ragroute.records import read_records
 pytestmark = pytest.mark.slow
 
 N_QUESTIONS = 12
+# Verdict-first answers (sampling.verdict, part of the system) run the same chain on fewer questions.
+MODES = {"plain": ([], N_QUESTIONS), "verdict-first": (["sampling.verdict.enabled=true"], 4)}
 # Exercises the sampling options the issue found serve could not set: a stop string and a repetition penalty.
 SYSTEM = ["pipeline.corpus=demo", "pipeline.retriever=bm25", "pipeline.reranker=none", "pipeline.retrieval_n=5",
           "pipeline.final_n=3", "pipeline.max_chars=400", "sampling.max_tokens=12", "sampling.stop=['\\n\\n']",
@@ -67,27 +69,29 @@ def fit_router_on(teacher_dir: Path, student_dir: Path, out: Path) -> Path:
     return save_router(bundle, out / "router.skops")
 
 
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    """data_gen answers of both models (batch face), the router file, and eval's own run built from it."""
+@pytest.fixture(scope="module", params=list(MODES))
+def artifacts(request, tmp_path_factory):
+    """data_gen answers of both models (batch face), the router file, and eval's own run built from it; plain and
+    verdict-first."""
     from data_gen.config import DataGenConfig
     from data_gen.main import main as data_gen_main
     from evaluation.config import EvalConfig
     from evaluation.main import main as eval_main
 
+    extra, n = MODES[request.param]
     root = tmp_path_factory.mktemp("parity")
     index = f"pipeline.index_dir={root / 'idx'}"
-    common = ["questions=demo", f"limit={N_QUESTIONS}", "batch_size=1", "engine.name=transformers",
-              "engine.device=cpu", index, *SYSTEM]
+    common = ["questions=demo", f"limit={n}", "batch_size=1", "engine.name=transformers",
+              "engine.device=cpu", index, *SYSTEM, *extra]
     for role, model in MODELS.items():
         data_gen_main(load_config(DataGenConfig, None, [*common, f"model_config={model}", f"out={root / role}"]))
     router = fit_router_on(root / "teacher", root / "student", root)
     # eval names its models and its router file only: pipeline and sampling come from the router file.
     result = eval_main(load_config(EvalConfig, None, [
-        "dataset=demo", f"limit={N_QUESTIONS}", f"out={root / 'eval'}", f"teacher={MODELS['teacher']}",
+        "dataset=demo", f"limit={n}", f"out={root / 'eval'}", f"teacher={MODELS['teacher']}",
         f"student={MODELS['student']}", f"router={router}", "batch_size=1", "engine.name=transformers",
         "engine.device=cpu", "bootstrap=0"]))
-    return root, router, result
+    return root, router, result, n
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +101,7 @@ def served(artifacts, tmp_path_factory):
     from serve.config import BackendConfig, LimitsConfig, RoutingConfig, ServeConfig
     from serve.server import server_in_thread
 
-    root, router, _ = artifacts
+    root, router, _, _ = artifacts
     engine = EngineConfig(name="transformers", device="cpu")
     cfg = ServeConfig(student=BackendConfig(engine=engine, timeout_s=600),
                       teacher=BackendConfig(engine=engine, timeout_s=600),
@@ -132,7 +136,7 @@ def stream_text(url: str, body: dict) -> str:
 
 
 def test_serve_builds_the_recorded_system(artifacts, served):
-    root, router, result = artifacts
+    root, router, result, _ = artifacts
     health = httpx.get(f"{served}/health").json()
     recorded = json.loads((root / "student" / "manifest.json").read_text())["system_hash"]
     assert health["system"]["student"]["hash"] == recorded and health["system"]["student"]["override"] is None
@@ -142,12 +146,13 @@ def test_serve_builds_the_recorded_system(artifacts, served):
 
 
 def test_answers_and_routing_are_identical_everywhere(artifacts, served):
-    root, _, result = artifacts
+    root, _, result, n = artifacts
     data_gen = {role: by_id(root / role) for role in MODELS}
+    verdicts = {role: {r.id: r.verdict for r in read_records(root / role)} for role in MODELS}
     evaluated = {role: by_id(root / "eval" / "answers" / role) for role in MODELS}
     prompts = {r.id: r for r in read_records(root / "teacher")}
     decisions = {d["id"]: d for d in result["decisions"]}
-    assert len(decisions) == N_QUESTIONS and {d["routed_to"] for d in decisions.values()} == {"student", "teacher"}
+    assert len(decisions) == n and {d["routed_to"] for d in decisions.values()} == {"student", "teacher"}
     for qid, decision in decisions.items():
         role, record = decision["routed_to"], prompts[qid]
         answer = httpx.post(f"{served}/v1/answer", json={"question": record.question}, timeout=600).json()
@@ -158,3 +163,4 @@ def test_answers_and_routing_are_identical_everywhere(artifacts, served):
         texts = {"data_gen": data_gen[role][qid], "eval": evaluated[role][qid], "/v1/answer": answer["answer"],
                  "chat": whole["choices"][0]["message"]["content"], "chat stream": stream_text(served, chat)}
         assert len(set(texts.values())) == 1, (qid, texts)
+        assert answer["verdict"] == verdicts[role][qid]  # None in plain mode; verdict-first: the same verdict

@@ -204,3 +204,82 @@ def test_openai_request_body_carries_every_sampling_option():
                                  "repetition_penalty", "seed")} == {
         "max_tokens": 9, "min_tokens": 2, "temperature": 0.5, "top_p": 0.9, "stop": ["\n\n"],
         "repetition_penalty": 1.1, "seed": 7}
+
+
+def test_streaming_face_writes_the_same_verdict_first_answer_as_the_batch_face(tiny_engine, tiny_model_spec):
+    """Verdict-first on both faces of the transformers engine: the same verdict, probabilities and joined text;
+    the stream's last chunk carries the verdict; nothing is streamed before the verdict step is done (the first
+    chunk already opens with the verdict)."""
+    import asyncio
+
+    from ragroute.engines.base import create_streaming_engine
+    from ragroute.verdict import VerdictConfig
+
+    messages = [{"role": "user", "content": "Do statins lower LDL cholesterol? Answer yes, no or maybe."}]
+    sampling = SamplingConfig(max_tokens=10, stop=["\n\n"], verdict=VerdictConfig(enabled=True, min_explanation_tokens=3))
+    batch = tiny_engine.generate([GenerationRequest(messages=messages)], sampling)[0]
+    assert batch.verdict in ("yes", "no", "maybe") and batch.text.startswith(batch.verdict.capitalize() + ".")
+    assert sum(batch.verdict_probs.values()) == pytest.approx(1.0)
+    assert set(batch.timings) == {"verdict", "explanation"}
+
+    async def stream():
+        engine = create_streaming_engine(tiny_model_spec, EngineConfig(name="transformers", device="cpu"))
+        await engine.start()
+        try:
+            chunks = [c async for c in engine.stream(messages, sampling)]
+            step = await engine.verdict(messages, sampling)
+            continued = await engine.complete(messages, sampling, after=step)
+            return chunks, step, continued
+        finally:
+            await engine.close()
+
+    chunks, step, continued = asyncio.run(stream())
+    assert chunks[0].text.startswith(batch.verdict.capitalize() + ".")
+    assert "".join(c.text for c in chunks) == batch.text == continued.text
+    assert (chunks[-1].verdict, chunks[-1].completion_tokens) == (batch.verdict, batch.completion_tokens)
+    assert chunks[-1].verdict_probs == pytest.approx(batch.verdict_probs, abs=1e-4)
+    assert step.verdict == batch.verdict and step.probs == pytest.approx(batch.verdict_probs, abs=1e-4)
+
+
+def test_verdict_settings_are_part_of_the_system_hash():
+    """Switching verdict-first answers on, and the calibrated offsets, change the system spec's hash; a system
+    without them hashes as before they existed."""
+    from ragroute.models import ModelSpec
+    from ragroute.rag.config import PipelineConfig
+    from ragroute.system import SystemSpec
+    from ragroute.verdict import VerdictConfig
+
+    forced = VerdictConfig(enabled=True, bias={"yes": 0.0, "no": 0.0, "maybe": 50.0})
+    model, pipeline = ModelSpec(name="m", path="p"), PipelineConfig()
+    hashes = {SystemSpec(model, pipeline, SamplingConfig(verdict=v)).hash()
+              for v in (VerdictConfig(), VerdictConfig(enabled=True), forced)}
+    assert len(hashes) == 3
+    plain = SystemSpec(model, pipeline, SamplingConfig())
+    assert "verdict" not in plain.to_dict()["sampling"]  # systems recorded before verdicts keep their hash
+    recorded = SystemSpec(model, pipeline, SamplingConfig(verdict=forced)).to_dict()
+    assert SystemSpec.from_dict(recorded).sampling.verdict == forced
+
+
+def test_openai_request_body_asks_for_the_verdict_constraint():
+    from ragroute.engines.openai_engine import request_body
+
+    body = request_body(SamplingConfig(allowed_token_ids=[5, 6], logprob_token_ids=[5, 6]),
+                        [{"role": "user", "content": "q"}, {"role": "assistant", "content": "Yes."}])
+    assert body["allowed_token_ids"] == [5, 6] and body["logprob_token_ids"] == [5, 6] and body["logprobs"] is True
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    assert "continue_final_message" not in request_body(SamplingConfig(), [{"role": "user", "content": "q"}])
+
+
+@pytest.mark.slow
+def test_openai_engine_verdict_first_against_real_vllm_server(vllm_server, teacher_spec, vllm_teacher):
+    """The server constrains the first token and returns the verdict-token logprobs: the same verdict and
+    probabilities as the offline vLLM engine."""
+    from ragroute.verdict import VerdictConfig
+
+    engine = create_engine(teacher_spec, EngineConfig(name="openai", base_url=vllm_server, served_model_name="smollm2"))
+    sampling = SamplingConfig(max_tokens=24, stop=["\n\n"], verdict=VerdictConfig(enabled=True))
+    request = [GenerationRequest(messages=QUESTION)]
+    remote, local = engine.generate(request, sampling)[0], vllm_teacher.generate(request, sampling)[0]
+    assert remote.verdict == local.verdict and remote.verdict_probs == pytest.approx(local.verdict_probs, abs=0.01)
+    assert remote.text.startswith(remote.verdict.capitalize() + ".") and len(remote.text) > 6
+    engine.close()
