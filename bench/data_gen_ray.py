@@ -135,17 +135,17 @@ def main() -> None:
     from data_gen.ray_executor import local_ray_env
     from ragroute.config import load_config
 
-    batch_size = load_config(DataGenConfig, args.config, []).batch_size
     cpus = os.cpu_count() or 1
     if not args.ray_default_niceness:
         local_ray_env()  # the Ray instance `ragroute data-gen --executor ray` starts for itself
-    load_before = os.getloadavg()[0]
+    run = {"batch_size": load_config(DataGenConfig, args.config, []).batch_size,
+           "load_1m_before": round(os.getloadavg()[0], 2), "cpus": cpus,
+           "ray_worker_niceness": int(os.environ.get("RAY_worker_niceness", 15)), "ray_version": ray.__version__}
     started = time.perf_counter()
     ray.init(num_cpus=cpus, include_dashboard=False)
-    ray_start_s = time.perf_counter() - started
-    settings = executor_settings(cpus, ray.get_runtime_context().gcs_address)
-    names = args.configs.split(",")
-    passes: dict[str, list[dict]] = {name: [] for name in names}
+    run["ray_start_s"] = round(time.perf_counter() - started, 2)
+    run["executor_settings"] = executor_settings(cpus, ray.get_runtime_context().gcs_address)
+    passes: dict[str, list[dict]] = {name: [] for name in args.configs.split(",")}
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(args.log or Path(tmp) / "passes.log")
         base = [sys.executable, "-m", "ragroute.cli", "data-gen", "--config", args.config, "--questions", args.dataset,
@@ -153,30 +153,34 @@ def main() -> None:
         # Build the retrieval indexes once (cached in index_dir) so no pass pays for them.
         one_pass(base, Path(tmp) / "warm", ["--limit", "1", "--engine.name", "transformers"], 1, log)
         for round_no in range(args.rounds):
-            for name in names:
-                flags = ["--limit", str(args.n), *settings[name]]
-                result = one_pass(base, Path(tmp) / f"{round_no}-{name}", flags, batch_size, log)
+            for name in passes:
+                flags = ["--limit", str(args.n), *run["executor_settings"][name]]
+                result = one_pass(base, Path(tmp) / f"{round_no}-{name}", flags, run["batch_size"], log)
                 print(f"round {round_no + 1} {name}: {result}", flush=True)
                 passes[name].append(result)
+            result = report(args, passes, run, round_no + 1)  # after every round: a stopped run keeps its rounds
+            if args.json:
+                Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     ray.shutdown()
+    print(json.dumps(result, indent=2))
+
+
+def report(args: argparse.Namespace, passes: dict[str, list[dict]], run: dict, rounds_done: int) -> dict:
     end_to_end, steady = summary(passes, "q_per_min"), summary(passes, "steady_q_per_min")
-    result = {
+    return {
         "local_q_per_min": end_to_end.get("local"), "ray_1_q_per_min": end_to_end.get("ray_1"),
-        "ray_2_q_per_min": end_to_end.get("ray_2"), "n": args.n, "rounds": args.rounds,
+        "ray_2_q_per_min": end_to_end.get("ray_2"), "n": args.n, "rounds": rounds_done,
         "ray_1_cost_vs_local": cost(end_to_end), "ray_1_cost_per_round": paired_costs(passes, "q_per_min"),
         "steady_q_per_min": steady, "ray_1_steady_cost_vs_local": cost(steady),
         "first_record_s": summary(passes, "first_record_s"),
-        "passes": passes, "executor_settings": settings, "ray_start_s": round(ray_start_s, 2),
-        "ray_worker_niceness": int(os.environ.get("RAY_worker_niceness", 15)),
-        "config": args.config, "batch_size": batch_size, "dataset": Path(args.dataset).name,
-        "machine": f"{platform.machine()} {cpus} CPUs, {platform.platform()}",
-        "load_1m_before": round(load_before, 2), "load_1m_after": round(os.getloadavg()[0], 2),
-        "versions": {"ray": ray.__version__, "python": platform.python_version()},
+        "passes": passes, "executor_settings": run["executor_settings"], "ray_start_s": run["ray_start_s"],
+        "ray_worker_niceness": run["ray_worker_niceness"],
+        "config": args.config, "batch_size": run["batch_size"], "dataset": Path(args.dataset).name,
+        "machine": f"{platform.machine()} {run['cpus']} CPUs, {platform.platform()}",
+        "load_1m_before": run["load_1m_before"], "load_1m_after": round(os.getloadavg()[0], 2),
+        "versions": {"ray": run["ray_version"], "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
 
 def cost(rates: dict[str, float | None]) -> float | None:
