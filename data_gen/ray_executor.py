@@ -2,7 +2,7 @@
 
     questions (driver) ─▶ one block per batch ─▶ PrepareStage actors (retrieve ▶ rerank ▶ filter ▶ prompt)
       ─▶ EngineStage actor pool (ragroute's engine)  |  ray.data.llm vLLM processor (GPU workers)
-      ─▶ each block streamed to the driver when done ─▶ build_record ─▶ JsonlWriter (append + fsync per record)
+      ─▶ each block streamed to the driver when done ─▶ build_record ─▶ JsonlWriter (append + fsync per batch)
 
 The driver loads and checks the inputs (so bad input is counted exactly as in the local run), skips the ids
 already written, and writes every record as soon as its row streams back: a run killed at any point keeps
@@ -226,13 +226,13 @@ def question_blocks(items: list[QAItem], batch_size: int) -> Any:
     return ray.data.from_arrow([pa.Table.from_pylist(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)])
 
 
-def streamed_rows(ds: Any) -> Iterator[dict[str, Any]]:
-    """The rows of ``ds``, each block's as soon as it reaches the driver. (``iter_rows`` prefetches one block:
-    a finished batch would wait there, unwritten, until the next one is answered.)"""
+def streamed_blocks(ds: Any) -> Iterator[list[dict[str, Any]]]:
+    """The rows of ``ds``, block by block, each as soon as it reaches the driver. (``iter_rows`` prefetches one
+    block: a finished batch would wait there, unwritten, until the next one is answered.)"""
     from ray.data.block import BlockAccessor
 
     for block in ds.iter_batches(batch_size=None, batch_format=None, prefetch_batches=0):
-        yield from BlockAccessor.for_block(block).iter_rows(public_row_format=True)
+        yield list(BlockAccessor.for_block(block).iter_rows(public_row_format=True))
 
 
 def warn_if_unschedulable(cfg: Any) -> None:
@@ -281,13 +281,13 @@ def answer_with_ray(
             num_cpus=cfg.ray_prepare_cpus,
         )
         generation = ray_llm_generation if cfg.ray_generation == "ray-llm" else engine_generation
-        for row in streamed_rows(generation(ds, cfg, spec, sampling)):
-            if row.get("__inference_error__"):  # ray.data.llm: a failed row skips postprocess
-                result: GenerationResult | str = f"generation failed: {row['__inference_error__']}"
-            else:
-                result = result_from_json(row["result"])
-            item = QAItem(**json.loads(row["item"]))
-            written += write_results([item], [prepared_from_json(row["prepared"])], [result], writer, spec.name,
-                                     config_hash, problems, row.get("generation_share"))
-            on_done(1)
+        for rows in streamed_blocks(generation(ds, cfg, spec, sampling)):  # a block is one batch: one fsync
+            results: list[GenerationResult | str] = [
+                f"generation failed: {row['__inference_error__']}" if row.get("__inference_error__")  # ray.data.llm
+                else result_from_json(row["result"]) for row in rows
+            ]
+            items = [QAItem(**json.loads(row["item"])) for row in rows]
+            written += write_results(items, [prepared_from_json(row["prepared"]) for row in rows], results, writer,
+                                     spec.name, config_hash, problems, rows[0].get("generation_share"))
+            on_done(len(rows))
     return written, problems

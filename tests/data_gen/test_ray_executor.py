@@ -105,7 +105,7 @@ def test_each_block_reaches_the_driver_before_the_next_is_done(ray_address, tmp_
     leave the second batch waiting for its whole timeout."""
     import ray.data
 
-    from data_gen.ray_executor import streamed_rows
+    from data_gen.ray_executor import streamed_blocks
 
     marker = tmp_path / "first-row-received"
 
@@ -118,8 +118,8 @@ def test_each_block_reaches_the_driver_before_the_next_is_done(ray_address, tmp_
 
     ds = ray.data.from_items([{"n": 0}, {"n": 1}], override_num_blocks=2).map_batches(answer, batch_size=1)
     rows = []
-    for row in streamed_rows(ds):
-        rows.append(row)
+    for block in streamed_blocks(ds):
+        rows.extend(block)
         marker.touch()
     assert sorted((r["n"], r["first_seen_before"]) for r in rows) == [(0, False), (1, True)]
 
