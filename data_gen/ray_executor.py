@@ -1,8 +1,8 @@
 """``--executor ray``: the same answering loop as the local executor, spread over a Ray cluster with Ray Data.
 
-    questions (driver) ─▶ ray.data.from_items ─▶ PrepareStage actors (retrieve ▶ rerank ▶ filter ▶ prompt)
+    questions (driver) ─▶ one block per batch ─▶ PrepareStage actors (retrieve ▶ rerank ▶ filter ▶ prompt)
       ─▶ EngineStage actor pool (ragroute's engine)  |  ray.data.llm vLLM processor (GPU workers)
-      ─▶ iter_rows on the driver ─▶ build_record ─▶ JsonlWriter (append + fsync, one record at a time)
+      ─▶ each block streamed to the driver when done ─▶ build_record ─▶ JsonlWriter (append + fsync per batch)
 
 The driver loads and checks the inputs (so bad input is counted exactly as in the local run), skips the ids
 already written, and writes every record as soon as its row streams back: a run killed at any point keeps
@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -41,6 +43,21 @@ def require_ray() -> None:
         ) from None
 
 
+# Ray starts its worker processes at nice 15 (its ``worker_niceness`` setting) to keep the raylet responsive.
+# On a machine shared with other work that starves the engine actor, and the vLLM processes it starts, behind
+# every normal-priority process: on the shared 2-core VM the engine actor took 365 s to start against 64 s for
+# the same engine in the local executor at the same load. A Ray instance started for one run serves that run
+# alone, so its workers get the driver's priority, as the local executor has. (Read when the instance starts;
+# a cluster that is joined keeps its own setting: RAY_worker_niceness=0 ray start ... gives it this one.)
+LOCAL_RAY_ENV = {"RAY_worker_niceness": "0"}
+
+
+def local_ray_env() -> None:
+    """Set :data:`LOCAL_RAY_ENV` for a Ray instance this process starts (values already set are kept)."""
+    for key, value in LOCAL_RAY_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 @contextmanager
 def ray_cluster(address: str | None) -> Iterator[None]:
     """Join the cluster at ``address`` (default: $RAY_ADDRESS, else a Ray instance on this machine), unless
@@ -50,6 +67,7 @@ def ray_cluster(address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    local_ray_env()
     ray.init(address=address, logging_level=logging.WARNING)
     try:
         yield
@@ -104,9 +122,16 @@ class PrepareStage:
 class EngineStage:
     """Ray Data actor: one loaded ragroute engine (vllm, vllm-cpu, transformers, openai) answering batches."""
 
-    def __init__(self, spec: Any, engine_cfg: Any, sampling: SamplingConfig) -> None:
+    def __init__(self, spec: Any, engine_cfg: Any, sampling: SamplingConfig, shares_node: bool = False) -> None:
+        import ray
+
         from ragroute.engines.base import create_engine
 
+        if shares_node and engine_cfg.name == "vllm" and not ray.get_gpu_ids():
+            # vLLM's CPU build pins its compute threads to cores it picks alone (``auto``: the first cores of
+            # the NUMA node), the same ones in every replica of a node; unpinned, each replica runs the
+            # OMP_NUM_THREADS that Ray sets from its num_cpus, and the OS spreads the replicas over the cores.
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         self.engine = create_engine(spec, engine_cfg)
         self.sampling = sampling
 
@@ -114,9 +139,11 @@ class EngineStage:
         from data_gen.generate import generate_isolated
 
         requests = [GenerationRequest(messages=json.loads(text)["messages"]) for text in batch["prepared"]]
+        started = time.perf_counter()
         results = generate_isolated(self.engine, requests, self.sampling)
+        share = (time.perf_counter() - started) / len(requests)
         return {"item": list(batch["item"]), "prepared": list(batch["prepared"]),
-                "result": [result_to_json(r) for r in results]}
+                "result": [result_to_json(r) for r in results], "generation_share": [share] * len(requests)}
 
     def __del__(self) -> None:
         # Ray Data deletes the UDF when it retires the actor gracefully: stop the engine's own processes
@@ -131,7 +158,8 @@ def engine_generation(ds: Any, cfg: Any, spec: Any, sampling: SamplingConfig) ->
 
     return ds.map_batches(
         EngineStage,
-        fn_constructor_kwargs={"spec": spec, "engine_cfg": cfg.engine, "sampling": sampling},
+        fn_constructor_kwargs={"spec": spec, "engine_cfg": cfg.engine, "sampling": sampling,
+                               "shares_node": cfg.ray_actors > 1},
         batch_size=cfg.batch_size,
         compute=ray.data.ActorPoolStrategy(size=cfg.ray_actors),
         num_cpus=cfg.ray_cpus_per_actor,
@@ -187,6 +215,27 @@ def result_from_ray_llm(row: dict[str, Any], max_tokens: int, shape_only: bool =
     )
 
 
+def question_blocks(items: list[QAItem], batch_size: int) -> Any:
+    """The questions as a dataset of one block per batch (the local executor's batches, in order). A map task
+    answers its whole input block before it returns a row, and ``from_items`` makes up to 200 blocks (a large
+    run's blocks hold thousands of questions, with batches that straddle them), so the records would reach the
+    driver (and the file) a block, not a batch, at a time."""
+    import pyarrow as pa
+    import ray.data
+
+    rows = [{"item": json.dumps(dataclasses.asdict(item))} for item in items]
+    return ray.data.from_arrow([pa.Table.from_pylist(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)])
+
+
+def streamed_blocks(ds: Any) -> Iterator[list[dict[str, Any]]]:
+    """The rows of ``ds``, block by block, each as soon as it reaches the driver. (``iter_rows`` prefetches one
+    block: a finished batch would wait there, unwritten, until the next one is answered.)"""
+    from ray.data.block import BlockAccessor
+
+    for block in ds.iter_batches(batch_size=None, batch_format=None, prefetch_batches=0):
+        yield list(BlockAccessor.for_block(block).iter_rows(public_row_format=True))
+
+
 def warn_if_unschedulable(cfg: Any) -> None:
     """Ray Data waits (silently, for an autoscaler) when the pools ask for more than the cluster has: say so."""
     import ray
@@ -225,8 +274,7 @@ def answer_with_ray(
     with ray_cluster(cfg.ray_address):
         warn_if_unschedulable(cfg)
         ray.data.DataContext.get_current().enable_progress_bars = False
-        ds = ray.data.from_items([{"item": json.dumps(dataclasses.asdict(item))} for item in items])
-        ds = ds.map_batches(
+        ds = question_blocks(items, cfg.batch_size).map_batches(
             PrepareStage,
             fn_constructor_kwargs={"pipeline_cfg": cfg.pipeline, "corpus": corpus},
             batch_size=cfg.batch_size,
@@ -234,13 +282,14 @@ def answer_with_ray(
             num_cpus=cfg.ray_prepare_cpus,
         )
         generation = ray_llm_generation if cfg.ray_generation == "ray-llm" else engine_generation
-        for row in generation(ds, cfg, spec, sampling).iter_rows():
-            if row.get("__inference_error__"):  # ray.data.llm: a failed row skips postprocess
-                result: GenerationResult | str = f"generation failed: {row['__inference_error__']}"
-            else:
-                result = result_from_json(row["result"])
-            item = QAItem(**json.loads(row["item"]))
-            written += write_results([item], [prepared_from_json(row["prepared"])], [result], writer, spec.name,
-                                     config_hash, problems, attribute=cfg.attribute_citations)
-            on_done(1)
+        for rows in streamed_blocks(generation(ds, cfg, spec, sampling)):  # a block is one batch: one fsync
+            results: list[GenerationResult | str] = [
+                f"generation failed: {row['__inference_error__']}" if row.get("__inference_error__")  # ray.data.llm
+                else result_from_json(row["result"]) for row in rows
+            ]
+            items = [QAItem(**json.loads(row["item"])) for row in rows]
+            written += write_results(items, [prepared_from_json(row["prepared"]) for row in rows], results, writer,
+                                     spec.name, config_hash, problems, rows[0].get("generation_share"),
+                                     attribute=cfg.attribute_citations)
+            on_done(len(rows))
     return written, problems

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,8 @@ def test_same_records_and_manifest_as_local(ray_address, make_cfg, tmp_path):
         assert [[tok for tok, _ in step] for step in mine] == [[tok for tok, _ in step] for step in theirs]
         assert np.allclose([[lp for _, lp in step] for step in mine], [[lp for _, lp in step] for step in theirs],
                            rtol=0, atol=1e-4)
+    for record in read_records(tmp_path / "ray"):  # each question's share of its batch, as locally
+        assert record.timings["generation_share"] > 0
     manifests = [json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("local", "ray")]
     assert manifests[0]["config_hash"] == manifests[1]["config_hash"]
     assert manifests[1]["config"]["executor"] == "ray"
@@ -82,6 +85,43 @@ def test_bad_input_counted_like_local(ray_address, make_cfg, tmp_path):
     for key in ("questions", "written", "problems", "problem_examples"):
         assert distributed[key] == local[key], key
     assert distributed["problems"] == 4 and sorted(r.id for r in read_records(tmp_path / "ray")) == ["ok1", "ok2"]
+
+
+def test_questions_are_split_into_the_local_batches(ray_address):
+    """One block per batch, in order, with the local executor's batch sizes: no batch straddles two blocks and
+    no block holds many batches (a map task returns nothing before its whole block is answered)."""
+    from data_gen.ray_executor import question_blocks
+    from ragroute.rag.corpus import QAItem
+
+    items = [QAItem(id=f"q{i}", question=f"question {i}?") for i in range(10)]
+    blocks = [[json.loads(text)["id"] for text in block["item"]]
+              for block in question_blocks(items, 4).iter_batches(batch_size=None, batch_format="numpy")]
+    assert blocks == [["q0", "q1", "q2", "q3"], ["q4", "q5", "q6", "q7"], ["q8", "q9"]]
+
+
+def test_each_block_reaches_the_driver_before_the_next_is_done(ray_address, tmp_path):
+    """The second batch only finishes once the driver has received the first (a marker file the consumer
+    writes): an iterator that holds a finished block back until the next one is done (``iter_rows``) would
+    leave the second batch waiting for its whole timeout."""
+    import ray.data
+
+    from data_gen.ray_executor import streamed_blocks
+
+    marker = tmp_path / "first-row-received"
+
+    def answer(batch: dict) -> dict:
+        if batch["n"][0] == 1:
+            deadline = time.monotonic() + 60
+            while not marker.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return {"n": batch["n"], "first_seen_before": [marker.exists()] * len(batch["n"])}
+
+    ds = ray.data.from_items([{"n": 0}, {"n": 1}], override_num_blocks=2).map_batches(answer, batch_size=1)
+    rows = []
+    for block in streamed_blocks(ds):
+        rows.extend(block)
+        marker.touch()
+    assert sorted((r["n"], r["first_seen_before"]) for r in rows) == [(0, False), (1, True)]
 
 
 def test_ray_llm_generation_builds_the_vllm_processor(ray_address, make_cfg, tiny_model_dir):
