@@ -40,8 +40,8 @@ def test_one_round_on_tiny_models(tmp_path: Path, tiny_model_dir: Path, make_tin
         bias = {"yes": 0.0, "no": 0.0, "maybe": 0.0, favoured: 9.0}
         configs[name] = tmp_path / f"{name}_data_gen.yaml"
         configs[name].write_text(json.dumps({
-            "verdict": {"enabled": True, "min_explanation_tokens": 2, "bias": bias},
-            "engine": {"name": "transformers"}, "sampling": {"max_tokens": 6},
+            "engine": {"name": "transformers"},
+            "sampling": {"max_tokens": 6, "verdict": {"enabled": True, "min_explanation_tokens": 2, "bias": bias}},
             "pipeline": {"final_n": 2, "max_chars": 200, "index_dir": str(tmp_path / "idx")},
         }))  # JSON is YAML, and its quoted keys keep "yes"/"no" strings
     cfg = LoopConfig(
