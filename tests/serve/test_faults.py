@@ -23,17 +23,6 @@ def upstream_student(base_url: str) -> BackendConfig:
         name="openai", base_url=base_url, served_model_name="student-upstream", connect_timeout_s=1.0, max_retries=0))
 
 
-def metric(url: str, name: str, **labels: str) -> float:
-    """One sample of the server's Prometheus text exposition (0 when the series does not exist yet)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return 0.0
-
-
 @pytest.fixture
 def faulty_server(faulty_upstream, tiny_backend, base_cfg, start_server):
     def start(behaviour: str, **cfg_kwargs) -> tuple[str, object]:
@@ -45,7 +34,7 @@ def faulty_server(faulty_upstream, tiny_backend, base_cfg, start_server):
 
 
 @pytest.mark.parametrize("fault", FAULTS)
-def test_student_fault_falls_back_to_teacher(faulty_server, chat, fault):
+def test_student_fault_falls_back_to_teacher(faulty_server, chat, metric, fault):
     url, upstream = faulty_server(fault)
     response = httpx.post(f"{url}/v1/chat/completions", json=chat("Is aspirin useful?", "student", max_tokens=4),
                           timeout=30)
@@ -91,7 +80,7 @@ def test_stream_cut_after_first_token_ends_with_error_event(faulty_server, chat)
     assert "[DONE]" not in events
 
 
-def test_blank_student_answer_falls_back(tiny_backend, base_cfg, start_server, chat):
+def test_blank_student_answer_falls_back(tiny_backend, base_cfg, start_server, chat, metric):
     # Greedy decoding makes the tiny model answer with newlines only: a real engine giving a blank answer.
     cfg = base_cfg(tiny_backend("tiny-student"), tiny_backend("tiny-teacher"))
     url = start_server(cfg)
@@ -102,7 +91,7 @@ def test_blank_student_answer_falls_back(tiny_backend, base_cfg, start_server, c
     assert metric(url, "ragroute_fallbacks_total", reason="empty") == 1
 
 
-def test_fallback_disabled_reports_failure(faulty_upstream, tiny_backend, base_cfg, start_server, chat):
+def test_fallback_disabled_reports_failure(faulty_upstream, tiny_backend, base_cfg, start_server, chat, metric):
     upstream = faulty_upstream("error")
     cfg = base_cfg(upstream_student(upstream.base_url), tiny_backend("tiny-teacher"),
                    fallback=FallbackConfig(enabled=False))
@@ -123,7 +112,7 @@ def test_hanging_teacher_gives_504_not_a_hang(faulty_upstream, tiny_backend, bas
 
 
 def test_abandoned_request_closes_the_upstream_stream(faulty_upstream, tiny_backend, base_cfg, start_server, chat,
-                                                      raw_http):
+                                                      raw_http, metric):
     """A non-streaming request whose client leaves: the upstream connection is closed, so the upstream server
     (vLLM's `serve`) aborts the generation too."""
     upstream = faulty_upstream("trickle")
@@ -140,7 +129,7 @@ def test_abandoned_request_closes_the_upstream_stream(faulty_upstream, tiny_back
 
 
 def test_circuit_sends_traffic_to_the_teacher_while_the_student_is_down(faulty_upstream, tiny_backend, base_cfg,
-                                                                       start_server, chat):
+                                                                       start_server, chat, metric):
     upstream = faulty_upstream("error")  # probes (GET /models) and generations both fail
     cfg = base_cfg(upstream_student(upstream.base_url), tiny_backend("tiny-teacher"), sampling=SamplingConfig(temperature=1.0),
                    health=HealthConfig(probe_interval_s=0.1, probe_timeout_s=1.0, open_s=60))
