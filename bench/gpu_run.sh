@@ -12,8 +12,13 @@
 #   bash bench/gpu_run.sh serve2     # both GPUs: serve, teacher GPU 0 + student GPU 1, open-loop goodput;
 #                                    # then data_gen 2 shards of 256 (128 per GPU: weak scaling)
 #   bash bench/gpu_run.sh routed2    # routed share 0.3 with teacher GPU 0, student GPU 1 (n 40)
+# The third session's (CUDA MPS: the two engine processes of one card run their kernels at the same time):
+#   bash bench/gpu_run.sh mps1       # GPU 0 under an MPS daemon: serve1's one-GPU goodput sweep |
+#                                    # GPU 1 (no MPS): data_gen on all 500 dev questions vs raw, with wall-time split
+#   CAP0=30 CAP1=60 bash bench/gpu_run.sh mpscap   # under MPS, the student's engine.mps_thread_percentage
+#                                    # CAP0 on GPU 0 | CAP1 on GPU 1 (each GPU its own one-GPU server)
 set -uo pipefail
-mode=${1:?smoke, pipeline, scale, serve1, serve2, routed2 or merge}
+mode=${1:?smoke, pipeline, scale, serve1, serve2, routed2, mps1, mpscap or merge}
 OUT=${OUT:-gpu-out}
 export XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-false}  # JAX would take 75% of each GPU
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # worker processes (data_gen, serve) import this checkout
@@ -21,14 +26,29 @@ mkdir -p "$OUT/logs"
 args=(--dense-model "${DENSE_MODEL:-/tmp/minilm}")
 [ "$mode" = smoke ] && args=(--smoke --bm25-only)
 [ "$mode" = pipeline ] && args+=(--n "${N_PIPELINE:-10}")
-serve() {  # serve GPUS_USED CUDA_VISIBLE SECONDS: bench/serve_load.py --mode gpu --open-loop, JSON after every level
-  local n=$1 gpus=$2 limit=$3
-  CUDA_VISIBLE_DEVICES=$gpus SERVE_LOAD_LOG="$OUT/logs/serve$n-server.log" timeout -s INT -k 30 "$limit" \
+serve() {  # serve NAME GPUS_USED CUDA_VISIBLE SECONDS [ARGS...]: serve_load --mode gpu --open-loop, JSON after every level
+  local name=$1 n=$2 gpus=$3 limit=$4; shift 4
+  CUDA_VISIBLE_DEVICES=$gpus SERVE_LOAD_LOG="$OUT/logs/$name-server.log" timeout -s INT -k 30 "$limit" \
     python3 bench/serve_load.py --mode gpu --gpus "$n" --open-loop --dense-model "${DENSE_MODEL:-/tmp/minilm}" \
     --max-tokens 384 --level-s "${LEVEL_S:-15}" --rate-start "${RATE_START:-2}" --rate-factor "${RATE_FACTOR:-1.6}" \
-    --refine "${REFINE:-2}" --json "$OUT/serve$n.json" > "$OUT/logs/serve$n.log" 2>&1 \
-    || { echo "FAILED: serve$n (exit $?)"; tail -n 8 "$OUT/logs/serve$n.log"; }
-  grep -E '^(teacher|router) ' "$OUT/logs/serve$n.log" | cut -c1-220
+    --refine "${REFINE:-2}" --json "$OUT/$name.json" "$@" > "$OUT/logs/$name.log" 2>&1 \
+    || { echo "FAILED: $name (exit $?)"; tail -n 8 "$OUT/logs/$name.log"; }
+  grep -E '^(teacher|router) ' "$OUT/logs/$name.log" | cut -c1-220
+}
+MPS=/tmp/ragroute-mps
+mps_start() {  # mps_start GPUS: a CUDA MPS control daemon for those GPUs, its own pipe and log folders
+  command -v nvidia-cuda-mps-control > /dev/null || { echo "no nvidia-cuda-mps-control on this machine" >&2; return 1; }
+  mkdir -p "$MPS/pipe" "$MPS/log"
+  CUDA_VISIBLE_DEVICES=$1 CUDA_MPS_PIPE_DIRECTORY=$MPS/pipe CUDA_MPS_LOG_DIRECTORY=$MPS/log nvidia-cuda-mps-control -d \
+    || return 1
+  # The server starts with the first client: one small CUDA client shows now whether MPS works on this machine.
+  CUDA_VISIBLE_DEVICES=0 CUDA_MPS_PIPE_DIRECTORY=$MPS/pipe timeout 120 python3 -c \
+    'import torch; x = torch.ones(1024, device="cuda"); print("MPS client ok:", float(x.sum()))' \
+    || { echo "MPS client failed:"; tail -n 5 "$MPS"/log/*.log; mps_stop; return 1; }
+}
+mps_stop() {  # the daemon quits; its logs go with the others
+  echo quit | CUDA_MPS_PIPE_DIRECTORY=$MPS/pipe nvidia-cuda-mps-control; sleep 2
+  cp -r "$MPS/log" "$OUT/logs/mps" 2>/dev/null; rm -rf "$MPS/pipe"
 }
 run() {  # run NAME GPUS SECONDS ARGS...: one part (stopped after SECONDS; rows so far are kept), log in $OUT/logs
   local name=$1 gpus=$2 limit=$3; shift 3
@@ -37,26 +57,38 @@ run() {  # run NAME GPUS SECONDS ARGS...: one part (stopped after SECONDS; rows 
     > "$OUT/logs/$name.log" 2>&1 || { echo "FAILED: $name (exit $?)"; tail -n 6 "$OUT/logs/$name.log"; }
   grep -E "engine up|Error|error:" "$OUT/logs/$name.log" | tail -n 8
 }
-case $mode in smoke|pipeline|scale|serve1|serve2|routed2|merge) ;; *) echo "unknown mode $mode" >&2; exit 2 ;; esac
+case $mode in smoke|pipeline|scale|serve1|serve2|routed2|mps1|mpscap|merge) ;; *) echo "unknown mode $mode" >&2; exit 2 ;; esac
 if [ "$mode" = merge ]; then
   dir=${2:?part directory}
   exec python3 bench/gpu_pipeline.py --merge "$dir"/*.json --out bench/results/gpu_pipeline.json \
     --details bench/results/gpu_pipeline_details.json ${KEEP:+--keep "$KEEP"}
 fi
 if [ "$mode" = serve1 ]; then
-  serve 1 0 "${T_SERVE:-560}" &
+  serve serve1 1 0 "${T_SERVE:-560}" &
   { run students 1 "${T_ROUTED:-360}" --part students --parts-students routed --shares 0.3 --n "${N_ROUTED:-40}"
     run datagen 1 "${T_DATAGEN:-170}" --part datagen --datagen-n 256 --batch-size 128; } &
   wait
 elif [ "$mode" = serve2 ]; then
-  serve 2 0,1 "${T_SERVE:-400}"
+  serve serve2 2 0,1 "${T_SERVE:-400}"
   run datagen_s0 0 "${T_DATAGEN:-150}" --part datagen --datagen-n 256 --batch-size 128 --shard 0/2 &
   run datagen_s1 1 "${T_DATAGEN:-150}" --part datagen --datagen-n 256 --batch-size 128 --shard 1/2 &
   wait
 elif [ "$mode" = routed2 ]; then
   run routed2 0,1 "${T_ROUTED2:-300}" --part routed2 --shares 0.3 --n "${N_ROUTED:-40}"
+elif [ "$mode" = mps1 ]; then  # the one-GPU serve of serve1 under MPS | data_gen on all dev questions vs raw
+  if mps_start 0; then
+    ( export CUDA_MPS_PIPE_DIRECTORY=$MPS/pipe; serve serve1_mps 1 0 "${T_SERVE:-540}" ) &
+  fi
+  run datagen_all 1 "${T_DATAGEN:-480}" --part datagen --datagen-n 500 --batch-size 128 --no-prefetch-too &
+  wait; [ -d "$MPS/pipe" ] && mps_stop
+elif [ "$mode" = mpscap ]; then  # under MPS, the student capped at CAP0 % of GPU 0's SMs | CAP1 % of GPU 1's
+  mps_start 0,1 || exit 3
+  export CUDA_MPS_PIPE_DIRECTORY=$MPS/pipe
+  serve serve1_mps_cap"${CAP0:-30}" 1 0 "${T_SERVE:-540}" --student-mps-percentage "${CAP0:-30}" &
+  serve serve1_mps_cap"${CAP1:-60}" 1 1 "${T_SERVE:-540}" --student-mps-percentage "${CAP1:-60}" &
+  wait; mps_stop
 fi
-if [ "$mode" = serve1 ] || [ "$mode" = serve2 ] || [ "$mode" = routed2 ]; then :
+if [ "$mode" = serve1 ] || [ "$mode" = serve2 ] || [ "$mode" = routed2 ] || [ "$mode" = mps1 ] || [ "$mode" = mpscap ]; then :
 elif [ "$mode" != scale ]; then
   run teacher 0 "${T_PIPELINE:-550}" --part teacher & run students 1 "${T_PIPELINE:-550}" --part students & wait
 fi

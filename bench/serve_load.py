@@ -246,6 +246,7 @@ async def run_open_loop(url: str, model: str, questions: list[str], rate: float,
     # once n - lo requests are.
     lo = int(np.floor(0.99 * (n - 1)))
     latencies: list[float] = []
+    answered: list[tuple[str, float, float]] = []  # (model that answered, total s, its generation s)
     errors: list[str] = []
     began: dict[int, float] = {}
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
@@ -260,6 +261,8 @@ async def run_open_loop(url: str, model: str, questions: list[str], rate: float,
                 response = await client.post(url, json=body)
                 response.raise_for_status()
                 latencies.append(time.perf_counter() - began.pop(i))
+                reply = response.json()
+                answered.append((reply["answered_by"], latencies[-1], reply["timings"].get("generation", 0.0)))
             except Exception as exc:  # counted, not fatal
                 began.pop(i, None)
                 errors.append(f"{type(exc).__name__}: {exc}")
@@ -280,10 +283,24 @@ async def run_open_loop(url: str, model: str, questions: list[str], rate: float,
     row = summarize(latencies, [], errors, n, 0, wall)
     row.pop("concurrency")
     row.update(rate_rps=rate, completed=len(latencies), stopped_early=stopped,
-               meets_slo=not stopped and not errors and row["p99_ms"] <= 1000 * slo_s)
+               meets_slo=not stopped and not errors and row["p99_ms"] <= 1000 * slo_s, by_model=by_model(answered))
     if stopped:
         row["p99_ms"] = None
     return row
+
+
+def by_model(answered: list[tuple[str, float, float]]) -> dict[str, dict[str, float]]:
+    """Per answering model: count, total latency p50/p99 and generation p50/p99 (ms): which model's answers
+    broke the SLO, and whether their generation (the card) or the wait before it took the time."""
+    out = {}
+    for model in sorted({m for m, _, _ in answered}):
+        total = [t * 1000 for m, t, _ in answered if m == model]
+        gen = [g * 1000 for m, _, g in answered if m == model]
+        out[model] = {"n": len(total), "p50_ms": round(float(np.percentile(total, 50)), 1),
+                      "p99_ms": round(float(np.percentile(total, 99)), 1),
+                      "gen_p50_ms": round(float(np.percentile(gen, 50)), 1),
+                      "gen_p99_ms": round(float(np.percentile(gen, 99)), 1)}
+    return out
 
 
 def wait_idle(server: str, timeout_s: float = 120) -> None:
@@ -348,6 +365,8 @@ def gpu_serve_config(args: argparse.Namespace, questions: list, workdir: Path) -
     # One GPU: the two engines split it. Two: each on its own card (engine.devices), most of its memory.
     student, teacher = ("devices: [1], gpu_memory_utilization: 0.85", "devices: [0], gpu_memory_utilization: 0.85") \
         if args.gpus == 2 else ("gpu_memory_utilization: 0.3", "gpu_memory_utilization: 0.55")
+    if args.student_mps_percentage:  # under CUDA MPS: the student's share of the SMs
+        student += f", mps_thread_percentage: {args.student_mps_percentage}"
     config.write_text(f"""student: {{model: {args.student}, engine: {{name: vllm, {student}}}, timeout_s: 600}}
 teacher: {{model: {args.teacher}, engine: {{name: vllm, {teacher}}}, timeout_s: 600}}
 rag: true
@@ -364,8 +383,10 @@ log_level: warning
 def gpu_sweep(args: argparse.Namespace, server: str, questions: list[str]) -> dict:
     url = f"{server}/v1/answer"
     asyncio.run(run_answer_load(url, "router", questions[:8], 4, args.max_tokens))  # warm-up
+    from ragroute.hardware import mps_active
+
     result: dict = {"slo_s": args.slo_s, "share": args.share, "max_tokens": args.max_tokens, "gpus": args.gpus,
-                    "levels": {}}
+                    "cuda_mps": mps_active(), "student_mps_percentage": args.student_mps_percentage, "levels": {}}
     if args.open_loop:  # the same Poisson schedules for both, teacher-only first
         for model, key in (("teacher", "teacher"), ("router", "routed")):
             def save(rows: dict, key: str = key) -> None:  # a run stopped by a time limit keeps its levels
@@ -421,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slo-s", type=float, default=3.0, help="gpu mode: p99 bound for goodput")
     parser.add_argument("--gpus", type=int, choices=(1, 2), default=1,
                         help="gpu mode: 1 = both models on GPU 0; 2 = teacher on GPU 0, student on GPU 1")
+    parser.add_argument("--student-mps-percentage", type=int,
+                        help="gpu mode: the student's engine.mps_thread_percentage (run under a CUDA MPS daemon)")
     parser.add_argument("--open-loop", action="store_true",
                         help="gpu mode: goodput from Poisson arrivals at a swept rate instead of closed-loop levels")
     parser.add_argument("--rate-start", type=float, default=2.0, help="open loop: first rate (requests/s)")

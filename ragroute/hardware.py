@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 # CPU flags that give torch/oneDNN native bfloat16 matmul. Without them bf16 is emulated and runs ~60x slower
@@ -25,6 +26,18 @@ def cpu_flags() -> frozenset[str]:
 
 def cpu_has_native_bf16() -> bool:
     return any(flag in cpu_flags() for flag in _CPU_BF16_FLAGS)
+
+
+def mps_pipe_directory() -> Path:
+    """Where CUDA clients look for the MPS control daemon's pipes (``nvidia-cuda-mps-control -d``)."""
+    return Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps")
+
+
+def mps_active() -> bool:
+    """Whether a CUDA MPS control daemon serves this process's clients: it leaves a ``control`` pipe in the
+    pipe directory while it runs. Under MPS, processes sharing a GPU run their kernels at the same time instead
+    of taking turns in time slices."""
+    return (mps_pipe_directory() / "control").exists()
 
 
 def has_cuda() -> bool:

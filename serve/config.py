@@ -246,6 +246,23 @@ def check_gpu_split(student: EngineConfig, teacher: EngineConfig) -> None:
         )
 
 
+def shared_gpu_advice(student: EngineConfig, teacher: EngineConfig) -> str | None:
+    """A warning for two in-process vLLM engines on one CUDA GPU with no MPS daemon: they run in two processes,
+    whose kernels the GPU time-slices, so every teacher answer that overlaps student work slows by that work
+    (measured in docs/benchmarks/gpu.md). None where that does not apply."""
+    from ragroute.hardware import has_cuda, mps_active
+
+    if not (student.name == teacher.name == "vllm") or mps_active() or not has_cuda():
+        return None
+    shared = sorted(set(student.gpu_ids()) & set(teacher.gpu_ids()))
+    if not shared:
+        return None
+    return (f"student and teacher share GPU {shared[0]} without CUDA MPS: the GPU time-slices their engine "
+            "processes, so answers that overlap take turns on the card (p99 latency suffers under load). Start "
+            "an MPS daemon before serve (nvidia-cuda-mps-control -d) or give each model its own GPU "
+            "(engine.devices); see docs/SCALING.md")
+
+
 def check_answer_length(sampling: SamplingConfig, limits: LimitsConfig) -> None:
     if sampling.max_tokens > limits.max_tokens_limit:
         raise ValueError(f"limits.max_tokens_limit ({limits.max_tokens_limit}) is below the served system's answer "

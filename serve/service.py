@@ -24,7 +24,7 @@ from ragroute.routing import RouteDecision, RoutingPolicy, retrieval_signals
 from ragroute.system import Resolved
 from serve.backends import create_backend
 from serve.breaker import STATES, CircuitBreaker, HealthProber
-from serve.config import BackendConfig, ServeConfig
+from serve.config import BackendConfig, ServeConfig, shared_gpu_advice
 from serve.limits import RequestRejected, fit_to_context
 from serve.metrics import ServeMetrics
 from serve.routing import expand_path, load_bundle, routing_policy
@@ -224,6 +224,9 @@ class RoutedService:
             self.cascade = self._load_cascade()
             backends = {role: create_backend(cfg, self.systems[role].spec.model)
                         for role, cfg in self.backend_cfgs.items()}
+            advice = shared_gpu_advice(self.backend_cfgs["student"].engine, self.backend_cfgs["teacher"].engine)
+            if advice:
+                log.warning(advice)
             self.backends = backends
             # One after the other: transformers' lazy imports are not thread-safe, and two threads importing it
             # at once fail with "cannot import name AutoTokenizer".

@@ -155,6 +155,12 @@ class EngineConfig:
     )
     num_speculative_tokens: int = field(default=5, metadata={"help": "vLLM: tokens the draft proposes per step"})
     max_num_seqs: int | None = field(default=None, metadata={"help": "vLLM: most sequences batched at once"})
+    mps_thread_percentage: int | None = field(
+        default=None,
+        metadata={"help": "vLLM under CUDA MPS: the share (1-100) of the GPU's SMs this engine's kernels may use "
+                  "(CUDA_MPS_ACTIVE_THREAD_PERCENTAGE of its engine process); caps a student beside a teacher on "
+                  "one card; no effect without an MPS daemon"},
+    )
     # OpenAI-compatible HTTP
     base_url: str | None = field(default=None, metadata={"help": "openai: server URL, e.g. http://127.0.0.1:8000/v1"})
     api_key: str | None = field(default=None, metadata={"help": "openai: API key (default: env OPENAI_API_KEY or 'EMPTY')"})
@@ -191,6 +197,8 @@ class EngineConfig:
             raise ValueError("tensor_parallel_size and data_parallel_size must be >= 1")
         if self.devices is not None:
             check_devices(self.devices, self.tensor_parallel_size * self.data_parallel_size)
+        if self.mps_thread_percentage is not None and not 1 <= self.mps_thread_percentage <= 100:
+            raise ValueError(f"mps_thread_percentage must be in 1..100, not {self.mps_thread_percentage}")
         if self.timeout_s <= 0 or self.connect_timeout_s <= 0:
             raise ValueError("timeout_s and connect_timeout_s must be > 0")
         if self.max_retries < 0 or self.concurrency < 1:

@@ -10,6 +10,9 @@ built (``CoreEngineProcManager`` starts it with the ``fork`` or ``spawn`` contex
 ``vllm.utils.system_utils.get_mp_context``; either inherits this process's environment at ``Process.start()``,
 vLLM 0.25 and 0.32 alike). So building the engine with ``CUDA_VISIBLE_DEVICES`` narrowed to its devices pins it
 there, and restoring the variable afterwards lets the next engine (a student on another GPU) pick its own.
+``engine.mps_thread_percentage`` reaches the engine process the same way (``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE``):
+two engines sharing a card under CUDA MPS run their kernels at the same time, and the cap keeps one (a student)
+from taking the SMs the other (a teacher) needs to hold its decode speed.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from ragroute.engines.base import (
     template_options,
 )
 from ragroute.errors import UserError
-from ragroute.hardware import has_cuda, pick_dtype
+from ragroute.hardware import has_cuda, mps_active, mps_pipe_directory, pick_dtype
 from ragroute.models import ModelSpec, hub_error, resolve_model_path
 
 log = logging.getLogger("ragroute.engines")
@@ -69,30 +72,49 @@ def physical_devices(devices: list[int], visible: str | None, count: int) -> str
 
 @contextmanager
 def placed_on(engine: EngineConfig) -> Iterator[None]:
-    """Build a vLLM engine inside this block to put it on ``engine.devices`` (no-op when unset)."""
-    if engine.devices is None:
+    """Build a vLLM engine inside this block to put it on ``engine.devices`` and give its engine process
+    ``engine.mps_thread_percentage`` of the SMs under CUDA MPS (no-op when both are unset)."""
+    overrides = {}
+    if engine.devices is not None:
+        if not has_cuda():
+            raise UserError(f"engine.devices {engine.devices} places a vLLM engine on GPUs, but this machine has no "
+                            "CUDA GPU; remove the setting to run on CPU")
+        if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0":
+            raise UserError("engine.devices needs vLLM's engine process (VLLM_ENABLE_V1_MULTIPROCESSING=0 runs the "
+                            "model in this process, which has already chosen its GPUs)")
+        import torch
+
+        overrides["CUDA_VISIBLE_DEVICES"] = physical_devices(
+            engine.devices, os.environ.get("CUDA_VISIBLE_DEVICES"), torch.cuda.device_count())
+    if engine.mps_thread_percentage is not None:
+        if not mps_active():
+            log.warning("engine.mps_thread_percentage %s has no effect: no CUDA MPS daemon serves this process (no "
+                        "control pipe in %s; start one with nvidia-cuda-mps-control -d)",
+                        engine.mps_thread_percentage, mps_pipe_directory())
+        overrides["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(engine.mps_thread_percentage)
+    with _environment(overrides):
+        if overrides:
+            log.info("vLLM engine process environment: %s", overrides)
+        yield
+
+
+@contextmanager
+def _environment(overrides: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``overrides`` while the block runs, then as it was."""
+    if not overrides:
         yield
         return
-    if not has_cuda():
-        raise UserError(f"engine.devices {engine.devices} places a vLLM engine on GPUs, but this machine has no CUDA "
-                        "GPU; remove the setting to run on CPU")
-    if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0":
-        raise UserError("engine.devices needs vLLM's engine process (VLLM_ENABLE_V1_MULTIPROCESSING=0 runs the model "
-                        "in this process, which has already chosen its GPUs)")
-    import torch
-
     with _PLACEMENT_LOCK:
-        before = os.environ.get("CUDA_VISIBLE_DEVICES")
-        os.environ["CUDA_VISIBLE_DEVICES"] = physical_devices(engine.devices, before, torch.cuda.device_count())
-        log.info("vLLM engine on GPU(s) %s (CUDA_VISIBLE_DEVICES=%s)", engine.devices,
-                 os.environ["CUDA_VISIBLE_DEVICES"])
+        before = {name: os.environ.get(name) for name in overrides}
+        os.environ.update(overrides)
         try:
             yield
         finally:
-            if before is None:
-                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-            else:
-                os.environ["CUDA_VISIBLE_DEVICES"] = before
+            for name, value in before.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def vllm_engine_kwargs(model: ModelSpec, engine: EngineConfig, on_gpu: bool | None = None) -> dict[str, Any]:

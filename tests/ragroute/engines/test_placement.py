@@ -1,5 +1,6 @@
-"""GPU placement of in-process vLLM engines (``engine.devices``): what can be checked without a GPU. The
-placement itself (two engines on two cards) runs in bench/gpu_run.sh on the device (docs/benchmarks/gpu.md)."""
+"""GPU placement of in-process vLLM engines (``engine.devices``, ``engine.mps_thread_percentage``): what can be
+checked without a GPU. The placement itself (two engines on two cards, two on one card under MPS) runs in
+bench/gpu_run.sh on the device (docs/benchmarks/gpu.md)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def test_devices_on_a_machine_without_gpus_is_a_clear_error():
 
 
 def _report_visible(queue) -> None:
-    queue.put(os.environ.get("CUDA_VISIBLE_DEVICES"))
+    queue.put((os.environ.get("CUDA_VISIBLE_DEVICES"), os.environ.get("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE")))
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
@@ -70,7 +71,39 @@ def test_engine_process_started_inside_placement_sees_only_its_devices(monkeypat
         child = context.Process(target=_report_visible, args=(queue,))
         child.start()
     child.join(60)
-    assert queue.get(timeout=10) == "7"
+    assert queue.get(timeout=10) == ("7", None)
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "5,7"
+    with vllm_engine.placed_on(EngineConfig(devices=[0], mps_thread_percentage=40)):
+        child = context.Process(target=_report_visible, args=(queue,))
+        child.start()
+    child.join(60)
+    assert queue.get(timeout=10) == ("5", "40")
+    assert "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE" not in os.environ
     with vllm_engine.placed_on(EngineConfig()):  # unset: the process's own GPUs, untouched
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "5,7"
+
+
+def test_mps_share_reaches_the_engine_process_and_warns_without_a_daemon(monkeypatch, tmp_path, caplog):
+    """``engine.mps_thread_percentage`` is the engine process's CUDA_MPS_ACTIVE_THREAD_PERCENTAGE while it is
+    built (no GPU needed to set it); with no MPS daemon's control pipe in sight it warns that it does nothing."""
+    from ragroute.engines import vllm_engine
+    from ragroute.hardware import mps_active
+
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
+    monkeypatch.setenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "100")
+    assert not mps_active()
+    with caplog.at_level("WARNING", logger="ragroute.engines"):
+        with vllm_engine.placed_on(EngineConfig(mps_thread_percentage=30)):
+            assert os.environ["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "30"
+    assert os.environ["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "100"
+    assert "no effect: no CUDA MPS daemon" in caplog.text
+    (tmp_path / "control").touch()
+    caplog.clear()
+    assert mps_active()
+    with caplog.at_level("WARNING", logger="ragroute.engines"), vllm_engine.placed_on(
+            EngineConfig(mps_thread_percentage=30)):
+        pass
+    assert "no effect" not in caplog.text
+    for bad in (0, 101):
+        with pytest.raises(ValueError, match="mps_thread_percentage must be in 1..100"):
+            EngineConfig(mps_thread_percentage=bad)
