@@ -427,7 +427,9 @@ def wall_split(records_path: Path, wall_s: float) -> dict[str, float]:
     import json
 
     engine_s, stages_s = 0.0, 0.0
-    for line in records_path.read_text().splitlines():
+    for line in records_path.read_text().split("\n"):
+        if not line:
+            continue
         timings = json.loads(line)["timings"]
         engine_s += timings.get("generation_share", 0.0)
         stages_s += sum(timings.get(k, 0.0) for k in ("retrieval", "rerank", "filter", "prompt"))

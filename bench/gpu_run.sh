@@ -77,7 +77,8 @@ elif [ "$mode" = routed2 ]; then
   run routed2 0,1 "${T_ROUTED2:-300}" --part routed2 --shares 0.3 --n "${N_ROUTED:-40}"
 elif [ "$mode" = mps1 ]; then  # the one-GPU serve of serve1 under MPS | data_gen on all dev questions vs raw
   if mps_start 0; then
-    ( export CUDA_MPS_PIPE_DIRECTORY=$MPS/pipe; serve serve1_mps 1 0 "${T_SERVE:-540}" ) &
+    ( export CUDA_MPS_PIPE_DIRECTORY=$MPS/pipe  # CAP0 set: the student capped at CAP0 % of the SMs
+      serve serve1_mps${CAP0:+_cap$CAP0} 1 0 "${T_SERVE:-540}" ${CAP0:+--student-mps-percentage "$CAP0"} ) &
   fi
   run datagen_all 1 "${T_DATAGEN:-480}" --part datagen --datagen-n 500 --batch-size 128 --no-prefetch-too &
   wait; [ -d "$MPS/pipe" ] && mps_stop

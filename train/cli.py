@@ -24,5 +24,17 @@ def cli(argv: list[str]) -> int:
     cfg = config_from_args(TrainConfig, args)
     from train.main import main
 
-    main(cfg)
+    try:
+        main(cfg)
+    finally:
+        end_process_group()
     return 0
+
+
+def end_process_group() -> None:
+    """Leave the distributed process group (``accelerate launch`` with several processes): torch warns of leaked
+    NCCL resources when a process exits inside one."""
+    import torch.distributed
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -251,6 +251,9 @@ def training_arguments(cfg: TrainConfig, compute_dtype: str, has_eval: bool) -> 
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=cfg.dataloader_num_workers,
+        # Every trainable parameter takes part in each step (full fine-tune or LoRA adapters). transformers would
+        # otherwise default to True without gradient checkpointing: an extra autograd traversal per DDP step.
+        ddp_find_unused_parameters=False,
         max_length=cfg.max_length,
         packing=cfg.packing,
         dataset_num_proc=None,

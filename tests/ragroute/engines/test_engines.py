@@ -283,3 +283,22 @@ def test_openai_engine_verdict_first_against_real_vllm_server(vllm_server, teach
     assert remote.verdict == local.verdict and remote.verdict_probs == pytest.approx(local.verdict_probs, abs=0.01)
     assert remote.text.startswith(remote.verdict.capitalize() + ".") and len(remote.text) > 6
     engine.close()
+
+
+def test_vllm_prompts_of_a_batch_are_tokenized_in_one_call_with_the_same_ids(tiny_model_dir):
+    """The vLLM engine tokenizes a batch's chat prompts in one tokenizer call; the ids are those of one prompt at a
+    time, for a plain question and for a conversation ending in an assistant message that is continued."""
+    from ragroute.engines.base import template_options
+    from ragroute.engines.vllm_engine import chat_prompts
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    continued = [*QUESTION, {"role": "assistant", "content": "Anopheles"}]
+    longer = [QUESTION[0], {"role": "user", "content": "Context: " + "malaria vector biology " * 200}]
+    batch = chat_prompts(tokenizer, [QUESTION, continued, longer])
+    one_at_a_time = [tokenizer.encode(tokenizer.apply_chat_template(m, tokenize=False, **template_options(m)),
+                                      add_special_tokens=False) for m in (QUESTION, continued, longer)]
+    assert [p["prompt_token_ids"] for p in batch] == one_at_a_time
+    assert batch[0]["prompt_token_ids"] == chat_prompt_ids(tokenizer, QUESTION)
+    text = tokenizer.apply_chat_template(continued, tokenize=False, continue_final_message=True)
+    assert batch[1]["prompt_token_ids"] == tokenizer.encode(text, add_special_tokens=False)
+    assert len(batch[2]["prompt_token_ids"]) > 600
