@@ -15,10 +15,9 @@
 # The third session's (CUDA MPS: the two engine processes of one card run their kernels at the same time):
 #   bash bench/gpu_run.sh mps1       # GPU 0 under an MPS daemon: serve1's one-GPU goodput sweep |
 #                                    # GPU 1 (no MPS): data_gen on all 500 dev questions vs raw, with wall-time split
-#   CAP0=30 CAP1=60 bash bench/gpu_run.sh mpscap   # under MPS, the student's engine.mps_thread_percentage
-#                                    # CAP0 on GPU 0 | CAP1 on GPU 1 (each GPU its own one-GPU server)
+#   CAP0=40 bash bench/gpu_run.sh mps1               # the same, the student's engine.mps_thread_percentage 40
 set -uo pipefail
-mode=${1:?smoke, pipeline, scale, serve1, serve2, routed2, mps1, mpscap or merge}
+mode=${1:?smoke, pipeline, scale, serve1, serve2, routed2, mps1 or merge}
 OUT=${OUT:-gpu-out}
 export XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-false}  # JAX would take 75% of each GPU
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # worker processes (data_gen, serve) import this checkout
@@ -57,7 +56,7 @@ run() {  # run NAME GPUS SECONDS ARGS...: one part (stopped after SECONDS; rows 
     > "$OUT/logs/$name.log" 2>&1 || { echo "FAILED: $name (exit $?)"; tail -n 6 "$OUT/logs/$name.log"; }
   grep -E "engine up|Error|error:" "$OUT/logs/$name.log" | tail -n 8
 }
-case $mode in smoke|pipeline|scale|serve1|serve2|routed2|mps1|mpscap|merge) ;; *) echo "unknown mode $mode" >&2; exit 2 ;; esac
+case $mode in smoke|pipeline|scale|serve1|serve2|routed2|mps1|merge) ;; *) echo "unknown mode $mode" >&2; exit 2 ;; esac
 if [ "$mode" = merge ]; then
   dir=${2:?part directory}
   exec python3 bench/gpu_pipeline.py --merge "$dir"/*.json --out bench/results/gpu_pipeline.json \
@@ -82,14 +81,8 @@ elif [ "$mode" = mps1 ]; then  # the one-GPU serve of serve1 under MPS | data_ge
   fi
   run datagen_all 1 "${T_DATAGEN:-480}" --part datagen --datagen-n 500 --batch-size 128 --no-prefetch-too &
   wait; [ -d "$MPS/pipe" ] && mps_stop
-elif [ "$mode" = mpscap ]; then  # under MPS, the student capped at CAP0 % of GPU 0's SMs | CAP1 % of GPU 1's
-  mps_start 0,1 || exit 3
-  export CUDA_MPS_PIPE_DIRECTORY=$MPS/pipe
-  serve serve1_mps_cap"${CAP0:-30}" 1 0 "${T_SERVE:-540}" --student-mps-percentage "${CAP0:-30}" &
-  serve serve1_mps_cap"${CAP1:-60}" 1 1 "${T_SERVE:-540}" --student-mps-percentage "${CAP1:-60}" &
-  wait; mps_stop
 fi
-if [ "$mode" = serve1 ] || [ "$mode" = serve2 ] || [ "$mode" = routed2 ] || [ "$mode" = mps1 ] || [ "$mode" = mpscap ]; then :
+if [ "$mode" = serve1 ] || [ "$mode" = serve2 ] || [ "$mode" = routed2 ] || [ "$mode" = mps1 ]; then :
 elif [ "$mode" != scale ]; then
   run teacher 0 "${T_PIPELINE:-550}" --part teacher & run students 1 "${T_PIPELINE:-550}" --part students & wait
 fi

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from ragroute.engines.base import GenerationEngine, GenerationRequest, GenerationResult, SamplingConfig
@@ -11,12 +12,20 @@ from ragroute.rag.corpus import QAItem
 from ragroute.records import AnswerRecord, JsonlWriter
 
 
+@dataclass(frozen=True)
+class RecordStamp:
+    """What every record of one run carries besides its question and answer."""
+
+    model_name: str
+    config_hash: str
+    attribute: bool = False  # also write the answer with a citation on every sentence (``cited_answer``)
+
+
 def build_record(
-    item: QAItem, prepared: Any, result: GenerationResult, model_name: str, config_hash: str,
-    generation_share: float | None = None, attribute: bool = False,
+    item: QAItem, prepared: Any, result: GenerationResult, stamp: RecordStamp, generation_share: float | None = None
 ) -> AnswerRecord:
-    """One record; ``attribute``: also the answer with a citation on every sentence (``cited_answer``), the
-    model's own markers where it wrote them, else attributed (:mod:`ragroute.attribution`)."""
+    """One record; with ``stamp.attribute`` also the answer with a citation on every sentence (``cited_answer``),
+    the model's own markers where it wrote them, else attributed (:mod:`ragroute.attribution`)."""
     timings = dict(prepared.timings)
     timings.update(result.timings)  # verdict-first answers: the verdict and explanation steps
     timings["generation"] = result.total_s
@@ -30,7 +39,7 @@ def build_record(
     if result.logprobs is not None:
         top = [[[int(tok), float(lp)] for tok, lp in sorted(step.items(), key=lambda kv: -kv[1])] for step in result.logprobs]
     cited_answer, citation_source = None, None
-    if attribute:
+    if stamp.attribute:
         from ragroute.attribution import attribute as attribute_citations
 
         cited_answer, citation_source = attribute_citations(result.text, [d.text for d in prepared.docs])
@@ -38,7 +47,7 @@ def build_record(
         id=item.id,
         question=item.question,
         answer=result.text,
-        model=model_name,
+        model=stamp.model_name,
         prompt=prepared.messages[-1]["content"],
         messages=prepared.messages,
         doc_ids=[d.id for d in prepared.docs],
@@ -48,7 +57,7 @@ def build_record(
         completion_tokens=result.completion_tokens,
         finish_reason=result.finish_reason,
         timings=timings,
-        config_hash=config_hash,
+        config_hash=stamp.config_hash,
         gold_answer=item.gold_answer,
         gold_decision=item.gold_decision,
         gold_doc_id=item.gold_doc_id,
@@ -88,25 +97,22 @@ def generate_isolated(
 
 
 def write_results(
-    items: list[QAItem],
-    prepared: list[Any],
-    results: list[GenerationResult | str],
+    answered: Iterable[tuple[QAItem, Any, GenerationResult | str]],
     writer: JsonlWriter,
-    model_name: str,
-    config_hash: str,
+    stamp: RecordStamp,
     problems: list[str],
     generation_share: float | None = None,
-    attribute: bool = False,
 ) -> int:
-    """Append one record per answered question, the batch made durable at once (one fsync); failed questions
-    go to ``problems``. Returns the number of records written. ``generation_share`` is each question's share of
-    its batch's wall time, where the caller timed the batch."""
+    """Append one record per answered (question, prepared prompt, result), the batch made durable at once (one
+    fsync); a result that is a string is a failed question and goes to ``problems``. Returns the number of
+    records written. ``generation_share`` is each question's share of its batch's wall time, where the caller
+    timed the batch."""
     records = []
-    for item, prep, result in zip(items, prepared, results, strict=True):
+    for item, prep, result in answered:
         if isinstance(result, str):
             problems.append(f"question {item.id}: {result}")
             continue
-        records.append(build_record(item, prep, result, model_name, config_hash, generation_share, attribute))
+        records.append(build_record(item, prep, result, stamp, generation_share))
     writer.write_many(records)
     return len(records)
 
@@ -132,6 +138,7 @@ def answer_questions(
 
     written, problems = 0, []
     batches = list(_batches(items, batch_size))
+    stamp = RecordStamp(model_name, config_hash, attribute)
 
     def prepare(batch: list[QAItem]) -> list[Any]:
         return pipeline.prepare_batch([item.question for item in batch])
@@ -145,8 +152,6 @@ def answer_questions(
             started = time.perf_counter()
             results = generate_isolated(engine, requests, sampling)
             share = (time.perf_counter() - started) / len(batch)
-            written += write_results(
-                batch, prepared, results, writer, model_name, config_hash, problems, share, attribute
-            )
+            written += write_results(zip(batch, prepared, results, strict=True), writer, stamp, problems, share)
             on_done(len(batch))
     return written, problems

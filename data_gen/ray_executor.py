@@ -268,9 +268,10 @@ def answer_with_ray(
     (records written, problems), like :func:`data_gen.generate.answer_questions`."""
     import ray.data
 
-    from data_gen.generate import write_results
+    from data_gen.generate import RecordStamp, write_results
 
     written, problems = 0, []
+    stamp = RecordStamp(spec.name, config_hash, cfg.attribute_citations)
     with ray_cluster(cfg.ray_address):
         warn_if_unschedulable(cfg)
         ray.data.DataContext.get_current().enable_progress_bars = False
@@ -287,9 +288,8 @@ def answer_with_ray(
                 f"generation failed: {row['__inference_error__']}" if row.get("__inference_error__")  # ray.data.llm
                 else result_from_json(row["result"]) for row in rows
             ]
-            items = [QAItem(**json.loads(row["item"])) for row in rows]
-            written += write_results(items, [prepared_from_json(row["prepared"]) for row in rows], results, writer,
-                                     spec.name, config_hash, problems, rows[0].get("generation_share"),
-                                     attribute=cfg.attribute_citations)
+            answered = [(QAItem(**json.loads(row["item"])), prepared_from_json(row["prepared"]), result)
+                        for row, result in zip(rows, results, strict=True)]
+            written += write_results(answered, writer, stamp, problems, rows[0].get("generation_share"))
             on_done(len(rows))
     return written, problems
