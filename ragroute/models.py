@@ -122,7 +122,8 @@ def load_model_spec(path_or_name: str) -> ModelSpec:
     if candidate.is_dir() and (candidate / "config.json").is_file():
         directory = candidate.resolve()
         name = directory.parent.name if directory.name == "final" else directory.name
-        return ModelSpec(name=name, path=str(directory), description=f"checkpoint {directory}")
+        return ModelSpec(name=name, path=str(directory), description=f"checkpoint {directory}",
+                         max_model_len=checkpoint_context(directory))
     if candidate.suffix not in (".yaml", ".yml"):
         candidate = CONFIG_ROOT / "models" / f"{path_or_name}.yaml"
         if not candidate.exists():
@@ -136,6 +137,17 @@ def load_model_spec(path_or_name: str) -> ModelSpec:
     if not Path(spec.path).is_absolute() and not spec.path.startswith(CACHE_PREFIX) and beside.is_dir():
         spec.path = str(beside.resolve())
     return spec
+
+
+def checkpoint_context(directory: Path) -> int:
+    """``max_model_len`` for a checkpoint directory: the default, or the model's own ``max_position_embeddings``
+    where that is shorter (vLLM refuses a longer context than the model's)."""
+    default = ModelSpec.__dataclass_fields__["max_model_len"].default
+    try:
+        limit = json.loads((directory / "config.json").read_text()).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return default
+    return min(default, int(limit)) if isinstance(limit, int | float) and limit > 0 else default
 
 
 def is_prepared(directory: Path) -> bool:

@@ -203,6 +203,8 @@ def chat_prompts(tokenizer: Any, conversations: list[list[Message]]) -> list[dic
     """:func:`chat_prompt` for a batch, tokenized in one call: the fast tokenizer encodes a list on all cores.
     One ``encode`` per prompt kept the engine idle while a batch was tokenized, 7-9% of a 128-question data_gen
     batch on the GPU host (docs/benchmarks/gpu.md); vLLM's own ``chat`` hides that by prefilling as it goes."""
+    if not conversations:  # the tokenizer cannot encode an empty list
+        return []
     texts = [tokenizer.apply_chat_template(m, tokenize=False, **template_options(m)) for m in conversations]
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     return [{"prompt_token_ids": list(one)} for one in ids]

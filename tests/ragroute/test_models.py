@@ -47,6 +47,12 @@ def test_a_checkpoint_directory_is_a_model_config(tmp_path):
     spec = load_model_spec(str(final))
     assert (spec.name, spec.path) == ("student-kd", str(final.resolve()))
     assert load_model_spec(str(tmp_path / "student-kd" / "final" / "")).name == "student-kd"
+    assert spec.max_model_len == 4096  # the default where the checkpoint names no context length
+    # A checkpoint of a shorter context keeps its own (vLLM refuses more); a longer one keeps the default.
+    (final / "config.json").write_text('{"max_position_embeddings": 2048}')
+    assert load_model_spec(str(final)).max_model_len == 2048
+    (final / "config.json").write_text('{"max_position_embeddings": 32768}')
+    assert load_model_spec(str(final)).max_model_len == 4096
 
 
 def test_atomic_checkpoint_leaves_nothing_on_failure_and_skips_when_done(tmp_path):

@@ -159,8 +159,8 @@ def faulty_upstream() -> Iterator[Callable[[str], FaultyUpstream]]:
 @pytest.fixture(scope="session")
 def tiny_backend(tiny_model_dir: Path) -> Callable[..., BackendConfig]:
     def make(name: str = "tiny", **overrides) -> BackendConfig:
-        return BackendConfig(model=str(tiny_model_dir), name=name, dtype="float32",
-                             engine=EngineConfig(name="transformers", device="cpu"), **overrides)
+        overrides.setdefault("engine", EngineConfig(name="transformers", device="cpu"))
+        return BackendConfig(model=str(tiny_model_dir), name=name, dtype="float32", **overrides)
 
     return make
 

