@@ -95,6 +95,14 @@ class FaultyHandler(socketserver.BaseRequestHandler):
             if not part:
                 return
             data += part
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        while len(body) < length:  # the whole request first: closing with unread bytes would reset the connection
+            part = sock.recv(65536)
+            if not part:
+                return
+            body += part
         if data.startswith(b"POST"):  # generations, not health probes
             server.requests += 1
         if server.behaviour == "close":
