@@ -424,13 +424,11 @@ def wall_split(records_path: Path, wall_s: float) -> dict[str, float]:
     """Where a data_gen loop's wall time went, from its own records: the engine calls (the sum of each batch's
     generation wall, ``generation_share`` x its questions), the rest (exposed retrieval/prompt building, records,
     fsyncs), and the pipeline stages' summed per-question time (overlapped with generation under prefetch)."""
-    import json
+    from ragroute.records import iter_jsonl
 
     engine_s, stages_s = 0.0, 0.0
-    for line in records_path.read_text().split("\n"):
-        if not line:
-            continue
-        timings = json.loads(line)["timings"]
+    for record in iter_jsonl(records_path):
+        timings = record["timings"]
         engine_s += timings.get("generation_share", 0.0)
         stages_s += sum(timings.get(k, 0.0) for k in ("retrieval", "rerank", "filter", "prompt"))
     return {"wall_s": wall_s, "engine_calls_s": engine_s, "outside_engine_s": wall_s - engine_s,

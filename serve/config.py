@@ -229,12 +229,17 @@ class ServeConfig:
             check_answer_length(self.sampling, self.limits)
 
 
+def shared_vllm_gpus(student: EngineConfig, teacher: EngineConfig) -> list[int]:
+    """The GPUs two in-process vLLM engines both run on (none unless both are vLLM)."""
+    if not (student.name == teacher.name == "vllm"):
+        return []
+    return sorted(set(student.gpu_ids()) & set(teacher.gpu_ids()))
+
+
 def check_gpu_split(student: EngineConfig, teacher: EngineConfig) -> None:
     """Two in-process vLLM engines that share a GPU must split its memory; on separate GPUs
     (``engine.devices``) each may take what it likes."""
-    if not (student.name == teacher.name == "vllm"):
-        return
-    shared = sorted(set(student.gpu_ids()) & set(teacher.gpu_ids()))
+    shared = shared_vllm_gpus(student, teacher)
     share = student.gpu_memory_utilization + teacher.gpu_memory_utilization
     if shared and share > MAX_SHARED_GPU_MEMORY:
         # Each engine reserves its share of the whole card.
@@ -252,15 +257,13 @@ def shared_gpu_advice(student: EngineConfig, teacher: EngineConfig) -> str | Non
     (measured in docs/benchmarks/gpu.md). None where that does not apply."""
     from ragroute.hardware import has_cuda, mps_active
 
-    if not (student.name == teacher.name == "vllm") or mps_active() or not has_cuda():
-        return None
-    shared = sorted(set(student.gpu_ids()) & set(teacher.gpu_ids()))
-    if not shared:
+    shared = shared_vllm_gpus(student, teacher)
+    if not shared or mps_active() or not has_cuda():
         return None
     return (f"student and teacher share GPU {shared[0]} without CUDA MPS: the GPU time-slices their engine "
             "processes, so answers that overlap take turns on the card (p99 latency suffers under load). Start "
             "an MPS daemon before serve (nvidia-cuda-mps-control -d) or give each model its own GPU "
-            "(engine.devices); see docs/SCALING.md")
+            "(engine.devices); see docs/DEPLOYMENT.md")
 
 
 def check_answer_length(sampling: SamplingConfig, limits: LimitsConfig) -> None:
