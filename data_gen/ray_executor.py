@@ -16,6 +16,7 @@ Records come back in completion order, not input order.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -167,27 +168,47 @@ def engine_generation(ds: Any, cfg: Any, spec: Any, sampling: SamplingConfig) ->
     )
 
 
+@functools.lru_cache(maxsize=4)
+def chat_tokenizer(source: str) -> Any:
+    """The model's tokenizer, loaded once per worker process (preprocess runs row by row)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(source)
+
+
 def ray_llm_generation(ds: Any, cfg: Any, spec: Any, sampling: SamplingConfig) -> Any:
-    """Generation by ``ray.data.llm``'s vLLM processor: chat template, tokenization, an async vLLM engine per
-    replica (``tensor_parallel_size`` GPUs each), detokenization."""
+    """Generation by ``ray.data.llm``'s vLLM processor: an async vLLM engine per replica
+    (``tensor_parallel_size`` GPUs each), then detokenization. The chat template and tokenization are ragroute's
+    own (:func:`chat_prompts`, as the local vLLM engine does), so both executors send the engine the same token
+    ids, and a model whose weights hold no tokenizer (a shape-only model, a tokenizer named apart) works: Ray's
+    own template stage loads the tokenizer from the weights' folder."""
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
-    from ragroute.engines.vllm_engine import sampling_kwargs, vllm_engine_kwargs
+    from ragroute.engines.vllm_engine import chat_prompts, sampling_kwargs, vllm_engine_kwargs
 
     engine_kwargs = vllm_engine_kwargs(spec, cfg.engine, on_gpu=True)
     model_source = engine_kwargs.pop("model")
+    tokenizer_source = engine_kwargs.get("tokenizer", model_source)
     config = vLLMEngineProcessorConfig(
         model_source=model_source,
         engine_kwargs=engine_kwargs,
         batch_size=cfg.batch_size,
         concurrency=cfg.ray_actors,
         should_continue_on_error=True,
+        chat_template_stage=False,
+        tokenize_stage=False,
+        detokenize_stage={"enabled": True, "model_source": tokenizer_source},
+        # Exporting vLLM's metrics through Ray needs ray[serve] on every GPU worker (vLLM imports ray.serve);
+        # ragroute's records already carry each request's timings and token counts.
+        log_engine_metrics=False,
     )
     params = sampling_kwargs(sampling, spec.shape_only)
 
     def preprocess(row: dict[str, Any]) -> dict[str, Any]:
+        messages = json.loads(row["prepared"])["messages"]
+        prompt = chat_prompts(chat_tokenizer(tokenizer_source), [messages])[0]
         return {"item": row["item"], "prepared": row["prepared"],
-                "messages": json.loads(row["prepared"])["messages"], "sampling_params": params}
+                "tokenized_prompt": prompt["prompt_token_ids"], "sampling_params": params}
 
     def postprocess(row: dict[str, Any]) -> dict[str, Any]:
         return {"item": row["item"], "prepared": row["prepared"],
