@@ -255,9 +255,7 @@ def commit_generation(directory: Path, old_manifest: dict[str, Any] | None, segm
     save_npy_atomic(directory / manifest["dead"], dead.mask)
     _finish_manifest(manifest, old, segments, dead, action, digest.hexdigest()[:24], base)
     write_json_atomic(directory / MANIFEST, manifest)
-    if old_manifest and old_manifest.get("dead") != manifest["dead"]:
-        (directory / old_manifest["dead"]).unlink(missing_ok=True)
-    return manifest, dead
+    return manifest, dead  # the previous dead mask stays for readers of the previous manifest (next update drops it)
 
 
 def _finish_manifest(manifest: dict[str, Any], old: dict[str, Any], segments: list[SegmentResult], dead: DeadRows,

@@ -229,13 +229,22 @@ class CorpusStore:
         """(first position, ids, texts as indexed) in position order over rows [start, stop), dead rows included
         (an index keeps positions aligned and filters with :meth:`live_mask`)."""
         stop = self._rows if stop is None else min(stop, self._rows)
-        pos = start
-        while pos < stop:
-            segment, row = self._locate(pos)
-            n = min(batch_size, stop - pos, int(self._starts[np.searchsorted(self._starts, pos, "right")]) - pos)
-            ids, titles, texts = (segment.read(row, row + n, c) for c in range(len(COLUMNS)))
-            yield pos, ids, [indexed_text(t, x) for t, x in zip(titles, texts, strict=True)]
-            pos += n
+        for first in range(start, stop, batch_size):
+            ids, texts = self._read_range(first, min(first + batch_size, stop))
+            yield first, ids, texts
+
+    def _read_range(self, start: int, stop: int) -> tuple[list[str], list[str]]:
+        """Ids and indexed texts of rows [start, stop), which may span segments."""
+        ids: list[str] = []
+        texts: list[str] = []
+        while start < stop:
+            segment, row = self._locate(start)
+            n = min(stop, int(self._starts[np.searchsorted(self._starts, start, "right")])) - start
+            seg_ids, titles, seg_texts = (segment.read(row, row + n, c) for c in range(len(COLUMNS)))
+            ids += seg_ids
+            texts += [indexed_text(t, x) for t, x in zip(titles, seg_texts, strict=True)]
+            start += n
+        return ids, texts
 
     def close(self) -> None:
         self._close_segments()
