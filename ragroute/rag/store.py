@@ -104,8 +104,8 @@ class SegmentFile:
             batch = reader.get_batch(i)
             rows.append(batch.num_rows)
             # per column: file offset of its int32 offsets (at its first row) and of its character data
-            buffers.append([(col.buffers()[1].address - base + 4 * col.offset, col.buffers()[2].address - base)
-                            for col in batch.columns])
+            buffers.append([(offsets.address - base + 4 * col.offset, data.address - base if data.size else 0)
+                            for col in batch.columns for _, offsets, data in [col.buffers()]])
         del batch, reader
         source.close()
         self.batch_starts = np.cumsum([0, *rows], dtype=np.int64)
@@ -120,7 +120,8 @@ class SegmentFile:
             row, n = start - int(self.batch_starts[b]), min(stop, int(self.batch_starts[b + 1])) - start
             offsets_at, data_at = (int(x) for x in self.buffers[b, column])
             offsets = np.frombuffer(os.pread(self.fd, 4 * (n + 1), offsets_at + 4 * row), dtype=np.int32)
-            data = os.pread(self.fd, int(offsets[-1] - offsets[0]), data_at + int(offsets[0]))
+            size = int(offsets[-1] - offsets[0])
+            data = os.pread(self.fd, size, data_at + int(offsets[0])) if size else b""
             bounds = (offsets - offsets[0]).tolist()
             out.extend(data[bounds[i] : bounds[i + 1]].decode("utf-8") for i in range(n))
             start += n

@@ -78,6 +78,7 @@ def test_position_of_confirms_the_id_when_hashes_collide(tmp_path: Path, monkeyp
     assert store.live_mask().all()
     assert [store.position_of(str(i)) for i in range(20)] == list(range(20))
     assert store.position_of("20") is None
+    assert store.document(5) == Document("5", "", "doc 5")  # a column of empty strings has no data buffer
 
 
 def test_opening_a_directory_that_is_not_a_store_is_a_user_error(tmp_path: Path) -> None:
