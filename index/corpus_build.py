@@ -74,20 +74,41 @@ def _start_work_dir(work: Path, paths: list[Path]) -> None:
         write_json_atomic(plan_file, plan)
 
 
-def _write_segments(work: Path, paths: list[Path], names: list[str], progress: Progress) -> list[SegmentResult]:
-    segments = []
-    for i, (name, path) in enumerate(zip(names, paths, strict=True)):
-        progress.file = i + 1
-        done = _resumable_segment(work, name, path)
+def _log_segment(done: SegmentResult, path: Path, kept: bool) -> None:
+    if kept:
+        logger.info("corpus: %s already written (%d documents), kept", path, done.rows)
+    if done.problems.get("total"):
+        logger.warning("corpus: %s: %d problems: %s", path, done.problems["total"],
+                       "; ".join(f"{n} {k}" for k, n in done.problems["counts"].items()))
+
+
+def _write_segments(work: Path, paths: list[Path], names: list[str], progress: Progress,
+                    workers: int = 1) -> list[SegmentResult]:
+    """One segment per input file, in input order; files already done (a killed build's) are kept. With
+    ``workers`` > 1, files are written by that many processes at once (same segments, same store)."""
+    segments: list[SegmentResult | None] = [_resumable_segment(work, n, p) for n, p in zip(names, paths, strict=True)]
+    todo = [i for i, done in enumerate(segments) if done is None]
+    for i, done in enumerate(segments):
         if done is not None:
-            logger.info("corpus: %s already written (%d documents), kept", path, done.rows)
-        else:
-            done = write_segment(work, name, path, progress)
-        segments.append(done)
-        if done.problems.get("total"):
-            logger.warning("corpus: %s: %d problems: %s", path, done.problems["total"],
-                           "; ".join(f"{n} {k}" for k, n in done.problems["counts"].items()))
-    return segments
+            _log_segment(done, paths[i], kept=True)
+    if workers > 1 and len(todo) > 1:
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(write_segment, work, names[i], paths[i]): i for i in todo}
+            for future in as_completed(futures):
+                i = futures[future]
+                segments[i] = future.result()
+                progress.file += 1
+                progress(segments[i].rows)
+                _log_segment(segments[i], paths[i], kept=False)
+    else:
+        for i in todo:
+            progress.file = i + 1
+            segments[i] = write_segment(work, names[i], paths[i], progress)
+            _log_segment(segments[i], paths[i], kept=False)
+    return segments  # type: ignore[return-value]
 
 
 def _report_problems(manifest: dict[str, Any]) -> None:
@@ -97,9 +118,10 @@ def _report_problems(manifest: dict[str, Any]) -> None:
         logger.warning("corpus: %d input records not stored: %s", problems.total, problems.summary())
 
 
-def build_store(inputs: list[str], out_dir: str | Path) -> dict[str, Any]:
-    """Stream ``inputs`` (JSONL, PubMedQA JSON, Parquet, Arrow, PubMed XML[.gz]) into a new store at ``out_dir``;
-    returns its manifest. Later files win for a repeated id; DeleteCitation ids are marked dead."""
+def build_store(inputs: list[str], out_dir: str | Path, workers: int = 1) -> dict[str, Any]:
+    """Stream ``inputs`` (JSONL, PubMedQA JSON, Parquet, Arrow, PubMed XML[.gz]) into a new store at ``out_dir``
+    (``workers`` processes writing files at once); returns its manifest. Later files win for a repeated id;
+    DeleteCitation ids are marked dead."""
     paths = check_inputs(inputs)
     out = Path(out_dir)
     if out.exists() and (is_store(out) or any(out.iterdir())):
@@ -108,7 +130,7 @@ def build_store(inputs: list[str], out_dir: str | Path) -> dict[str, Any]:
     work = out.with_name(out.name + ".partial")
     _start_work_dir(work, paths)
     progress = Progress("corpus build", len(paths))
-    segments = _write_segments(work, paths, [f"{i:06d}" for i in range(len(paths))], progress)
+    segments = _write_segments(work, paths, [f"{i:06d}" for i in range(len(paths))], progress, workers)
     progress.log()
     if not any(seg.rows for seg in segments):
         shutil.rmtree(work)

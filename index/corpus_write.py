@@ -116,7 +116,12 @@ class _BatchedArrowWriter:
         self._writer.close()
 
 
-def write_segment(directory: Path, name: str, path: Path, on_docs: Callable[[int], None]) -> SegmentResult:
+def _no_progress(_: int) -> None:
+    pass
+
+
+def write_segment(directory: Path, name: str, path: Path,
+                  on_docs: Callable[[int], None] = _no_progress) -> SegmentResult:
     """Stream one input file into ``segments/NAME.arrow`` (+ ``.idhash.npy`` and the ``.json`` done marker)."""
     result = SegmentResult(name=name, source=source_info(path))
     problems = ProblemLog()
