@@ -251,6 +251,15 @@ class CorpusStore:
         self._close_segments()
 
 
+def open_corpus(path: str | Path) -> CorpusStore | InMemoryCorpus:
+    """A store directory as a :class:`CorpusStore`; any file ``load_corpus`` reads (or ``demo``) in memory."""
+    if is_store(path):
+        return CorpusStore.open(path)
+    from ragroute.rag.corpus import load_corpus
+
+    return InMemoryCorpus(load_corpus(str(path)))
+
+
 class InMemoryCorpus:
     """The store's read protocol over documents held in memory (small corpora: PubMedQA files, the demo)."""
 
@@ -282,6 +291,9 @@ class InMemoryCorpus:
 
     def live_mask(self) -> np.ndarray:
         return np.ones(len(self.docs), dtype=bool)
+
+    def close(self) -> None:
+        pass
 
     def position_of(self, doc_id: str) -> int | None:
         return self._positions.get(str(doc_id))
