@@ -95,6 +95,7 @@ class SegmentFile:
     def __init__(self, path: Path) -> None:
         import pyarrow as pa
 
+        self.fd = -1
         source = pa.memory_map(str(path), "r")
         reader = pa.ipc.open_file(source)
         source.seek(0)
@@ -128,7 +129,12 @@ class SegmentFile:
         return out
 
     def close(self) -> None:
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:  # a segment evicted from a store's cache closes once no read holds it
+        self.close()
 
 
 class CorpusStore:
@@ -161,7 +167,7 @@ class CorpusStore:
         segment = self._open_segments.get(seg)
         if segment is None:
             if len(self._open_segments) >= MAX_OPEN_SEGMENTS:
-                self._close_segments()
+                self._open_segments = {}  # not closed here: a read in another thread may still use one
             segment = self._open_segments[seg] = SegmentFile(self.directory / self._segments[seg]["file"])
         return segment
 

@@ -117,3 +117,14 @@ def test_open_corpus_picks_the_store_or_memory(demo_store: Path) -> None:
     assert isinstance(open_corpus(demo_store), CorpusStore)
     memory = open_corpus("demo")
     assert isinstance(memory, InMemoryCorpus) and memory.documents([0]) == CorpusStore.open(demo_store).documents([0])
+
+
+def test_more_segments_than_open_files_allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "MAX_OPEN_SEGMENTS", 2)
+    files = [str(write_jsonl(tmp_path / f"{i}.jsonl", [{"id": str(i), "text": f"doc {i}"}])) for i in range(5)]
+    build_store(files, tmp_path / "s")
+    store = CorpusStore.open(tmp_path / "s")
+    for _ in range(2):
+        assert [d.text for d in store.documents([4, 0, 3, 1, 2])] == ["doc 4", "doc 0", "doc 3", "doc 1", "doc 2"]
+    assert len(store._open_segments) <= 2
+    store.close()
