@@ -141,7 +141,7 @@ def build_store(inputs: list[str], out_dir: str | Path, workers: int = 1) -> dic
     DeleteCitation ids are marked dead."""
     paths = check_inputs(inputs)
     out = Path(out_dir)
-    if out.exists() and (is_store(out) or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or is_store(out) or any(out.iterdir())):
         raise UserError(f"{out} already exists; add files to a store with `ragroute index update` "
                         "or choose a new --out")
     work = out.with_name(out.name + ".partial")

@@ -168,7 +168,9 @@ def check_inputs(inputs: list[str]) -> list[Path]:
     if not paths:
         raise UserError("no input files given")
     for path in paths:
-        if not path.exists() or path.is_dir():  # a named pipe (mkfifo) is read like a file
+        if path.is_dir():
+            raise UserError(f"input {path} is a directory: give its files (e.g. {path}/*.xml.gz)")
+        if not path.exists():  # a named pipe (mkfifo) is read like a file
             raise UserError(f"input file not found: {path}")
         source_kind(path)
     return paths

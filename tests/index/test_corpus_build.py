@@ -106,6 +106,10 @@ def test_cli_empty_build_exits_2_and_leaves_nothing(tmp_path: Path, capsys: pyte
     assert not out.exists() and not (tmp_path / "store.partial").exists()
     assert ragroute_main(["corpus", "build", "--input", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
     assert "input file not found" in capsys.readouterr().err
+    assert ragroute_main(["corpus", "build", "--input", str(tmp_path), "--out", str(out)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert ragroute_main(["corpus", "update", "--store", str(tmp_path), "--input", str(bad)]) == 2
+    assert "not a corpus store" in capsys.readouterr().err
 
 
 def test_cli_refuses_to_overwrite_a_store(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
