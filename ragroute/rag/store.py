@@ -1,16 +1,17 @@
-"""The corpus on disk: a directory of memory-mapped Arrow segments that documents are read from by position.
+"""The corpus on disk: a directory of Arrow segments that documents are read from by position.
 
 Layout of a store directory (written by ``ragroute corpus build`` / ``index.corpus_build``)::
 
     manifest.json            format, rows, live, fingerprint, segments, lookups, dead mask, sources, history
-    segments/NNNNNN.arrow    Arrow IPC file, columns id, title, text (one per input file of a build or per update)
+    segments/NNNNNN.arrow    Arrow IPC file, columns id, title, text (one per input file of a build or an update)
     lookup/NNNNNN.hash.npy   sorted 64-bit hashes of the ids of one build or update ...
     lookup/NNNNNN.pos.npy    ... and the row position of each (same order)
     dead.NNNNNN.npy          bool per row: True = deleted or superseded (the manifest names the current one)
 
 A row's POSITION (its global row number over all segments) never changes: an update appends rows and marks the
 rows it replaces or deletes dead, so index files that refer to positions stay valid. Nothing here reads the
-whole corpus into Python memory: segments and lookups are memory-mapped, and ``position_of`` binary-searches the
+whole corpus into Python memory: rows are read with ``pread`` (:class:`SegmentFile`), the lookups and the dead
+mask are memory-mapped, and ``position_of`` binary-searches the
 hash arrays (newest lookup first: the newest row of an id is the only one that can be live) and confirms the id
 in the segment, so a hash collision cannot return the wrong document.
 
