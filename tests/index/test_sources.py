@@ -114,3 +114,16 @@ def test_unknown_input_type_is_a_user_error(tmp_path: Path) -> None:
     path.write_text("id,text\n")
     with pytest.raises(UserError, match="unknown input type"):
         list(iter_source(path))
+
+
+def test_jsonl_gz_and_a_truncated_one(tmp_path: Path) -> None:
+    lines = "".join(f'{{"id": "{i}", "text": "document number {i} {"x" * 50}"}}\n' for i in range(3000)).encode()
+    path = tmp_path / "c.jsonl.gz"
+    path.write_bytes(gzip.compress(lines))
+    docs, _, problems = split(list(iter_source(path)))
+    assert len(docs) == 3000 and not problems
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    docs, _, problems = split(list(iter_source(cut)))
+    assert 0 < len(docs) < 3000 and [d.id for d in docs] == [str(i) for i in range(len(docs))]
+    assert [(p.kind, p.location) for p in problems] == [("truncated file", str(cut))]
