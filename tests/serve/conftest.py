@@ -44,7 +44,7 @@ def start_server() -> Iterator[Callable[[ServeConfig], str]]:
     with ExitStack() as stack:
 
         def start(cfg: ServeConfig) -> str:
-            url = stack.enter_context(server_in_thread(create_app(cfg)))
+            url = stack.enter_context(server_in_thread(create_app(cfg), http=cfg.http, limits=cfg.limits))
             wait_ready(url)
             return url
 
@@ -66,6 +66,7 @@ class FaultyUpstream(socketserver.ThreadingTCPServer):
     * ``close``: reads the request and closes the connection without a byte;
     * ``partial``: starts a 200 event stream, sends a few words, then drops the connection;
     * ``trickle``: streams a word every 20 ms until the client closes the connection (then sets ``closed``);
+    * ``flood``: streams words as fast as the client takes them until it closes the connection (then ``closed``);
     * ``ok``: a healthy upstream (lists a model, answers "recovered"); set ``behaviour`` to switch at any time.
     """
 
@@ -125,6 +126,13 @@ class FaultyHandler(socketserver.BaseRequestHandler):
                 while not server.stopping.wait(0.02):
                     sock.sendall(sse_event({"content": " word"}))
             except OSError:  # the client went away: what cancellation must cause
+                server.closed.set()
+        elif server.behaviour == "flood":
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
+            try:
+                while not server.stopping.is_set():
+                    sock.sendall(sse_event({"content": " word" * 200}) * 20)
+            except OSError:
                 server.closed.set()
         elif server.behaviour == "ok":
             respond_ok(sock, data)
