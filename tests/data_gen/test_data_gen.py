@@ -157,6 +157,54 @@ def test_killed_vllm_run_resumes_without_losing_records(tmp_path, kill_midway_th
     kill_midway_then_rerun(cmd, out, 4, 12)
 
 
+def _is_engine_core(proc) -> bool:
+    import psutil
+
+    try:
+        return "EngineCore" in proc.name() or "EngineCore" in " ".join(proc.cmdline())
+    except psutil.Error:  # gone meanwhile
+        return False
+
+
+@pytest.mark.slow
+def test_killed_vllm_run_leaves_no_engine_process(tmp_path):
+    """SIGKILL to `ragroute data-gen` alone (not its process group): vLLM's EngineCore and workers are gone
+    within seconds (ragroute.reaper)."""
+    import signal
+    import time
+
+    import psutil
+
+    cmd = [sys.executable, "-m", "ragroute.cli", "data-gen", "--config", "configs/data_gen/smollm2-135m_demo_teacher.yaml",
+           "--out", str(tmp_path / "out"), "--limit", "4", "--batch-size", "2", "--sampling.max-tokens", "16",
+           "--pipeline.index-dir", str(tmp_path / "idx"), "--engine.kv-cache-memory-gb", "0.5"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    parent = psutil.Process(proc.pid)
+    descendants: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 400
+        while not any(_is_engine_core(p) for p in descendants):
+            assert proc.poll() is None and time.monotonic() < deadline, "no engine process appeared"
+            time.sleep(0.5)
+            descendants = parent.children(recursive=True)
+        time.sleep(1.0)  # the reaper's next look at the tree
+        descendants = parent.children(recursive=True)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        _, alive = psutil.wait_procs(descendants, timeout=10)
+        assert not alive, f"still running 10 s after data-gen was killed: {alive}"
+    finally:
+        for p in descendants:  # only on failure: what the reaper should have done
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def _answers(out) -> list[tuple]:
     """Everything a record says about its question, without the timings (which differ run to run)."""
     return [(r["id"], r["answer"], r["messages"], r["doc_ids"], r["prompt_tokens"], r["completion_tokens"],

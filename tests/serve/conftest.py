@@ -26,6 +26,18 @@ from serve.echo_upstream import create_echo_app
 from serve.server import server_in_thread
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def free_port() -> Callable[[], int]:
+    """``free_port()``: a TCP port free on 127.0.0.1 now (for a server started as a subprocess)."""
+    return _free_port
+
+
 def wait_ready(url: str, timeout_s: float = 120.0) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -178,3 +178,107 @@ def test_connections_beyond_the_cap_get_503(server):
     time.sleep(0.2)
     assert httpx.get(f"{url}/health", timeout=30).status_code == 200
     assert_answers_normally(url)
+
+
+class Trickler:
+    """``n`` slow-loris connections, each sending one more header line every ``every_s`` seconds."""
+
+    def __init__(self, url: str, n: int, every_s: float = 0.5) -> None:
+        self.socks = [connect(url) for _ in range(n)]
+        for sock in self.socks:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n")
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
+        self.thread.start()
+
+    def _run(self, every_s: float) -> None:
+        while not self.stop.wait(every_s):
+            for sock in self.socks:
+                try:
+                    sock.sendall(b"x-slow: 1\r\n")
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        for sock in self.socks:
+            sock.close()
+
+
+def non_readers(url: str, n: int) -> list[socket.socket]:
+    socks = [connect(url, rcvbuf=4096) for _ in range(n)]
+    for sock in socks:
+        sock.sendall(stream_request() + stream_request())  # two pipelined streams each, never read
+    return socks
+
+
+def test_sigterm_during_hostile_clients_answers_then_exits_0_within_its_deadline(faulty_upstream, echo_upstream,
+                                                                                  tmp_path, metric, free_port):
+    """The issue's "done when", on a real `ragroute serve` process: 4 non-reading clients fill all 4 generation
+    slots and 100 connections trickle headers; a valid request is still answered (once the write deadline cuts
+    the non-readers off); then, with 4 new non-readers and the 100 trickling connections open, SIGTERM: new
+    connections are refused at once and the process exits 0 within its shutdown deadline."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from ragroute.config import REPO_ROOT
+
+    flood = faulty_upstream("flood")
+    port = free_port()
+    config = tmp_path / "serve.yaml"
+    config.write_text(
+        f"rag: false\nstudent:\n  name: student-up\n  engine: {{name: openai, base_url: '{flood.base_url}', "
+        f"served_model_name: student-upstream, max_retries: 0}}\nteacher:\n  name: echo\n  engine: {{name: openai, "
+        f"base_url: '{echo_upstream}', max_retries: 0}}\nrouting: {{if_missing: teacher}}\n"
+        f"health: {{probe_interval_s: 0}}\nlimits: {{max_concurrent: 4}}\n"
+        f"http: {{write_timeout_s: 5, header_timeout_s: 60, shutdown_timeout_s: 2}}\n")
+    log = (tmp_path / "serve.log").open("w+")
+    proc = subprocess.Popen([sys.executable, "-m", "ragroute.cli", "serve", "--config", str(config), "--port",
+                             str(port)], cwd=REPO_ROOT, env={**os.environ, "RAGROUTE_API_KEY": ""}, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url, hostile, trickler = f"http://127.0.0.1:{port}", [], None
+    try:
+        wait_for(lambda: _ready(url, proc), 120, "server ready")
+        hostile = non_readers(url, 4)
+        trickler = Trickler(url, 100)
+        wait_for(lambda: metric(url, "ragroute_in_flight_requests") == 4, what="4 non-readers generating")
+        started = time.monotonic()
+        assert_answers_normally(url)
+        answered_s = time.monotonic() - started
+        assert metric(url, "ragroute_cancelled_total", model="student", reason="slow_reader") == 4
+        hostile += non_readers(url, 4)
+        wait_for(lambda: metric(url, "ragroute_in_flight_requests") == 4, what="4 new non-readers generating")
+        stopping = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(ConnectionRefusedError):
+            connect(url)
+        returncode = proc.wait(timeout=30)
+        exit_s = time.monotonic() - stopping
+    finally:
+        if trickler is not None:
+            trickler.close()
+        for sock in hostile:
+            sock.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.seek(0)
+        output = log.read()
+        log.close()
+    print(f"valid request answered in {answered_s:.2f}s with 4 non-readers and 100 slow-header connections; "
+          f"exit {exit_s:.2f}s after SIGTERM (shutdown_timeout_s 2)")
+    assert returncode == 0, output[-3000:]
+    assert exit_s < 2 + 3, output[-3000:]  # the deadline, plus the engines' close and the interpreter's exit
+    assert "Traceback" not in output, output[-5000:]
+
+
+def _ready(url: str, proc) -> bool:
+    assert proc.poll() is None, "ragroute serve exited"
+    try:
+        return httpx.get(f"{url}/ready", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
