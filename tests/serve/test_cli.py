@@ -69,6 +69,6 @@ def test_serves_from_yaml(tmp_path, tiny_model_dir, free_port):
     finally:
         proc.terminate()
         output, _ = proc.communicate(timeout=30)
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal so the exit status reports it.
-    assert proc.returncode in (0, -15)
+    # SIGTERM: a graceful shutdown, then exit 0 (uvicorn re-raises the signal; serve's own handler absorbs it).
+    assert proc.returncode == 0
     assert "Application shutdown complete" in output
