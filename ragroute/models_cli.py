@@ -6,7 +6,8 @@ import argparse
 
 from ragroute.config import CONFIG_ROOT
 
-DEFAULT_MODELS = ("smollm2-135m", "smollm2-135m-pruned")
+# The offline SmolLM2 pair, then the offline Qwen path: Qwen2.5's tokenizer and two tiny random Qwen2 checkpoints.
+DEFAULT_MODELS = ("smollm2-135m", "smollm2-135m-pruned", "qwen2.5-tokenizer", "qwen2-tiny-teacher", "qwen2-tiny-student")
 
 
 def cli(argv: list[str]) -> int:
@@ -14,7 +15,8 @@ def cli(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     prepare = sub.add_parser(
         "prepare",
-        help="convert the offline teacher from its GGUF and derive the pruned student into $RAGROUTE_HOME",
+        help="convert the offline teacher from its GGUF, derive the pruned student, build Qwen2.5's tokenizer and the "
+        "tiny Qwen2 checkpoints into $RAGROUTE_HOME",
     )
     prepare.add_argument(
         "models",
