@@ -12,7 +12,7 @@ setup(
     package_dir={"ragroute.configs": "configs"},
     package_data={
         "ragroute": ["data/demo/*.jsonl", "data/demo/*.md", "data/pubmedqa/*.json", "data/pubmedqa/*.md",
-                     "data/pubmedqa/LICENSE"],
+                     "data/pubmedqa/LICENSE", "data/qwen2.5/*.jinja"],
         "ragroute.configs": ["**/*.yaml", "**/*.yml", "**/*.json"],
     },
 )

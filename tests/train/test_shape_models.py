@@ -1,5 +1,5 @@
 """The train stage on shape-only models (configs/models/*-shape.yaml: an architecture from config.json, random
-weights, the offline SmolLM2 tokenizer): the GPU timing configs run unchanged on CPU at a toy size, through the
+weights, Qwen2.5's tokenizer): the GPU timing configs run unchanged on CPU at a toy size, through the
 real ``accelerate launch -m train`` (one process, and two processes with gloo DDP), and their reports carry what
 bench/gpu_train.sh collects (steady tokens/s, peak memory per rank, the parallel setup)."""
 
@@ -53,7 +53,7 @@ def _launch(accelerate_config: str, train_config: str, data: Path, out: Path, *f
 
 def test_shape_model_refs_name_their_stand_in_tokenizer():
     ref = resolve_model_ref("qwen2.5-1.5b-shape")
-    assert ref.shape_only and ref.tokenizer == "ragroute:smollm2-135m-instruct"
+    assert ref.shape_only and ref.tokenizer == "ragroute:qwen2.5-tokenizer"
     assert (Path(ref.path) / "config.json").is_file() and not list(Path(ref.path).glob("*.safetensors"))
     assert not resolve_model_ref("smollm2-135m").shape_only
 

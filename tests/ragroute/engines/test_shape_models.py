@@ -70,3 +70,25 @@ def test_tiny_shape_generates_fixed_length_answers_on_vllm(teacher_dir):
         assert result.completion_tokens == 12 and result.finish_reason == "length"
         assert result.text == ""
         assert len(result.token_ids) == 12 and result.prompt_tokens > 5
+
+
+@pytest.mark.slow
+def test_qwen_shape_builds_counts_and_constrains_with_qwens_tokenizer():
+    """A shape-only Qwen model templates, counts and constrains the verdict with Qwen2.5's own tokenizer: the
+    prompt is Qwen's ChatML with its default system prompt, the verdict step allows only Qwen's verdict ids."""
+    from ragroute.engines.verdict_first import verdict_ids
+    from ragroute.models import load_tokenizer
+    from ragroute.verdict import VerdictConfig
+
+    spec = load_model_spec("qwen2-tiny-shape")
+    qwen = load_tokenizer(spec.tokenizer)
+    messages = [{"role": "user", "content": "Do statins lower LDL cholesterol?"}]
+    expected = qwen.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=False)
+    assert expected[:3] == [151644, 8948, 198]  # <|im_start|> system \n: the default system prompt opens it
+    sampling = SamplingConfig(max_tokens=6, verdict=VerdictConfig(enabled=True, min_explanation_tokens=2))
+    with create_engine(spec, EngineConfig(name="vllm", kv_cache_memory_gb=0.25)) as engine:
+        ids = verdict_ids(engine)
+        [result] = engine.generate([GenerationRequest(messages=messages)], sampling)
+    assert ids["yes"][:2] == [9454, 7414] and ids["no"][0] == 2753 and ids["maybe"][0] == 21390
+    assert result.shape_only and result.prompt_tokens == len(expected)
+    assert result.verdict in ("yes", "no", "maybe") and sum(result.verdict_probs.values()) == pytest.approx(1.0)
