@@ -6,7 +6,7 @@ import re
 from collections import OrderedDict
 from typing import Any
 
-from ragroute.rag.retrieve import Hit
+from ragroute.rag.retrieve import Hit, as_corpus
 
 _SPACE = re.compile(r"\s+")
 
@@ -23,7 +23,7 @@ class DuplicateKeys:
     again)."""
 
     def __init__(self, corpus: Any, max_cached: int = 100_000) -> None:
-        self.corpus = corpus  # anything with document(pos) (a store, an InMemoryCorpus)
+        self.corpus = as_corpus(corpus)  # a list of documents, a store, anything with document(pos)
         self.max_cached = max_cached
         self._keys: OrderedDict[int, str] = OrderedDict()
 
