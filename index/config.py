@@ -44,6 +44,9 @@ class IndexConfig:
     sparse_heap_mb: int = field(
         default=256, metadata={"help": "tantivy writer memory (the sparse build's memory bound), MB"}
     )
+    sparse_threads: int = field(
+        default=0, metadata={"help": "tantivy indexing threads (0: tantivy's choice from the CPU count, at most 8)"}
+    )
     sparse_commit_every: int = field(
         default=500_000, metadata={"help": "documents between commits (a killed build resumes from the last)"}
     )

@@ -103,7 +103,8 @@ def sync_sparse(out: Path, store: CorpusStore, cfg: dict[str, Any], index_cfg: I
         progress.bar.set_description("sparse index")
         try:
             add_documents(directory, settings, store.iter_texts(start, batch_size=4096),
-                          heap_mb=index_cfg.sparse_heap_mb, commit_every=index_cfg.sparse_commit_every,
+                          heap_mb=index_cfg.sparse_heap_mb, threads=index_cfg.sparse_threads,
+                          commit_every=index_cfg.sparse_commit_every,
                           on_batch=progress)
         finally:
             progress.close()
