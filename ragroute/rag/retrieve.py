@@ -71,6 +71,9 @@ class IndexStore:
     def _open_built(self, directory: str) -> None:
         from ragroute.rag.built_index import check_index, doc_model_label, read_index_manifest
 
+        if getattr(self.corpus, "directory", None) is None:
+            raise UserError(f"index {directory} is set, but the corpus is not a corpus store: set corpus to the store "
+                            "directory the index was built from (`ragroute corpus build`)")
         manifest = read_index_manifest(directory)
         doc_model = doc_model_label(self.cfg.dense_model, self.cfg.dense_doc_model)
         check_index(directory, manifest, self.corpus.fingerprint, getattr(self.corpus, "directory", None), doc_model)

@@ -122,6 +122,11 @@ def test_large_corpus_without_index_is_refused(tmp_path: Path, xml_file: Callabl
                          **BM25_PIPELINE)
     with pytest.raises(UserError, match="ragroute index build"):
         RAGPipeline.from_config(cfg)
+    build_index(store, tmp_path / "index", SPARSE_ONLY)
+    from ragroute.rag.corpus import DEMO_CORPUS
+
+    with pytest.raises(UserError, match="not a corpus store"):  # an index needs the store it was built from
+        RAGPipeline.from_config(PipelineConfig(corpus=str(DEMO_CORPUS), index=str(tmp_path / "index"), **BM25_PIPELINE))
 
 
 def test_cli_build_prints_the_manifest_and_bad_store_exits_2(tmp_path: Path, xml_file: Callable, article: Callable) -> None:
