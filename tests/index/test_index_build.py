@@ -195,3 +195,19 @@ def test_killed_build_resumes_to_the_same_index_and_the_pipeline_uses_it(
     assert top_ids(dense_only, "heart attack and aspirin")[0] == "1001"
     with pytest.raises(UserError, match="all-MiniLM-L6-v2 \\(bundled\\).*other/encoder"):
         RAGPipeline.from_config(PipelineConfig(**{**vars(cfg), "dense_model": "other/encoder"}))
+
+    # An update extends the last, partial shard (its old rows kept as they were) and adds the new rows to FAISS.
+    last_before = np.load(emb / "shard_000002.npy")
+    assert len(last_before) == 2
+    update = xml_file(tmp_path / "update.xml", [
+        article("1001", "Aspirin and bleeding", (None, "Aspirin raised gastrointestinal bleeding in the elderly.")),
+        article("2000", "Zinc for the common cold", (None, "Zinc lozenges shortened rhinovirus colds.")),
+    ])
+    update_index(store, tmp_path / "resumed", [str(update)])
+    last_after = np.load(emb / "shard_000002.npy")
+    assert len(last_after) == 4 and np.array_equal(last_after[:2], last_before)
+    assert (emb / "shard_000000.npy").stat().st_mtime_ns == first_shard
+    pipeline = RAGPipeline.from_config(PipelineConfig(**{**vars(cfg), "retriever": "dense"}))
+    assert top_ids(pipeline, "zinc lozenges against colds")[0] == "2000"
+    docs = pipeline.prepare("aspirin after a heart attack").docs
+    assert [d.id for d in docs].count("1001") == 1 and all("reinfarction" not in d.text for d in docs)
