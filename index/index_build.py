@@ -86,7 +86,7 @@ def make_embedder(cfg: IndexConfig) -> tuple[Any, int]:
     model = encoder.doc_model
     if str(model.device).startswith("cuda"):
         model.half()
-    return encoder.encode_documents, int(model.get_sentence_embedding_dimension())
+    return encoder.encode_documents, int(model.get_embedding_dimension())
 
 
 def sync_sparse(out: Path, store: CorpusStore, cfg: dict[str, Any], index_cfg: IndexConfig) -> None:
