@@ -23,6 +23,16 @@ from ragroute.rag.store import CorpusStore, is_store
 REPO = Path(__file__).resolve().parents[2]
 
 
+def kill_once_written(proc: subprocess.Popen, marker: Path) -> None:
+    """SIGKILL the process once it has written ``marker`` (it then blocks on a named pipe nobody writes)."""
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
 def test_pubmed_update_adds_replaces_and_deletes(tmp_path: Path, article: Callable, xml_file: Callable) -> None:
     base = xml_file(tmp_path / "pubmed25n0001.xml.gz", [
         article("1", "One", (None, "first")), article("2", "Two", (None, "old two")),
@@ -96,6 +106,10 @@ def test_cli_empty_build_exits_2_and_leaves_nothing(tmp_path: Path, capsys: pyte
     assert not out.exists() and not (tmp_path / "store.partial").exists()
     assert ragroute_main(["corpus", "build", "--input", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
     assert "input file not found" in capsys.readouterr().err
+    assert ragroute_main(["corpus", "build", "--input", str(tmp_path), "--out", str(out)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert ragroute_main(["corpus", "update", "--store", str(tmp_path), "--input", str(bad)]) == 2
+    assert "not a corpus store" in capsys.readouterr().err
 
 
 def test_cli_refuses_to_overwrite_a_store(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -122,12 +136,7 @@ def test_killed_build_never_opens_and_resumes_from_its_done_files(tmp_path: Path
     cmd = [sys.executable, "-m", "ragroute.cli", "corpus", "build", "--input", str(first), str(second), "--out", str(out)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     marker = tmp_path / "store.partial" / "segments" / "000000.json"
-    deadline = time.monotonic() + 60
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert marker.exists()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_once_written(proc, marker)
     assert not out.exists() and not is_store(tmp_path / "store.partial")
     second.unlink()
     second.write_text('{"id": "100", "text": "doc 100"}\n')
@@ -153,12 +162,7 @@ def test_killed_update_leaves_the_previous_store_and_the_next_update_cleans_up(t
             f"update_store({str(tmp_path / 's')!r}, [{str(new)!r}, {str(pipe)!r}])")
     proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)})
     marker = tmp_path / "s" / "segments" / "u000001-000000.json"
-    deadline = time.monotonic() + 60
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert marker.exists()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_once_written(proc, marker)
     store = CorpusStore.open(tmp_path / "s")
     assert store.manifest == before and store.position_of("3") == 3 and len(store) == 10
     result = update_store(tmp_path / "s", [str(new)])
@@ -181,3 +185,15 @@ def test_a_second_concurrent_update_is_refused(tmp_path: Path) -> None:
         with pytest.raises(UserError, match="another update"):
             update_store(tmp_path / "s", [str(src)])
     assert update_store(tmp_path / "s", [str(src)]).dead_positions.tolist() == [0]
+
+
+def test_parallel_workers_build_the_same_store(tmp_path: Path, article: Callable, xml_file: Callable) -> None:
+    files = [str(xml_file(tmp_path / f"pubmed{i}.xml.gz", [article(str(j), f"T{j}", (None, f"text {j}"))
+                                                          for j in range(i * 10, i * 10 + 15)],
+                          deleted=[str(i * 10 - 1)] if i else []))
+             for i in range(4)]
+    one = build_store(files, tmp_path / "one")
+    two = build_store(files, tmp_path / "two", workers=2)
+    assert two["fingerprint"] == one["fingerprint"] and two["live"] == one["live"] == 45 - 3  # ids 0..44, three deleted
+    assert CorpusStore.open(tmp_path / "two").documents(range(60)) == CorpusStore.open(tmp_path / "one").documents(
+        range(60))
