@@ -62,8 +62,8 @@ def index_cli(argv: list[str]) -> int:
     """``ragroute index build|update``: the sparse (tantivy) and dense (FAISS) indexes of a corpus store."""
     from ragroute.config import add_config_arguments, config_from_args
 
-    parser = _parser("ragroute index")
-    parser.usage = INDEX_USAGE
+    parser = argparse.ArgumentParser(prog="ragroute index", description=f"{index_cli.__doc__}\n\n{INDEX_USAGE}",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     build = sub.add_parser("build", help="build (or resume building) the indexes of a store")
     build.add_argument("--store", required=True, help="the corpus store directory (`ragroute corpus build`)")
