@@ -25,6 +25,7 @@ from ragroute.rag.shards import EmbeddingShards, done_rows, shard_path, write_sh
 log = logging.getLogger("ragroute.index")
 
 Embed = Callable[[list[str]], np.ndarray]  # texts -> (n, dim) normalised vectors
+TEXTS_PER_CALL = 16  # encoder batches per call
 
 
 def shards_todo(directory: Path, rows: int, rows_per_shard: int) -> list[tuple[int, int, int]]:
@@ -71,7 +72,9 @@ def embed_shard(store: Any, directory: Path, k: int, lo: int, hi: int, rows_per_
     first = k * rows_per_shard
     if lo > first:
         parts.append(np.load(shard_path(directory, k))[: lo - first])
-    for _, _, texts in store.iter_texts(lo, hi, batch_size=batch_size):
+    # Texts go to the encoder TEXTS_PER_CALL batches at a time: sentence-transformers sorts a call's texts by
+    # length before batching, so wider calls pad less (the chunking is fixed, so a resumed shard is the same).
+    for _, _, texts in store.iter_texts(lo, hi, batch_size=batch_size * TEXTS_PER_CALL):
         parts.append(np.asarray(embed(texts), dtype=np.float16))
         on_docs(len(texts))
     write_shard(directory, k, np.concatenate(parts))
