@@ -42,14 +42,15 @@ def shards_todo(directory: Path, rows: int, rows_per_shard: int) -> list[tuple[i
 class Progress:
     """docs/s and ETA over the rows still to embed (tqdm bar on a terminal, a log line every ``every_s``)."""
 
-    def __init__(self, total: int, every_s: float = 30.0) -> None:
+    def __init__(self, total: int, every_s: float = 30.0, what: str = "embedded") -> None:
         from tqdm import tqdm
 
+        self.what = what
         self.total = total
         self.done = 0
         self.started = self.last = time.monotonic()
         self.every_s = every_s
-        self.bar = tqdm(total=total, unit="doc", desc="embedding", disable=None, smoothing=0.05)
+        self.bar = tqdm(total=total, unit="doc", desc=what, disable=None, smoothing=0.05)
 
     def __call__(self, n: int) -> None:
         self.done += n
@@ -59,7 +60,7 @@ class Progress:
             self.last = now
             rate = self.done / max(now - self.started, 1e-9)
             eta = (self.total - self.done) / rate if rate else float("inf")
-            log.info("embedded %d/%d documents, %.0f docs/s, ETA %.0f s", self.done, self.total, rate, eta)
+            log.info("%s %d/%d documents, %.0f docs/s, ETA %.0f s", self.what, self.done, self.total, rate, eta)
 
     def close(self) -> None:
         self.bar.close()
