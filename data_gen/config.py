@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ragroute.engines.base import EngineConfig, SamplingConfig
 from ragroute.rag.pipeline import PipelineConfig
@@ -10,6 +11,11 @@ from ragroute.rag.pipeline import PipelineConfig
 
 @dataclass
 class DataGenConfig:
+    """One data_gen run. The stored top-k logprobs of each answer token (offline logit KD) are
+    ``sampling.logprobs``, the one sampling the run uses."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"top_logprobs": "sampling.logprobs"}
+
     model_config: str = field(
         default="smollm2-135m", metadata={"help": "model config name in configs/models or a model YAML path"}
     )
@@ -34,9 +40,6 @@ class DataGenConfig:
     )
     shard: str = field(
         default="0/1", metadata={"help": "i/N: this worker answers every question whose index % N == i"}
-    )
-    top_logprobs: int | None = field(
-        default=None, metadata={"help": "store the top-k logprobs of each answer token (offline logit KD)"}
     )
     overwrite: bool = field(
         default=False, metadata={"help": "discard records written with a different config instead of refusing"}

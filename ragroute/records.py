@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,3 +155,16 @@ def finished_ids(path: str | os.PathLike[str]) -> set[str]:
     if not p.exists():
         return set()
     return {str(d["id"]) for d in iter_jsonl(p) if "id" in d}
+
+
+def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> Path:
+    """A whole JSONL file at once, atomically (a partial file would silently be a shorter dataset); appending,
+    resumable output uses :class:`JsonlWriter`. ASCII escapes: no raw U+2028 for a ``splitlines()`` reader to cut."""
+    from ragroute.artifacts.io import write_atomic
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+
+    return write_atomic(path, write)

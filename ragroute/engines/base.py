@@ -13,7 +13,6 @@ engine never drags in the others' heavy dependencies.
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ragroute.errors import UserError
+from ragroute.registry import Registry, UnknownName
 from ragroute.verdict import VerdictConfig
 
 Message = dict[str, str]
@@ -390,22 +390,16 @@ class StreamingEngine(ABC):
 
 
 # name -> "module:Class"; imported lazily by create_engine / create_streaming_engine.
-ENGINES: dict[str, str] = {
+ENGINES: Registry[type] = Registry("engine", {
     "vllm": "ragroute.engines.vllm_engine:VLLMEngine",
     "openai": "ragroute.engines.openai_engine:OpenAIEngine",
     "transformers": "ragroute.engines.hf_engine:TransformersEngine",
-}
-STREAMING_ENGINES: dict[str, str] = {
+})
+STREAMING_ENGINES: Registry[type] = Registry("engine", {
     "vllm": "ragroute.engines.vllm_engine:AsyncVLLMEngine",
     "openai": "ragroute.engines.openai_engine:AsyncOpenAIEngine",
     "transformers": "ragroute.engines.hf_engine:StreamingTransformersEngine",
-}
-
-
-def import_target(target: str) -> Any:
-    """The object a lazy registry entry ``"module:Name"`` names, imported on first use."""
-    module_name, attribute = target.split(":")
-    return getattr(importlib.import_module(module_name), attribute)
+})
 
 
 def register_engine(name: str, target: str, streaming: str | None = None) -> None:
@@ -416,23 +410,23 @@ def register_engine(name: str, target: str, streaming: str | None = None) -> Non
         STREAMING_ENGINES[name] = streaming
 
 
-def _engine_class(registry: dict[str, str], name: str, face: str) -> Any:
+def _engine_class(registry: Registry[type], name: str) -> Any:
     try:
-        return import_target(registry[name])
-    except KeyError:
-        raise UserError(f"unknown engine '{name}' (known {face} engines: {', '.join(sorted(registry))})") from None
+        return registry[name]
+    except UnknownName as exc:
+        raise UserError(str(exc)) from None
 
 
 def create_engine(model: Any, engine: EngineConfig) -> GenerationEngine:
     """The batch face of the engine named in ``engine`` for the :class:`ragroute.models.ModelSpec` ``model``."""
-    cls = _engine_class(ENGINES, engine.name, "batch")
+    cls = _engine_class(ENGINES, engine.name)
     _check_shape_only(model, engine)
     return cls(model, engine)
 
 
 def create_streaming_engine(model: Any, engine: EngineConfig) -> StreamingEngine:
     """The async streaming face of the engine named in ``engine``; call ``await start()`` before use."""
-    cls = _engine_class(STREAMING_ENGINES, engine.name, "streaming")
+    cls = _engine_class(STREAMING_ENGINES, engine.name)
     _check_shape_only(model, engine)
     return cls(model, engine)
 

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from ragroute.config import config_hash, load_config
+from ragroute.artifacts import content_hash
+from ragroute.config import config_to_dict, load_config
 from ragroute.engines.base import EngineConfig, SamplingConfig
 from ragroute.errors import ConfigError
 
@@ -61,11 +62,11 @@ def test_missing_file_is_a_config_error(tmp_path):
         load_config(Outer, tmp_path / "nope.yaml")
 
 
-def test_config_hash_follows_content():
+def test_content_hash_follows_config_content():
     a, b = Outer(), Outer()
-    assert config_hash(a) == config_hash(b)
+    assert content_hash(config_to_dict(a)) == content_hash(config_to_dict(b))
     b.inner.size = 4
-    assert config_hash(a) != config_hash(b)
+    assert content_hash(config_to_dict(a)) != content_hash(config_to_dict(b))
 
 
 STAGE_CONFIGS = ["evaluation.config:EvalConfig", "evaluation.demo:DemoConfig", "ragroute.generate:GenerateConfig",
