@@ -23,7 +23,7 @@ def run(cfg: DataGenConfig) -> RecordsRun:
     and manifest written, as a :class:`RecordsRun`."""
     if not cfg.out:
         raise UserError("no output directory given (--out DIR)")
-    if cfg.executor == "local" and cfg.engine.data_parallel_size > 1:
+    if cfg.executor == "local" and cfg.engine.vllm.data_parallel_size > 1:
         from data_gen.parallel import run_data_parallel
 
         run_data_parallel(cfg)

@@ -23,7 +23,7 @@ def output_identity(cfg: Any, model_spec: Any) -> dict[str, Any]:
         "pipeline": pipeline,
         "sampling": {**sampling_record(cfg.sampling), "logprobs": None},
         "top_logprobs": cfg.sampling.logprobs,
-        "engine": {"name": cfg.engine.name, "quantization": cfg.engine.quantization},
+        "engine": {"name": cfg.engine.name, "quantization": cfg.engine.vllm.quantization},
         "questions": str(cfg.questions),
         "corpus": str(cfg.corpus),
         "schema_version": SCHEMA_VERSION,

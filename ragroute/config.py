@@ -216,6 +216,20 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             default=None,
             help=help_text.replace("%", "%%"),  # argparse %-formats help strings
         )
+    for old in _renamed_keys(cls):  # old flags keep working (moved, with a warning, by load_config)
+        group.add_argument("--" + old.replace("_", "-"), dest=f"cfg:{old}", default=None, help=argparse.SUPPRESS)
+
+
+def _renamed_keys(cls: type, prefix: str = "") -> Iterator[str]:
+    """Every dotted key that ``cls`` or a nested config lists in ``RENAMED_KEYS``."""
+    import typing
+
+    yield from (f"{prefix}{old}" for old in getattr(cls, "RENAMED_KEYS", {}))
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints.get(f.name, f.type)
+        if dataclasses.is_dataclass(hint):
+            yield from _renamed_keys(hint, f"{prefix}{f.name}.")
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace) -> T:

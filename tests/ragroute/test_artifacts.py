@@ -144,3 +144,27 @@ def test_a_renamed_key_still_works_and_both_names_are_an_error(tmp_path: Path, c
     both.write_text("top_logprobs: 5\nsampling:\n  logprobs: 4\n")
     with pytest.raises(ConfigError, match="give only 'sampling.logprobs'"):
         load_config(DataGenConfig, both)
+
+
+def test_flat_engine_keys_of_earlier_releases_load_into_their_sections(tmp_path: Path, caplog) -> None:
+    from ragroute.config import add_config_arguments, config_from_args, load_config
+    from serve.config import ServeConfig
+
+    old = tmp_path / "serve.yaml"
+    old.write_text("student:\n  engine: {name: vllm, gpu_memory_utilization: 0.3, devices: [1]}\n"
+                   "teacher:\n  engine: {name: openai, base_url: 'http://up:8000/v1', max_retries: 1, device: cpu}\n")
+    with caplog.at_level("WARNING", logger="ragroute.config"):
+        cfg = load_config(ServeConfig, old)
+    assert (cfg.student.engine.vllm.gpu_memory_utilization, cfg.student.engine.vllm.devices) == (0.3, [1])
+    teacher = cfg.teacher.engine
+    assert (teacher.openai.base_url, teacher.openai.max_retries, teacher.transformers.device) == (
+        "http://up:8000/v1", 1, "cpu")
+    assert "'student.engine.gpu_memory_utilization' is now 'student.engine.vllm.gpu_memory_utilization'" in caplog.text
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, ServeConfig)
+    args = parser.parse_args(["--student.engine.name", "vllm", "--student.engine.gpu-memory-utilization", "0.2"])
+    assert config_from_args(ServeConfig, args).student.engine.vllm.gpu_memory_utilization == 0.2
+    assert "--student.engine.gpu-memory-utilization" not in parser.format_help()  # hidden; the new flag is shown
+    assert "--student.engine.vllm.gpu-memory-utilization" in parser.format_help()

@@ -85,7 +85,8 @@ def test_every_flag_shows_its_fields_help_and_default(schema):
     cls = getattr(importlib.import_module(module_name), class_name)
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, cls)
-    helps = {a.dest[4:]: a.help for a in parser._actions if a.dest.startswith("cfg:")}
+    helps = {a.dest[4:]: a.help for a in parser._actions
+             if a.dest.startswith("cfg:") and a.help != argparse.SUPPRESS}  # hidden: renamed keys' old flags
     fields = dict(_leaf_fields(cls))
     assert set(helps) == set(fields)
     for dotted, f in fields.items():
@@ -102,8 +103,8 @@ def test_defaults_read_as_yaml():
     fields.update({f"sampling.{k}": v for k, v in _leaf_fields(SamplingConfig)})
     assert field_default(fields["inner.size"]) == "3"
     assert field_default(fields["name"]) == "x"
-    assert field_default(fields["engine.quantization"]) == "null"
-    assert field_default(fields["engine.enable_prefix_caching"]) == "true"
+    assert field_default(fields["engine.vllm.quantization"]) == "null"
+    assert field_default(fields["engine.vllm.enable_prefix_caching"]) == "true"
     assert field_default(fields["sampling.stop"]) == "[]"
 
 
