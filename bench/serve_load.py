@@ -498,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
                     str(port),
                     "--log-level",
                     "warning",
+                    "--limits.max-concurrent-per-client",  # one load generator stands in for many clients
+                    "0",
                 ],
                 env,
             )

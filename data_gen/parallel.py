@@ -57,6 +57,9 @@ def run_data_parallel(cfg: DataGenConfig) -> dict:
     """Run the N workers, wait for all, merge their shards; a failed worker's records are kept for the rerun."""
     import yaml
 
+    from ragroute.reaper import reap_descendants_on_exit
+
+    reap_descendants_on_exit()  # the workers and their engines die with this process, even by SIGKILL
     count = cfg.engine.vllm.data_parallel_size
     envs = worker_environments(cfg)
     limits = worker_limits(cfg.limit, count)

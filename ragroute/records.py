@@ -2,19 +2,25 @@
 
 data_gen writes one :class:`AnswerRecord` per question and model; train, router and evaluation read them.
 Records are appended one line at a time, flushed and fsynced, so a run killed at any point keeps every record
-it finished, and a rerun skips the ids already written. A torn last line (the process died mid-write) is
-ignored by the reader and cut off by the writer before it appends.
+it finished, and a rerun skips the ids already written. A torn last line (the process died mid-write, even
+inside a multi-byte character) is skipped by the reader and cut off, byte-safely and logged, by the writer
+before it appends; a corrupt line in the middle stops the reader with a message naming the file and line.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ragroute.errors import UserError
+
+log = logging.getLogger("ragroute.records")
 
 SCHEMA_VERSION = 1
 
@@ -66,29 +72,52 @@ class AnswerRecord:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def _truncate_torn_tail(path: Path) -> None:
-    """Cut a last line that lacks its newline (a write interrupted by a crash)."""
-    with path.open("rb+") as fh:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        if size == 0:
-            return
-        fh.seek(size - 1)
-        if fh.read(1) == b"\n":
-            return
-        # Walk back to the previous newline.
-        pos = size - 1
-        chunk = 4096
-        while pos > 0:
-            start = max(0, pos - chunk)
+def _parse_line(raw: bytes) -> dict[str, Any] | None:
+    """One JSONL line as an object, None when it is not valid UTF-8 JSON (torn or corrupt)."""
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _last_line_start(fh: Any, end: int) -> int:
+    """Offset of the first byte after the last newline before ``end`` (0 when there is none)."""
+    pos, chunk = end, 65536
+    while pos > 0:
+        start = max(0, pos - chunk)
+        fh.seek(start)
+        idx = fh.read(pos - start).rfind(b"\n")
+        if idx != -1:
+            return start + idx + 1
+        pos = start
+    return 0
+
+
+def repair_torn_tail(path: str | os.PathLike[str]) -> int:
+    """Cut what a crash mid-write left at the end of a JSONL file: a last line without its newline, or last
+    lines that are not valid UTF-8 JSON (a write torn inside a multi-byte character, half a line followed by a
+    newline). Works on bytes, so a torn character cannot fail the repair. Returns the bytes removed (logged)."""
+    p = Path(path)
+    removed = 0
+    with p.open("rb+") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        while end > 0:
+            fh.seek(end - 1)
+            complete = fh.read(1) == b"\n"
+            start = _last_line_start(fh, end - 1 if complete else end)
             fh.seek(start)
-            data = fh.read(pos - start)
-            idx = data.rfind(b"\n")
-            if idx != -1:
-                fh.truncate(start + idx + 1)
-                return
-            pos = start
-        fh.truncate(0)
+            raw = fh.read(end - start)
+            if complete and (not raw.strip() or _parse_line(raw) is not None):
+                break
+            end = start
+        removed = fh.seek(0, os.SEEK_END) - end
+        if removed:
+            fh.truncate(end)
+    if removed:
+        log.warning("%s: cut a torn tail of %d bytes (a write interrupted by a crash); %d bytes of complete "
+                    "lines kept", p, removed, end)
+    return removed
 
 
 class JsonlWriter:
@@ -98,7 +127,7 @@ class JsonlWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            _truncate_torn_tail(self.path)
+            repair_torn_tail(self.path)
         self._fh = self.path.open("a", encoding="utf-8")
         self._fsync = fsync
 
@@ -128,17 +157,37 @@ class JsonlWriter:
 
 
 def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Yield each complete JSON object line; a torn final line (no newline, bad JSON) is skipped."""
-    with Path(path).open(encoding="utf-8") as fh:
-        for line in fh:
-            if not line.endswith("\n"):
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    return
-                return
-            if line.strip():
-                yield json.loads(line)
+    """Yield each JSON object line. A bad last line (torn by a crash: no newline, half a line, half a UTF-8
+    character) is skipped; a bad line with complete lines after it is corruption, not a crash, and raises a
+    :class:`UserError` naming the file and line."""
+    p = Path(path)
+    pending: tuple[int, bytes] | None = None  # a bad line: fatal only if another line follows it
+    with p.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            if pending is not None:
+                raise UserError(_corrupt_line(p, *pending))
+            obj = _parse_line(raw)
+            if obj is None:
+                pending = (lineno, raw)
+                continue
+            yield obj
+    if pending is not None:
+        log.info("%s: skipped a torn last line (%d bytes at line %d)", p, len(pending[1]), pending[0])
+
+
+def _corrupt_line(path: Path, lineno: int, raw: bytes) -> str:
+    try:
+        json.loads(raw.decode("utf-8"))
+        problem = "is JSON but not an object"
+    except UnicodeDecodeError as exc:
+        problem = f"is not valid UTF-8 (byte {exc.start})"
+    except json.JSONDecodeError as exc:
+        problem = f"is not valid JSON ({exc.msg} at column {exc.colno})"
+    return (f"{path}: line {lineno} {problem}, and complete lines follow it, so it is not a torn tail from a crash. "
+            f"Delete that line (sed -i '{lineno}d' {path}) to keep the rest and let a resumed run redo it, or "
+            f"start the output over (--overwrite)")
 
 
 def read_records(path: str | os.PathLike[str]) -> list[AnswerRecord]:

@@ -42,12 +42,15 @@ def create_app(cfg: ServeConfig, service: RoutedService | None = None,
             await service.close()
 
     docs = {} if cfg.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    # No trailing-slash redirects: Starlette builds them from the Host header, so "POST /v1/answer/" with
+    # "Host: evil.example" would send the client to http://evil.example/v1/answer. Such a path is a 404 JSON.
     app = FastAPI(title="ragroute", summary="Routed biomedical RAG answers and OpenAI-compatible chat",
-                  lifespan=lifespan, **docs)
+                  lifespan=lifespan, redirect_slashes=False, **docs)
     app.state.service = service
     limits = cfg.limits
     app.add_middleware(RequestGuard, max_body_bytes=limits.max_body_bytes, body_timeout_s=limits.body_timeout_s,
-                       api_key=resolve_api_key(cfg), protected=lambda path: path.startswith("/v1/"))
+                       api_key=resolve_api_key(cfg), protected=lambda path: path.startswith("/v1/"),
+                       max_per_client=limits.max_concurrent_per_client)
     app.add_middleware(ObservabilityMiddleware, metrics=service.metrics)  # added last: outermost
     install_error_handlers(app)
     for module in (health, answer, chat):

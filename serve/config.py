@@ -123,8 +123,15 @@ class LimitsConfig:
         default=256, metadata={"help": "requests waiting for a slot beyond max_concurrent; more get 429"}
     )
     request_timeout_s: float = field(default=120.0, metadata={"help": "whole-request deadline (504 beyond)"})
+    max_concurrent_per_client: int = field(
+        default=32,
+        metadata={"help": "/v1 requests (streams included) one client may have open at once, counted per API key, "
+                  "else per address; more get 429 (0 = no cap: a load generator standing in for many clients)"},
+    )
 
     def __post_init__(self) -> None:
+        if self.max_concurrent_per_client < 0:
+            raise ValueError(f"max_concurrent_per_client must be >= 0, not {self.max_concurrent_per_client}")
         for name in ("max_question_chars", "max_messages", "max_prompt_chars", "max_body_bytes", "max_tokens_limit",
                      "max_concurrent", "max_stop_chars"):
             if getattr(self, name) < 1:
@@ -133,6 +140,47 @@ class LimitsConfig:
             raise ValueError(f"max_queue and max_stop must be >= 0, not {self.max_queue} and {self.max_stop}")
         if self.request_timeout_s <= 0 or self.body_timeout_s <= 0:
             raise ValueError("request_timeout_s and body_timeout_s must be > 0")
+
+
+@dataclass
+class HttpConfig:
+    """Connection limits, enforced by the HTTP server (:mod:`serve.transport`) before auth and before any body is
+    read, and the graceful shutdown."""
+
+    max_header_bytes: int = field(
+        default=16_384, metadata={"help": "largest request head (request line and headers together); 431 beyond"}
+    )
+    max_headers: int = field(default=100, metadata={"help": "most header lines in a request; 431 beyond"})
+    header_timeout_s: float = field(
+        default=10.0,
+        metadata={"help": "seconds a connection has to send a complete request head, from connecting or from the end "
+                  "of its previous response (a slow-loris trickling bytes is closed with 408)"},
+    )
+    keep_alive_s: float = field(default=5.0, metadata={"help": "seconds an idle keep-alive connection stays open"})
+    max_connections: int = field(
+        default=1000, metadata={"help": "open connections (and requests in progress) beyond which requests get 503"}
+    )
+    write_timeout_s: float = field(
+        default=30.0,
+        metadata={"help": "seconds a client may accept none of its response (its receive window full) before it "
+                  "is cut off and its generation stopped; also the grace past limits.request_timeout_s for "
+                  "writing a response"},
+    )
+    shutdown_timeout_s: float = field(
+        default=30.0,
+        metadata={"help": "on SIGTERM/SIGINT: seconds in-flight requests may take to finish (new connections are "
+                  "refused at once); then the rest are aborted and the process exits 0"},
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("max_header_bytes", "max_headers", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, not {getattr(self, name)}")
+        for name in ("header_timeout_s", "keep_alive_s", "write_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, not {getattr(self, name)}")
+        if self.shutdown_timeout_s < 0:
+            raise ValueError(f"shutdown_timeout_s must be >= 0, not {self.shutdown_timeout_s}")
 
 
 @dataclass
@@ -215,6 +263,9 @@ class ServeConfig:
     routing: RoutingConfig = field(default_factory=RoutingConfig, metadata={"help": "router settings"})
     fallback: FallbackConfig = field(default_factory=FallbackConfig, metadata={"help": "student -> teacher fallback"})
     limits: LimitsConfig = field(default_factory=LimitsConfig, metadata={"help": "request limits"})
+    http: HttpConfig = field(
+        default_factory=HttpConfig, metadata={"help": "connection limits and timeouts, graceful shutdown"}
+    )
     auth: AuthConfig = field(default_factory=AuthConfig, metadata={"help": "API-key auth"})
     health: HealthConfig = field(default_factory=HealthConfig, metadata={"help": "health probes, circuit breaker"})
     docs: bool = field(default=False, metadata={"help": "serve /docs, /redoc and /openapi.json"})

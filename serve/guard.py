@@ -4,7 +4,8 @@ In order, for each HTTP request:
 
 1. a request id (the client's ``x-request-id`` if it is short and plain, else a new one), echoed in the
    response's ``x-request-id`` header and in every log line about the request;
-2. auth on the headers, before a byte of the body is read (401);
+2. auth on the headers, before a byte of the body is read (401), then the per-client cap on concurrent /v1
+   requests (429; per API key, else per address);
 3. the body, read here with a byte budget and a deadline: a declared ``Content-Length`` over the limit, or more
    bytes actually received (chunked uploads too), is a 413 as soon as the budget is exceeded; a body that does
    not arrive within ``body_timeout_s`` is a 408;
@@ -16,14 +17,18 @@ In order, for each HTTP request:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from serve.auth import bearer_rejection
+from serve.metrics import REQUEST_STATE
 
 log = logging.getLogger("ragroute.serve")
 
@@ -85,13 +90,43 @@ async def read_body(receive: Receive, max_bytes: int, timeout_s: float) -> bytes
         raise BodyTimeout from None
 
 
+class ClientCounts:
+    """Requests open per client (API key, else address), at most ``limit`` each (0 = no cap)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.open = limit, Counter[str]()
+
+    @staticmethod
+    def client_of(scope: Scope, headers: dict[bytes, bytes]) -> str:
+        key = headers.get(b"authorization")
+        if key:  # a digest, so that keys are not kept in memory as they are
+            return "key:" + hashlib.sha256(key).hexdigest()
+        return "addr:" + str((scope.get("client") or ("unknown",))[0])
+
+    @contextmanager
+    def holding(self, client: str) -> Iterator[bool]:
+        """True (and counted until the block ends) when ``client`` is under its cap, else False."""
+        if self.limit and self.open[client] >= self.limit:
+            yield False
+            return
+        self.open[client] += 1
+        try:
+            yield True
+        finally:
+            self.open[client] -= 1
+            if not self.open[client]:
+                del self.open[client]
+
+
 class RequestGuard:
-    """See the module docstring. ``protected(path)`` says which paths need the key (None = no auth)."""
+    """See the module docstring. ``protected(path)`` says which paths need the key (None = no auth) and count
+    toward a client's ``max_per_client`` concurrent requests."""
 
     def __init__(self, app: Any, *, max_body_bytes: int, body_timeout_s: float, api_key: str | None,
-                 protected: Callable[[str], bool]) -> None:
+                 protected: Callable[[str], bool], max_per_client: int = 0) -> None:
         self.app, self.max_body_bytes, self.body_timeout_s = app, max_body_bytes, body_timeout_s
         self.api_key, self.protected = api_key, protected
+        self.clients = ClientCounts(max_per_client)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -115,6 +150,19 @@ class RequestGuard:
         if rejection is not None:
             await send_error(send_tagged, *rejection)
             return
+        if not self.protected(scope["path"]):
+            await self._read_and_run(scope, receive, send_tagged, request_id, progress)
+            return
+        with self.clients.holding(self.clients.client_of(scope, headers)) as admitted:
+            if not admitted:
+                await send_error(send_tagged, 429, f"this client already has {self.clients.limit} requests in "
+                                 "progress (limits.max_concurrent_per_client); wait for one to finish",
+                                 "rate_limit_error", "too_many_client_requests", {"retry-after": "1"})
+                return
+            await self._read_and_run(scope, receive, send_tagged, request_id, progress)
+
+    async def _read_and_run(self, scope: Scope, receive: Receive, send_tagged: Send, request_id: str,
+                            progress: dict[str, bool]) -> None:
         try:
             body = await read_body(receive, self.max_body_bytes, self.body_timeout_s)
         except BodyTooLarge:
@@ -156,6 +204,7 @@ class RequestGuard:
             await gone.wait()
             return {"type": "http.disconnect"}
 
+        REQUEST_STATE.set(scope["state"])  # the app task's context: why its generation may be cancelled
         app_task = asyncio.ensure_future(self.app(scope, replay, send))
 
         async def watch() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 
 from ragroute.errors import UserError
@@ -62,9 +63,15 @@ def main(cfg: ServeConfig) -> int:
         sock = bind_socket(cfg.host, cfg.port)
     except OSError as exc:
         raise UserError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from None
-    server = make_server(app, log_level=cfg.log_level)
+    server = make_server(app, log_level=cfg.log_level, http=cfg.http, limits=cfg.limits)
     log.info("listening on http://%s:%d (engines load in the background; GET /ready)", cfg.host, sock.getsockname()[1])
-    server.run(sockets=[sock])
+    # uvicorn shuts down gracefully on SIGTERM (http.shutdown_timeout_s), then raises the signal again with the
+    # handler it found: with the default one the process would die by SIGTERM instead of exiting 0.
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if failure:
         exc = failure[0]
         if isinstance(exc, UserError):

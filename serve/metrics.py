@@ -6,6 +6,10 @@ benchmark) without "duplicated timeseries" errors, and keeps vLLM's own global m
 
 from __future__ import annotations
 
+import time
+from contextvars import ContextVar
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # Latency buckets from 1 ms (router overhead) to 2 min (a long teacher answer on CPU).
@@ -45,8 +49,9 @@ class ServeMetrics:
             ["model"], registry=r,
         )
         self.cancelled = Counter(
-            "ragroute_cancelled", "Generations stopped because the client left or the request deadline passed",
-            ["model"], registry=r,
+            "ragroute_cancelled", "Generations stopped before their end, by model role and reason: client_left, "
+            "deadline (the request's), slow_reader (the client took none of its response for http.write_timeout_s), "
+            "shutdown", ["model", "reason"], registry=r,
         )
         self.errors = Counter("ragroute_errors", "Failed generations by model role and kind", ["model", "kind"], registry=r)
         self.tokens = Counter("ragroute_tokens", "Tokens by model role and kind", ["model", "kind"], registry=r)
@@ -62,3 +67,26 @@ class ServeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# The request's ASGI ``scope["state"]``, set by the request guard for the request's tasks: the transport
+# (serve.transport) writes why it cut a connection off there ("cut_off"), the routes the request's deadline
+# ("deadline_at", monotonic seconds), so that a cancelled generation is counted with its reason.
+REQUEST_STATE: ContextVar[dict[str, Any] | None] = ContextVar("ragroute_request_state", default=None)
+
+
+def cancel_reason() -> str:
+    """Why the current request's generation is being cancelled: the transport's reason, else ``deadline`` once
+    the request's deadline has passed, else ``client_left``."""
+    state = REQUEST_STATE.get() or {}
+    if state.get("cut_off"):
+        return state["cut_off"]
+    deadline_at = state.get("deadline_at")
+    return "deadline" if deadline_at is not None and time.monotonic() >= deadline_at else "client_left"
+
+
+def set_request_deadline(deadline_at: float) -> None:
+    """Record the current request's deadline (monotonic seconds) for :func:`cancel_reason`."""
+    state = REQUEST_STATE.get()
+    if state is not None:
+        state["deadline_at"] = deadline_at

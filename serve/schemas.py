@@ -1,7 +1,10 @@
 """Request and response bodies of the API (pydantic: FastAPI validates requests against them).
 
 Requests are strict about types (``"max_tokens": "ten"`` is an error, not a coercion) and forbid unknown keys in
-``/v1/answer``; the OpenAI-compatible chat body ignores fields it does not use, as OpenAI-compatible servers do.
+``/v1/answer``. The OpenAI-compatible chat body refuses every field it does not honour (``tools``,
+``response_format``, ``logprobs``, ...: :meth:`ChatCompletionRequest.unsupported`) unless its value asks for
+nothing (null, false, 0, empty): a client that relies on a field must be told, not answered as if it were
+honoured. Only pure bookkeeping fields (:data:`IGNORED_CHAT_FIELDS`) are accepted and ignored.
 """
 
 from __future__ import annotations
@@ -136,8 +139,12 @@ class StreamOptions(BaseModel):
     include_usage: StrictBool = False
 
 
+# OpenAI chat fields that change nothing about the answer (bookkeeping on OpenAI's side): accepted, ignored.
+IGNORED_CHAT_FIELDS = frozenset({"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"})
+
+
 class ChatCompletionRequest(SamplingOptions):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")  # kept, so that :meth:`unsupported` can name them
 
     model: Text
     messages: list[ChatMessage] = Field(min_length=1)
@@ -145,6 +152,17 @@ class ChatCompletionRequest(SamplingOptions):
     n: StrictInt = Field(default=1, ge=1, le=1, description="only one choice per request")
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
+
+    def unsupported(self) -> list[str]:
+        """The fields sent that this server does not honour and whose value asks for something (``tools``,
+        ``response_format``, ``logprobs: true``, ``frequency_penalty: 0.5``, any unknown key...)."""
+        extra = self.model_extra or {}
+        return sorted(name for name, value in extra.items()
+                      if name not in IGNORED_CHAT_FIELDS and value not in (None, False, 0, "", [], {}))
+
+    @classmethod
+    def supported(cls) -> list[str]:
+        return sorted(cls.model_fields)
 
 
 # ------------------------------------------------------------------------------------ chat completion responses

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from serve.config import HttpConfig, LimitsConfig
+
 
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening socket; port 0 picks a free port (read it back with ``sock.getsockname()[1]``)."""
@@ -21,19 +23,25 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def make_server(app: Any, log_level: str = "warning", **uvicorn_kwargs: Any):
+def make_server(app: Any, log_level: str = "warning", http: HttpConfig | None = None,
+                limits: LimitsConfig | None = None):
+    """A uvicorn server for ``app`` with the connection limits of ``http`` (:mod:`serve.transport`; defaults
+    when None) and the request deadline of ``limits``."""
     import uvicorn
 
-    config = uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_keep_alive=30, **uvicorn_kwargs)
-    return uvicorn.Server(config)
+    from serve.transport import uvicorn_settings
+
+    settings = uvicorn_settings(http or HttpConfig(), limits or LimitsConfig())
+    return uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on", **settings))
 
 
 @contextmanager
 def server_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
-                     start_timeout_s: float = 30.0) -> Iterator[str]:
+                     start_timeout_s: float = 30.0, http: HttpConfig | None = None,
+                     limits: LimitsConfig | None = None) -> Iterator[str]:
     """Serve ``app`` from a daemon thread for the ``with`` block; yields its base URL (``http://host:port``)."""
     sock = bind_socket(host, port)
-    server = make_server(app, log_level=log_level)
+    server = make_server(app, log_level=log_level, http=http, limits=limits)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="uvicorn")
     thread.start()
     deadline = time.monotonic() + start_timeout_s

@@ -26,7 +26,7 @@ from serve.backends import create_backend
 from serve.breaker import STATES, CircuitBreaker, HealthProber
 from serve.config import BackendConfig, ServeConfig, shared_gpu_advice
 from serve.limits import RequestRejected, fit_to_context
-from serve.metrics import ServeMetrics
+from serve.metrics import ServeMetrics, cancel_reason
 from serve.routing import expand_path, load_bundle, routing_policy
 from serve.system import resolve_served, system_info
 
@@ -393,7 +393,7 @@ class RoutedService:
             breaker.record_success()
             raise
         except asyncio.CancelledError:
-            self.metrics.cancelled.labels(role).inc()
+            self.metrics.cancelled.labels(role, cancel_reason()).inc()
             raise
         except Exception as exc:
             breaker.record_failure(_describe(exc))
@@ -544,7 +544,7 @@ class RoutedService:
                 last = chunk
                 yield chunk
         except (asyncio.CancelledError, GeneratorExit):  # the client left, or the request's deadline passed
-            self.metrics.cancelled.labels(handle.answered_by).inc()
+            self.metrics.cancelled.labels(handle.answered_by, cancel_reason()).inc()
             raise
         except Exception as exc:
             self._record_failure(handle.answered_by, exc)

@@ -43,6 +43,7 @@ from ragroute.engines.base import (
 from ragroute.errors import UserError
 from ragroute.hardware import has_cuda, mps_active, mps_pipe_directory, pick_dtype
 from ragroute.models import ModelSpec, hub_error, resolve_model_path
+from ragroute.reaper import reap_descendants_on_exit
 
 log = logging.getLogger("ragroute.engines")
 
@@ -259,6 +260,7 @@ class VLLMEngine(GenerationEngine):
                 "itself; elsewhere run N processes, one per GPU (CUDA_VISIBLE_DEVICES=i ... --shard i/N)"
             )
         kwargs = vllm_engine_kwargs(model, engine)
+        reap_descendants_on_exit()  # vLLM's engine processes must not outlive this one, even killed by SIGKILL
         try:
             with placed_on(engine):
                 self.llm = LLM(**kwargs)
@@ -308,6 +310,7 @@ class AsyncVLLMEngine(StreamingEngine):
 
         kwargs = vllm_engine_kwargs(self.spec, self.engine_cfg)
         kwargs["disable_log_stats"] = True  # serve exports its own metrics; vLLM's periodic log is noise there
+        reap_descendants_on_exit()  # see VLLMEngine.__init__
         try:
             with placed_on(self.engine_cfg):
                 self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))

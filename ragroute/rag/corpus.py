@@ -23,6 +23,7 @@ DEMO_CORPUS = DEMO_DIR / "corpus.jsonl"
 DEMO_QUESTIONS = DEMO_DIR / "questions.jsonl"
 
 DECISIONS = ("yes", "no", "maybe")
+REPLACEMENT = "\ufffd"  # what a byte that is not UTF-8 decodes to
 
 
 @dataclass
@@ -55,11 +56,18 @@ def _is_pubmedqa(data: Any) -> bool:
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-    """(line number, object or None, problem or None) for every non-blank line."""
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
+    """(line number, object or None, problem or None) for every non-blank line. A line that is not valid UTF-8
+    is decoded with U+FFFD for the bad bytes and comes with a problem naming it (the caller decides whether the
+    replaced text is usable: an id is not)."""
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
                 continue
+            try:
+                line, problem = raw.decode("utf-8"), None
+            except UnicodeDecodeError as exc:
+                line = raw.decode("utf-8", errors="replace")
+                problem = f"line {lineno}: invalid UTF-8 (byte {exc.start}) replaced with U+FFFD"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError:
@@ -68,7 +76,7 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | 
             if not isinstance(obj, dict):
                 yield lineno, None, f"line {lineno}: not a JSON object"
                 continue
-            yield lineno, obj, None
+            yield lineno, obj, problem
 
 
 def _existing_file(path: str, what: str) -> Path | None:
@@ -260,6 +268,11 @@ def load_questions(path: str) -> QuestionSet:
             if row is None:
                 problems.append(problem or f"line {lineno}: unreadable")
                 continue
+            if problem and REPLACEMENT in str(row.get("id", "")):
+                problems.append(f"{problem} in the id {row['id']!r}: skipped (an id must round-trip exactly)")
+                continue
+            if problem:  # replaced characters in the text: answered, and counted
+                problems.append(problem)
             result = _qa_from_row(row, f"line-{lineno}")
             if isinstance(result, QAItem):
                 items.append(result)

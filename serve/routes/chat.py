@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ragroute.engines.base import Chunk, Message, SamplingConfig
 from serve.errors import APIError, error_body
 from serve.limits import check_messages
+from serve.metrics import set_request_deadline
 from serve.routes.answer import usage_of
 from serve.routes.common import (
     Service,
@@ -71,6 +72,11 @@ def _check_messages(service: RoutedService, body: ChatCompletionRequest) -> str:
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest,
                            service: Service) -> JSONResponse | StreamingResponse:
+    unsupported = body.unsupported()
+    if unsupported:
+        raise APIError(400, f"'{unsupported[0]}' is not supported by this server (it would be ignored, so it is "
+                       f"refused); supported fields: {', '.join(body.supported())}", param=unsupported[0],
+                       code="unsupported_parameter")
     service.require_ready()
     known = models_by_name(service)
     if body.model not in known:
@@ -141,6 +147,7 @@ async def _chat_stream(service: RoutedService, question: str, forced: str | None
     fallback = cascade.fallback if cascade and cascade.fallback else handle.fallback
     events = ChunkEvents(handle.model, ragroute_info(decision, handle.answered_by, fallback, cascade))
     deadline = time.monotonic() + service.cfg.limits.request_timeout_s
+    set_request_deadline(deadline)
     return StreamingResponse(
         _sse(service, handle, events, include_usage, deadline), media_type="text/event-stream",
         headers={**route_headers(decision.role, handle.answered_by), "Cache-Control": "no-cache"},

@@ -3,6 +3,7 @@ the request guard, :mod:`serve.guard`, before the body is read.)"""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -11,6 +12,7 @@ from fastapi import Depends, Request
 from ragroute.engines.base import Message, SamplingConfig
 from serve.errors import APIError
 from serve.limits import check_max_tokens, check_stop
+from serve.metrics import set_request_deadline
 from serve.schemas import SamplingOptions
 from serve.service import GenerationFailed, RoutedService, within
 
@@ -66,6 +68,7 @@ async def fitted(service: RoutedService, role: str, messages: list[Message], sam
 
 async def with_deadline(service: RoutedService, coro: Any) -> Any:
     seconds = service.cfg.limits.request_timeout_s
+    set_request_deadline(time.monotonic() + seconds)
     try:
         return await within(coro, seconds)
     except TimeoutError:

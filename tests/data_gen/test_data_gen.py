@@ -157,6 +157,54 @@ def test_killed_vllm_run_resumes_without_losing_records(tmp_path, kill_midway_th
     kill_midway_then_rerun(cmd, out, 4, 12)
 
 
+def _is_engine_core(proc) -> bool:
+    import psutil
+
+    try:
+        return "EngineCore" in proc.name() or "EngineCore" in " ".join(proc.cmdline())
+    except psutil.Error:  # gone meanwhile
+        return False
+
+
+@pytest.mark.slow
+def test_killed_vllm_run_leaves_no_engine_process(tmp_path):
+    """SIGKILL to `ragroute data-gen` alone (not its process group): vLLM's EngineCore and workers are gone
+    within seconds (ragroute.reaper)."""
+    import signal
+    import time
+
+    import psutil
+
+    cmd = [sys.executable, "-m", "ragroute.cli", "data-gen", "--config", "configs/data_gen/smollm2-135m_demo_teacher.yaml",
+           "--out", str(tmp_path / "out"), "--limit", "4", "--batch-size", "2", "--sampling.max-tokens", "16",
+           "--pipeline.index-dir", str(tmp_path / "idx"), "--engine.kv-cache-memory-gb", "0.5"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    parent = psutil.Process(proc.pid)
+    descendants: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 400
+        while not any(_is_engine_core(p) for p in descendants):
+            assert proc.poll() is None and time.monotonic() < deadline, "no engine process appeared"
+            time.sleep(0.5)
+            descendants = parent.children(recursive=True)
+        time.sleep(1.0)  # the reaper's next look at the tree
+        descendants = parent.children(recursive=True)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        _, alive = psutil.wait_procs(descendants, timeout=10)
+        assert not alive, f"still running 10 s after data-gen was killed: {alive}"
+    finally:
+        for p in descendants:  # only on failure: what the reaper should have done
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def _answers(out) -> list[tuple]:
     """Everything a record says about its question, without the timings (which differ run to run)."""
     return [(r["id"], r["answer"], r["messages"], r["doc_ids"], r["prompt_tokens"], r["completion_tokens"],
@@ -214,3 +262,51 @@ def test_verdict_first_records_carry_verdict_probabilities_and_citations(tiny_cf
     # Switching verdicts off is another config: the run refuses to mix the two kinds of answers.
     with pytest.raises(UserError, match="different config"):
         main(tiny_cfg(**{"sampling.max_tokens": 6}))
+
+
+def test_resume_cuts_a_tail_torn_inside_a_utf8_character(tiny_cfg, tmp_path, caplog):
+    import logging
+
+    main(tiny_cfg(limit=2))
+    records = tmp_path / "out" / "records.jsonl"
+    good = records.read_bytes()
+    torn = json.dumps({"id": "Q-003", "answer": "naïve"}, ensure_ascii=False).encode()
+    records.write_bytes(good + torn[: torn.index("ï".encode()) + 1])  # killed mid-character
+    with caplog.at_level(logging.WARNING, logger="ragroute.records"):
+        counts = main(tiny_cfg(limit=4))
+    assert counts["already_done"] == 2 and counts["written"] == 2
+    assert records.read_bytes().startswith(good)
+    assert [r.id for r in read_records(tmp_path / "out")] == ["Q-001", "Q-002", "Q-003", "Q-004"]
+    assert "torn tail of" in caplog.text
+
+
+def test_resume_stops_on_a_corrupt_middle_line_with_exit_2(tiny_cfg, tmp_path, capsys):
+    main(tiny_cfg(limit=2))
+    records = tmp_path / "out" / "records.jsonl"
+    lines = records.read_bytes().split(b"\n")
+    records.write_bytes(lines[0][:40] + b"\n" + b"\n".join(lines[1:]))  # line 1 corrupt, line 2 complete
+    before = records.read_bytes()
+    with pytest.raises(UserError, match=r"records.jsonl: line 1 is not valid JSON.*sed -i '1d'"):
+        main(tiny_cfg(limit=4))
+    assert records.read_bytes() == before  # nothing written, nothing cut
+    from ragroute.cli import main as cli_main
+
+    spec, out = tmp_path / "tiny.yaml", tmp_path / "out"
+    argv = ["data-gen", "--model-config", str(spec), "--questions", "demo", "--corpus", "demo", "--out", str(out),
+            "--engine.name", "transformers", "--sampling.max-tokens", "4", "--batch-size", "3", "--limit", "4",
+            "--pipeline.final-n", "2", "--pipeline.max-chars", "200", "--pipeline.index-dir", str(tmp_path / "idx")]
+    assert cli_main(argv) == 2  # the CLI's answer to a UserError: a message and exit 2, no traceback
+    assert "line 1 is not valid JSON" in capsys.readouterr().err
+
+
+def test_invalid_utf8_ids_are_skipped_and_replaced_text_counted(tiny_cfg, tmp_path):
+    questions = tmp_path / "q.jsonl"
+    questions.write_bytes(
+        b'{"id": "BAD\xffID", "question": "Do statins lower LDL cholesterol?"}\n'
+        b'{"id": "ok1", "question": "Which mosquito transmits malaria\xfe?"}\n'
+        b'{"id": "ok2", "question": "Do statins lower LDL cholesterol?"}\n')
+    counts = main(tiny_cfg(questions=str(questions)))
+    assert [r.id for r in read_records(tmp_path / "out")] == ["ok1", "ok2"]
+    assert counts["problems"] == 2
+    assert any("line 1: invalid UTF-8" in p and "skipped" in p for p in counts["problem_examples"])
+    assert any(p.startswith("line 2: invalid UTF-8") for p in counts["problem_examples"])

@@ -57,3 +57,55 @@ def test_write_many_appends_a_batch_with_one_fsync(tmp_path, monkeypatch):
         writer.write(rec(3))
     assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["q0", "q1", "q2", "q3"]
     assert len(synced) == 2  # one per batch, none for an empty one
+
+
+def _two_records(path):
+    with JsonlWriter(path) as writer:
+        writer.write_many([rec(0), rec(1)])
+    return path.read_bytes()
+
+
+def test_tail_torn_inside_a_multibyte_character_is_cut_byte_safely(tmp_path, caplog):
+    import logging
+
+    path = tmp_path / "records.jsonl"
+    good = _two_records(path)
+    torn = json.dumps({"id": "q2", "answer": "β-blockers é"}, ensure_ascii=False).encode()
+    torn = torn[: torn.index("é".encode()) + 1]  # the first byte of the 2-byte é: not valid UTF-8
+    path.write_bytes(good + torn)
+    assert finished_ids(path) == {"q0", "q1"}  # the reader skips it
+    with caplog.at_level(logging.WARNING, logger="ragroute.records"):
+        with JsonlWriter(path) as writer:
+            writer.write(rec(3))
+    assert path.read_bytes() == good + (rec(3).to_json() + "\n").encode()
+    assert f"torn tail of {len(torn)} bytes" in caplog.text
+
+
+def test_half_line_followed_by_a_newline_at_the_end_is_cut(tmp_path):
+    path = tmp_path / "records.jsonl"
+    good = _two_records(path)
+    half = rec(2).to_json().encode()[:30] + b"\n"
+    path.write_bytes(good + half)
+    assert [d["id"] for d in iter_jsonl(path)] == ["q0", "q1"]
+    with JsonlWriter(path):
+        pass
+    assert path.read_bytes() == good
+
+
+def test_corrupt_line_in_the_middle_names_file_line_and_remedy(tmp_path):
+    import pytest
+
+    from ragroute.errors import UserError
+
+    path = tmp_path / "records.jsonl"
+    good = _two_records(path)
+    path.write_bytes(good + b'{"id": "q2", "answer": "cut\n' + (rec(3).to_json() + "\n").encode())
+    with pytest.raises(UserError) as info:
+        finished_ids(path)
+    message = str(info.value)
+    assert str(path) in message and "line 3 is not valid JSON" in message
+    assert f"sed -i '3d' {path}" in message and "--overwrite" in message
+    with pytest.raises(UserError, match="line 3"):
+        JsonlWriter(path).close()  # the writer leaves a middle line alone: only a tail is torn by a crash
+        finished_ids(path)
+    assert path.read_bytes().startswith(good + b'{"id": "q2"')

@@ -26,6 +26,18 @@ from serve.echo_upstream import create_echo_app
 from serve.server import server_in_thread
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def free_port() -> Callable[[], int]:
+    """``free_port()``: a TCP port free on 127.0.0.1 now (for a server started as a subprocess)."""
+    return _free_port
+
+
 def wait_ready(url: str, timeout_s: float = 120.0) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -44,7 +56,7 @@ def start_server() -> Iterator[Callable[[ServeConfig], str]]:
     with ExitStack() as stack:
 
         def start(cfg: ServeConfig) -> str:
-            url = stack.enter_context(server_in_thread(create_app(cfg)))
+            url = stack.enter_context(server_in_thread(create_app(cfg), http=cfg.http, limits=cfg.limits))
             wait_ready(url)
             return url
 
@@ -66,6 +78,7 @@ class FaultyUpstream(socketserver.ThreadingTCPServer):
     * ``close``: reads the request and closes the connection without a byte;
     * ``partial``: starts a 200 event stream, sends a few words, then drops the connection;
     * ``trickle``: streams a word every 20 ms until the client closes the connection (then sets ``closed``);
+    * ``flood``: streams words as fast as the client takes them until it closes the connection (then ``closed``);
     * ``ok``: a healthy upstream (lists a model, answers "recovered"); set ``behaviour`` to switch at any time.
     """
 
@@ -125,6 +138,13 @@ class FaultyHandler(socketserver.BaseRequestHandler):
                 while not server.stopping.wait(0.02):
                     sock.sendall(sse_event({"content": " word"}))
             except OSError:  # the client went away: what cancellation must cause
+                server.closed.set()
+        elif server.behaviour == "flood":
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
+            try:
+                while not server.stopping.is_set():
+                    sock.sendall(sse_event({"content": " word" * 200}) * 20)
+            except OSError:
                 server.closed.set()
         elif server.behaviour == "ok":
             respond_ok(sock, data)

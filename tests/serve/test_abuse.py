@@ -187,3 +187,32 @@ def test_abandoned_stream_stops_generating(server, caplog):
     stopped = [r.getMessage() for r in caplog.records if "generation cancelled" in r.getMessage()]
     assert stopped and int(re.search(r"after (\d+) of 1000 tokens", stopped[-1])[1]) < 1000, stopped
     assert metric(server, "ragroute_cancelled_total", model="student") == cancelled + 1
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
+    ("tool_choice", "required"),
+    ("response_format", {"type": "json_object"}),
+    ("logprobs", True),
+    ("top_logprobs", 10**6),
+    ("frequency_penalty", 0.5),
+    ("logit_bias", {"100": 5}),
+    ("colour", "red"),  # not OpenAI's either: still refused, never silently ignored
+])
+def test_unsupported_openai_field_is_named(server, no_failures_counted, field, value):
+    response = post(server, "/v1/chat/completions", chat("Hi?", **{field: value}))
+    assert_refused(response, 400, field, f"'{field}' is not supported", "supported fields: ", "max_tokens")
+    assert response.json()["error"]["code"] == "unsupported_parameter"
+
+
+def test_fields_that_ask_for_nothing_are_accepted(server):
+    """SDKs send defaults (logprobs false, penalties 0, no tools) and bookkeeping (user): answered normally."""
+    response = post(server, "/v1/chat/completions", chat("What is insulin?", logprobs=False, frequency_penalty=0,
+                                                         presence_penalty=0, tools=[], user="u-1"))
+    assert response.status_code == 200, response.text
+
+
+def test_trailing_slash_never_redirects_to_the_host_header(server, no_failures_counted):
+    response = post(server, "/v1/answer/", {"question": "Do statins lower LDL?"}, host="evil.example")
+    assert response.status_code == 404 and "location" not in response.headers, response.headers
+    assert response.json()["error"]["message"] == "no such endpoint: /v1/answer/"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -43,10 +42,8 @@ def test_bad_settings_exit_2_without_traceback(args, needle):
     assert needle in result.stderr and "Traceback" not in result.stderr
 
 
-def test_serves_from_yaml(tmp_path, tiny_model_dir):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_serves_from_yaml(tmp_path, tiny_model_dir, free_port):
+    port = free_port()
     config = tmp_path / "serve.yaml"
     config.write_text(
         f"rag: false\nstudent:\n  model: {tiny_model_dir}\n  engine: {{name: transformers, device: cpu}}\nteacher:\n"
@@ -72,6 +69,6 @@ def test_serves_from_yaml(tmp_path, tiny_model_dir):
     finally:
         proc.terminate()
         output, _ = proc.communicate(timeout=30)
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal so the exit status reports it.
-    assert proc.returncode in (0, -15)
+    # SIGTERM: a graceful shutdown, then exit 0 (uvicorn re-raises the signal; serve's own handler absorbs it).
+    assert proc.returncode == 0
     assert "Application shutdown complete" in output
