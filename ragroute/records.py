@@ -217,3 +217,28 @@ def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) ->
                 fh.write(json.dumps(row) + "\n")
 
     return write_atomic(path, write)
+
+
+def scan_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """The lenient reader of input files (questions, corpora): (line number, object or None, problem or None) for
+    every non-blank line, reporting a bad line and going on instead of stopping. A line that is not valid UTF-8
+    is decoded with U+FFFD for the bad bytes and comes with a problem naming it (the caller decides whether the
+    replaced text is usable: an id is not)."""
+    with Path(path).open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                line, problem = raw.decode("utf-8"), None
+            except UnicodeDecodeError as exc:
+                line = raw.decode("utf-8", errors="replace")
+                problem = f"line {lineno}: invalid UTF-8 (byte {exc.start}) replaced with U+FFFD"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                yield lineno, None, f"line {lineno}: malformed JSON"
+                continue
+            if not isinstance(obj, dict):
+                yield lineno, None, f"line {lineno}: not a JSON object"
+                continue
+            yield lineno, obj, problem
