@@ -310,3 +310,18 @@ def test_invalid_utf8_ids_are_skipped_and_replaced_text_counted(tiny_cfg, tmp_pa
     assert counts["problems"] == 2
     assert any("line 1: invalid UTF-8" in p and "skipped" in p for p in counts["problem_examples"])
     assert any(p.startswith("line 2: invalid UTF-8") for p in counts["problem_examples"])
+
+
+def test_run_returns_the_records_run_it_wrote(tiny_cfg, tmp_path):
+    from data_gen.main import run
+    from ragroute.artifacts import RecordsRun
+
+    written = run(tiny_cfg(limit=2, **{"sampling.logprobs": 2}))
+    loaded = RecordsRun.load(tmp_path / "out", require_manifest=True)
+    assert isinstance(written, RecordsRun) and loaded.manifest == written.manifest
+    records = loaded.records()
+    assert len(records) == 2 and {r.config_hash for r in records} == {written.config_hash}
+    assert all(r.top_logprobs and len(r.top_logprobs[0]) == 2 for r in records)  # the run's one sampling
+    provenance = written.manifest
+    assert {"python", "transformers", "torch"} <= set(provenance["versions"])
+    assert provenance["config"]["sampling"]["logprobs"] == 2 and provenance["system_hash"] and provenance["created"]
