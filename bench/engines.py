@@ -98,10 +98,10 @@ def main() -> None:
     for dtype in roofs:
         spec.dtype = dtype
         plan = [
-            (f"transformers_seq_{dtype}", EngineConfig(name="transformers", batch_size=1), True),
+            (f"transformers_seq_{dtype}", EngineConfig.of("transformers", batch_size=1), True),
             (
                 f"transformers_batch{args.batch_size}_{dtype}",
-                EngineConfig(name="transformers", batch_size=args.batch_size),
+                EngineConfig.of("transformers", batch_size=args.batch_size),
                 False,
             ),
             (f"vllm_batch_{dtype}", EngineConfig(name="vllm"), False),

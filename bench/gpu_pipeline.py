@@ -365,7 +365,7 @@ def part_students(args: argparse.Namespace, questions: list[Any], pipelines: dic
 
 def part_routed2(args: argparse.Namespace, questions: list[Any], pipelines: dict[str, Any],
                  fit_on: list[Any], out: dict[str, Any]) -> None:
-    """Teacher alone on GPU 0, student alone on GPU 1 (engine.devices), one process routing between them."""
+    """Teacher alone on GPU 0, student alone on GPU 1 (engine.vllm.devices), one process routing between them."""
     with make_engine(args, "7b", devices=[0]) as teacher, make_engine(args, "1.5b", devices=[1]) as student:
         out["routed_two_gpus"] = routed_rows(args, teacher, student, pipelines["v3.1"], questions, fit_on)
 
@@ -375,7 +375,7 @@ def part_datagen(args: argparse.Namespace, questions: list[Any], pipelines: dict
     """data_gen's answering loop (pipeline ▶ engine ▶ durable records, batches of --batch-size, the next
     batch's prompts built while this one generates) vs raw vLLM on the same messages in the same batches, same
     engine; questions/min after start-up. With --shard i/N only ragroute's loop runs, on this process's share
-    (one process per GPU, as engine.data_parallel_size N runs it)."""
+    (one process per GPU, as engine.vllm.data_parallel_size N runs it)."""
     import tempfile
 
     from data_gen.generate import answer_questions

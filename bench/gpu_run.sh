@@ -15,7 +15,7 @@
 # The third session's (CUDA MPS: the two engine processes of one card run their kernels at the same time):
 #   bash bench/gpu_run.sh mps1       # GPU 0 under an MPS daemon: serve1's one-GPU goodput sweep |
 #                                    # GPU 1 (no MPS): data_gen on all 500 dev questions vs raw, with wall-time split
-#   CAP0=40 bash bench/gpu_run.sh mps1               # the same, the student's engine.mps_thread_percentage 40
+#   CAP0=40 bash bench/gpu_run.sh mps1               # the same, the student's engine.vllm.mps_thread_percentage 40
 set -uo pipefail
 mode=${1:?smoke, pipeline, scale, serve1, serve2, routed2, mps1 or merge}
 OUT=${OUT:-gpu-out}

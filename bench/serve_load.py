@@ -12,7 +12,7 @@ Two modes:
 
 * ``--mode gpu``: ``ragroute serve`` with both shape-only Qwen2.5 models in-process on one GPU (vLLM AsyncLLM,
   teacher 7B at 55% of the memory, student 1.5B at 30%) or, with ``--gpus 2``, each on its own GPU
-  (``engine.devices``), RAG over the PubMedQA dev abstracts (V3.1 pipeline), and the stand-in router of
+  (``engine.vllm.devices``), RAG over the PubMedQA dev abstracts (V3.1 pipeline), and the stand-in router of
   bench/gpu_pipeline.py at teacher share 0.3. ``/v1/answer`` at each concurrency (default 1/4/16/64/256),
   teacher-only (``model: teacher``) then routed; goodput = the highest throughput of a level whose p99 total
   latency is <= ``--slo-s``. With ``--open-loop``, goodput is instead the highest Poisson arrival rate whose p99
@@ -362,7 +362,7 @@ def gpu_serve_config(args: argparse.Namespace, questions: list, workdir: Path) -
                         + f"index_dir: {workdir / 'index'}\n"
                         + (f"dense_model: {args.dense_model}\n" if args.dense_model else ""))
     config = workdir / "serve.yaml"
-    # One GPU: the two engines split it. Two: each on its own card (engine.devices), most of its memory.
+    # One GPU: the two engines split it. Two: each on its own card (engine.vllm.devices), most of its memory.
     student, teacher = ("devices: [1], gpu_memory_utilization: 0.85", "devices: [0], gpu_memory_utilization: 0.85") \
         if args.gpus == 2 else ("gpu_memory_utilization: 0.3", "gpu_memory_utilization: 0.55")
     if args.student_mps_percentage:  # under CUDA MPS: the student's share of the SMs
@@ -443,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus", type=int, choices=(1, 2), default=1,
                         help="gpu mode: 1 = both models on GPU 0; 2 = teacher on GPU 0, student on GPU 1")
     parser.add_argument("--student-mps-percentage", type=int,
-                        help="gpu mode: the student's engine.mps_thread_percentage (run under a CUDA MPS daemon)")
+                        help="gpu mode: the student's engine.vllm.mps_thread_percentage (run under a CUDA MPS daemon)")
     parser.add_argument("--open-loop", action="store_true",
                         help="gpu mode: goodput from Poisson arrivals at a swept rate instead of closed-loop levels")
     parser.add_argument("--rate-start", type=float, default=2.0, help="open loop: first rate (requests/s)")

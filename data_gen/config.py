@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ragroute.engines.base import EngineConfig, SamplingConfig
 from ragroute.rag.pipeline import PipelineConfig
@@ -10,6 +11,11 @@ from ragroute.rag.pipeline import PipelineConfig
 
 @dataclass
 class DataGenConfig:
+    """One data_gen run. The stored top-k logprobs of each answer token (offline logit KD) are
+    ``sampling.logprobs``, the one sampling the run uses."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"top_logprobs": "sampling.logprobs"}
+
     model_config: str = field(
         default="smollm2-135m", metadata={"help": "model config name in configs/models or a model YAML path"}
     )
@@ -34,9 +40,6 @@ class DataGenConfig:
     )
     shard: str = field(
         default="0/1", metadata={"help": "i/N: this worker answers every question whose index % N == i"}
-    )
-    top_logprobs: int | None = field(
-        default=None, metadata={"help": "store the top-k logprobs of each answer token (offline logit KD)"}
     )
     overwrite: bool = field(
         default=False, metadata={"help": "discard records written with a different config instead of refusing"}
@@ -68,7 +71,7 @@ class DataGenConfig:
     ray_cpus_per_actor: float = field(default=1.0, metadata={"help": "ray: CPUs reserved per model replica"})
     ray_gpus_per_actor: float = field(
         default=0.0,
-        metadata={"help": "ray, generation 'engine': GPUs reserved per replica (set engine.tensor_parallel_size "
+        metadata={"help": "ray, generation 'engine': GPUs reserved per replica (set engine.vllm.tensor_parallel_size "
             "to match); 'ray-llm' reserves tensor_parallel_size GPUs itself"},
     )
     ray_prepare_actors: int = field(
@@ -98,11 +101,11 @@ class DataGenConfig:
             raise ValueError("ray_actors and ray_prepare_actors must be >= 1")
         if min(self.ray_cpus_per_actor, self.ray_gpus_per_actor, self.ray_prepare_cpus) < 0:
             raise ValueError("ray_cpus_per_actor, ray_gpus_per_actor and ray_prepare_cpus must be >= 0")
-        if self.executor == "ray" and (self.engine.devices is not None or self.engine.data_parallel_size > 1):
+        if self.executor == "ray" and (self.engine.vllm.devices is not None or self.engine.vllm.data_parallel_size > 1):
             raise ValueError("with executor ray, Ray places the model replicas: set ray_actors and "
-                             "ray_gpus_per_actor instead of engine.devices / engine.data_parallel_size")
-        if self.engine.data_parallel_size > 1 and self.shard_count > 1:
-            raise ValueError(f"engine.data_parallel_size {self.engine.data_parallel_size} already splits the run "
+                             "ray_gpus_per_actor instead of engine.vllm.devices / engine.vllm.data_parallel_size")
+        if self.engine.vllm.data_parallel_size > 1 and self.shard_count > 1:
+            raise ValueError(f"engine.vllm.data_parallel_size {self.engine.vllm.data_parallel_size} already splits the run "
                              f"into one shard per GPU; give it or --shard {self.shard}, not both")
 
 

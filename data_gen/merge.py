@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
-from data_gen.manifest import write_json_atomic
+from ragroute.artifacts import RecordsRun, write_atomic
 from ragroute.errors import UserError
 from ragroute.records import JsonlWriter, iter_jsonl
 
@@ -26,27 +25,26 @@ def merge_shards(out: str | Path) -> dict:
     missing = sorted(set(range(total)) - {i for i, _, _ in shards})
     if missing:
         raise UserError(f"shards {missing} of {total} are missing in {out}")
-    manifests = [json.loads((out / f"manifest.shard-{i}-of-{total}.json").read_text()) for i in range(total)]
-    hashes = {m["config_hash"] for m in manifests}
+    manifests = [RecordsRun.load(path, require_manifest=True).manifest for _, _, path in shards]
+    hashes = {m.get("config_hash") for m in manifests}
     if len(hashes) != 1:
-        raise UserError(f"the shards in {out} were made with different configs: {sorted(hashes)}")
+        raise UserError(f"the shards in {out} were made with different configs: {sorted(map(str, hashes))}")
     seen: set[str] = set()
-    target = out / "records.jsonl"
-    tmp = out / "records.jsonl.merging"
-    tmp.unlink(missing_ok=True)
-    with JsonlWriter(tmp, fsync=False) as writer:
-        for _, _, path in shards:
-            for record in iter_jsonl(path):
-                if record["id"] not in seen:
-                    seen.add(record["id"])
-                    writer.write(record)
-    tmp.replace(target)
-    merged = dict(manifests[0])
-    merged["shard"] = f"merged {total} shards"
-    merged["counts"] = {
+
+    def merge(tmp: Path) -> None:
+        with JsonlWriter(tmp, fsync=False) as writer:
+            for _, _, path in shards:
+                for record in iter_jsonl(path):
+                    if record["id"] not in seen:
+                        seen.add(record["id"])
+                        writer.write(record)
+
+    merged = RecordsRun(write_atomic(out / "records.jsonl", merge), out / "manifest.json", dict(manifests[0]))
+    merged.manifest["shard"] = f"merged {total} shards"
+    merged.manifest["counts"] = {
         "questions": sum(m["counts"]["questions"] for m in manifests),
         "records": len(seen),
         "problems": sum(m["counts"]["problems"] for m in manifests),
     }
-    write_json_atomic(out / "manifest.json", merged)
-    return merged["counts"]
+    merged.save()
+    return merged.counts

@@ -1,4 +1,4 @@
-"""``engine.data_parallel_size: N`` with the local executor: N worker processes, one per GPU (or GPU group of
+"""``engine.vllm.data_parallel_size: N`` with the local executor: N worker processes, one per GPU (or GPU group of
 ``tensor_parallel_size``), each a ``ragroute data-gen --shard i/N`` run with ``CUDA_VISIBLE_DEVICES`` narrowed
 to its GPUs; then the shards are merged. The out directory ends up as a hand-made sharded run's would
 (records.shard-I-of-N.jsonl + manifests, merged records.jsonl + manifest.json), and a rerun resumes every shard.
@@ -29,24 +29,24 @@ def worker_limits(limit: int | None, count: int) -> list[int | None]:
     if limit is None:
         return [None] * count
     if limit < count:
-        raise UserError(f"limit {limit} is below engine.data_parallel_size {count}: some workers would have no "
+        raise UserError(f"limit {limit} is below engine.vllm.data_parallel_size {count}: some workers would have no "
                         "question; lower data_parallel_size")
     return [len(range(i, limit, count)) for i in range(count)]
 
 
 def worker_environments(cfg: DataGenConfig) -> list[dict[str, str]]:
-    """One environment per worker: its GPUs (``engine.devices`` split in groups of tensor_parallel_size, default
+    """One environment per worker: its GPUs (``engine.vllm.devices`` split in groups of tensor_parallel_size, default
     the first N x TP visible) as ``CUDA_VISIBLE_DEVICES``. On a machine without GPUs the workers share the CPU."""
     from ragroute.hardware import has_cuda
 
-    count, tp = cfg.engine.data_parallel_size, cfg.engine.tensor_parallel_size
+    count, tp = cfg.engine.vllm.data_parallel_size, cfg.engine.vllm.tensor_parallel_size
     if not has_cuda():
         return [dict(os.environ) for _ in range(count)]
     import torch
 
     from ragroute.engines.vllm_engine import physical_devices
 
-    ids = cfg.engine.gpu_ids()
+    ids = cfg.engine.vllm.gpu_ids()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     groups = [ids[i * tp : (i + 1) * tp] for i in range(count)]
     return [{**os.environ, "CUDA_VISIBLE_DEVICES": physical_devices(g, visible, torch.cuda.device_count())}
@@ -60,11 +60,11 @@ def run_data_parallel(cfg: DataGenConfig) -> dict:
     from ragroute.reaper import reap_descendants_on_exit
 
     reap_descendants_on_exit()  # the workers and their engines die with this process, even by SIGKILL
-    count = cfg.engine.data_parallel_size
+    count = cfg.engine.vllm.data_parallel_size
     envs = worker_environments(cfg)
     limits = worker_limits(cfg.limit, count)
     worker = config_to_dict(cfg)
-    worker["engine"].update(data_parallel_size=1, devices=None)  # each worker: one replica on its own GPUs
+    worker["engine"]["vllm"].update(data_parallel_size=1, devices=None)  # each worker: one replica on its own GPUs
     with tempfile.TemporaryDirectory(prefix="ragroute-dp-") as tmp:
         procs = []
         for index, (env, limit) in enumerate(zip(envs, limits, strict=True)):

@@ -269,7 +269,7 @@ def warn_if_unschedulable(cfg: Any) -> None:
         cpus += cfg.ray_actors * cfg.ray_cpus_per_actor
         gpus = cfg.ray_actors * cfg.ray_gpus_per_actor
     else:
-        gpus = cfg.ray_actors * cfg.engine.tensor_parallel_size
+        gpus = cfg.ray_actors * cfg.engine.vllm.tensor_parallel_size
     if cpus > total.get("CPU", 0) or gpus > total.get("GPU", 0):
         log.warning("the Ray pools ask for %.1f CPUs and %.1f GPUs but the cluster has %.1f and %.1f: the run waits "
                     "until an autoscaler adds nodes (lower ray_actors / ray_cpus_per_actor otherwise)",

@@ -9,7 +9,6 @@ evaluation's output directory, keyed by everything that affects them, so a rerun
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -61,11 +60,12 @@ def sample_ids(ids: Sequence[str], size: int, seed: int) -> list[str]:
 
 
 def _identity(model: Any, engine: Any, setup: Setup, ids: list[str]) -> str:
+    from ragroute.artifacts import content_hash
     from ragroute.config import config_to_dict
 
     payload = {"model": config_to_dict(model), "engine": config_to_dict(engine), "ids": ids,
                "pipeline": config_to_dict(setup.pipeline), "sampling": config_to_dict(setup.sampling)}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return content_hash(payload, length=16)
 
 
 def _answer_one_by_one(pipeline: Any, engine: Any, questions: list[tuple[str, str]], sampling: Any) -> SingleStream:
@@ -91,6 +91,7 @@ def measure_single_stream(
 ) -> dict[str, SingleStream]:
     """Answer ``questions`` (id, text) one at a time with one model under each named setup; the engine is loaded
     once for all setups, and not at all when every setup's result is cached."""
+    from ragroute.artifacts import write_json_atomic
     from ragroute.engines.base import create_engine
     from ragroute.models import load_model_spec
     from ragroute.rag.pipeline import RAGPipeline
@@ -114,7 +115,7 @@ def measure_single_stream(
             pipeline = RAGPipeline(setups[name].pipeline, corpus)
             results[name] = _answer_one_by_one(pipeline, engine, questions, setups[name].sampling)
             saved = {"identity": keys[name], "timings": results[name].timings, "tokens": results[name].tokens}
-            paths[name].write_text(json.dumps(saved))
+            write_json_atomic(paths[name], saved)
             log.info("single-stream %s: %d questions in %.1f s", name, len(questions), time.perf_counter() - started)
     return results
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ragroute.errors import UserError
-from ragroute.rag.corpus import Document, _document_from_row, _is_pubmedqa, _iter_jsonl
+from ragroute.rag.corpus import Document, _document_from_row, _is_pubmedqa
+from ragroute.records import scan_jsonl
 
 
 @dataclass
@@ -74,7 +75,7 @@ def _from_row(row: dict[str, Any], location: str) -> SourceItem:
 def iter_jsonl_documents(path: Path) -> Iterator[SourceItem]:
     lineno = 0
     try:
-        for lineno, row, problem in _iter_jsonl(path):
+        for lineno, row, problem in scan_jsonl(path):
             location = f"{path}:line {lineno}"
             if row is None:
                 yield Problem((problem or "unreadable").split(": ", 1)[-1], location)

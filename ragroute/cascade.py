@@ -55,14 +55,19 @@ class CascadeRule:
         return RouteDecision(bool(needs_teacher(score, self.threshold)), score, self.threshold, "cascade")
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"format_version": FORMAT_VERSION, **asdict(self)}, indent=2))
-        return path
+        """Write the rule's JSON atomically; its ``metadata`` carries the provenance block (versions, created)."""
+        from ragroute.artifacts import write_json_atomic
+
+        return write_json_atomic(path, {"format_version": FORMAT_VERSION, **asdict(self)})
+
+    @classmethod
+    def load(cls, path: str | Path) -> CascadeRule:
+        return load_cascade(path)
 
 
 def load_cascade(path: str | Path) -> CascadeRule:
-    """A rule written by :meth:`CascadeRule.save`; a clear UserError for anything else."""
+    """A rule written by :meth:`CascadeRule.save` (this release or an earlier one); a clear UserError for anything
+    else."""
     try:
         data = json.loads(Path(path).read_text())
         if data.pop("format_version", None) != FORMAT_VERSION:

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ragroute.errors import ConfigError
+
+log = logging.getLogger("ragroute.config")
 
 T = TypeVar("T")
 
@@ -80,6 +82,51 @@ def _omegaconf_error(exc: Exception, source: str) -> ConfigError:
     return ConfigError(f"{source}: {first_line}")
 
 
+def _renamed_moved(cls: type, loaded: Any, source: str) -> Any:
+    """``loaded`` (a YAML mapping or the overrides) with every key that ``cls`` or a nested config renamed moved to
+    its new name, with a warning naming the new key (a config lists them as ``RENAMED_KEYS = {old: new}``, dotted
+    and relative to itself). Both names given different values is an error."""
+    from omegaconf import OmegaConf
+
+    tree = OmegaConf.to_container(loaded, resolve=False)
+    _move_renamed(cls, tree, source, "")
+    return OmegaConf.create(tree)
+
+
+def _move_renamed(cls: type, tree: dict[str, Any], source: str, prefix: str) -> None:
+    import typing
+
+    for old, new in getattr(cls, "RENAMED_KEYS", {}).items():
+        *old_parents, old_leaf = old.split(".")
+        holder = _subtree(tree, old_parents, create=False)
+        if holder is None or old_leaf not in holder:
+            continue
+        value = holder.pop(old_leaf)
+        *new_parents, new_leaf = new.split(".")
+        target = _subtree(tree, new_parents, create=True)
+        if value is None:  # a whole config of an earlier release lists the old key unset: nothing to move
+            continue
+        if target.get(new_leaf) is not None and target[new_leaf] != value:
+            raise ConfigError(f"{source}: '{prefix}{old}' is the old name of '{prefix}{new}'; give only '{prefix}{new}'")
+        target[new_leaf] = value
+        log.warning("%s: '%s%s' is now '%s%s'; the old name still works for now", source, prefix, old, prefix, new)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints.get(f.name, f.type)
+        if dataclasses.is_dataclass(hint) and isinstance(tree.get(f.name), dict):
+            _move_renamed(hint, tree[f.name], source, f"{prefix}{f.name}.")
+
+
+def _subtree(tree: dict[str, Any], keys: list[str], create: bool) -> dict[str, Any] | None:
+    for key in keys:
+        if not isinstance(tree.get(key), dict):
+            if not create:
+                return None
+            tree[key] = {}
+        tree = tree[key]
+    return tree
+
+
 def load_config(cls: type[T], path: str | os.PathLike[str] | None = None, overrides: Sequence[str] = ()) -> T:
     """Build ``cls`` from its defaults, then the YAML file at ``path``, then ``key=value`` overrides.
 
@@ -104,7 +151,7 @@ def load_config(cls: type[T], path: str | os.PathLike[str] | None = None, overri
                 if loaded is not None and len(loaded) > 0:
                     raise ConfigError(f"{path}: the top level must be a mapping of config keys")
             else:
-                merged = OmegaConf.merge(merged, loaded)
+                merged = OmegaConf.merge(merged, _renamed_moved(cls, loaded, str(path)))
         if overrides:
             source = "command-line override"
             for item in overrides:
@@ -112,7 +159,7 @@ def load_config(cls: type[T], path: str | os.PathLike[str] | None = None, overri
                     raise ConfigError(f"override '{item}' must look like key=value")
             # Python users write None where YAML says null.
             dotlist = [f"{item[:-5]}=null" if item.endswith("=None") else item for item in overrides]
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(dotlist))
+            merged = OmegaConf.merge(merged, _renamed_moved(cls, OmegaConf.from_dotlist(dotlist), source))
         source = str(path) if path is not None else "config"
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
@@ -124,12 +171,6 @@ def load_config(cls: type[T], path: str | os.PathLike[str] | None = None, overri
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """A plain, JSON-serialisable dict of a config dataclass."""
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-
-
-def config_hash(cfg: Any) -> str:
-    """A short stable hash of a config's content, stored in every record it produces."""
-    payload = json.dumps(config_to_dict(cfg), sort_keys=True).encode()
-    return hashlib.sha256(payload).hexdigest()[:12]
 
 
 def _leaf_fields(cls: type, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field[Any]]]:
@@ -175,6 +216,20 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             default=None,
             help=help_text.replace("%", "%%"),  # argparse %-formats help strings
         )
+    for old in _renamed_keys(cls):  # old flags keep working (moved, with a warning, by load_config)
+        group.add_argument("--" + old.replace("_", "-"), dest=f"cfg:{old}", default=None, help=argparse.SUPPRESS)
+
+
+def _renamed_keys(cls: type, prefix: str = "") -> Iterator[str]:
+    """Every dotted key that ``cls`` or a nested config lists in ``RENAMED_KEYS``."""
+    import typing
+
+    yield from (f"{prefix}{old}" for old in getattr(cls, "RENAMED_KEYS", {}))
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints.get(f.name, f.type)
+        if dataclasses.is_dataclass(hint):
+            yield from _renamed_keys(hint, f"{prefix}{f.name}.")
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace) -> T:

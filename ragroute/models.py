@@ -23,20 +23,19 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ragroute.artifacts.checkpoint import MARKER_FILE as MARKER_FILE  # where the marker file is named
+from ragroute.artifacts.checkpoint import Checkpoint
 from ragroute.errors import ModelNotFoundError, UserError
 
 log = logging.getLogger("ragroute.models")
 
 CACHE_PREFIX = "ragroute:"
-MARKER_FILE = "ragroute_model.json"
 
 
 @dataclass
@@ -176,7 +175,7 @@ def checkpoint_context(directory: Path) -> int:
 
 
 def is_prepared(directory: Path) -> bool:
-    return (directory / MARKER_FILE).exists()
+    return Checkpoint.is_prepared(directory)
 
 
 def resolve_model_path(path: str) -> str:
@@ -230,23 +229,11 @@ def load_causal_lm(path: str, dtype: str = "auto", **kwargs: Any):
 
 
 def atomic_checkpoint(target: Path, write: Callable[[Path], dict[str, Any]], force: bool = False) -> bool:
-    """Run ``write(tmp_dir)`` and move the result to ``target`` in one rename. False if it was already there."""
-    if is_prepared(target) and not force:
-        return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    tmp.chmod(0o755)
-    try:
-        info = write(tmp)
-        info.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        (tmp / MARKER_FILE).write_text(json.dumps(info, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return True
+    """Run ``write(tmp_dir)`` and move the result to ``target`` in one rename (:meth:`Checkpoint.save
+    <ragroute.artifacts.Checkpoint.save>`). False if it was already there."""
+    from ragroute.artifacts import Checkpoint
+
+    return Checkpoint.save(target, write, force) is not None
 
 
 def package_folders(package: str, needed_for: str, install: str = "pip install") -> list[Path]:

@@ -14,7 +14,6 @@ for logit distillation (``ragroute train``), which recovers most of the loss.
 
 from __future__ import annotations
 
-import json
 import logging
 from importlib import resources
 from pathlib import Path
@@ -33,14 +32,11 @@ def demo_corpus_path() -> Path:
 
 def calibration_texts(n: int) -> list[str]:
     """Biomedical calibration text: the first ``n`` documents of the bundled demo corpus."""
-    texts = []
-    with demo_corpus_path().open() as fh:
-        for line in fh:
-            doc = json.loads(line)
-            texts.append(f"{doc['title']}\n{doc['text']}")
-            if len(texts) >= n:
-                break
-    return texts
+    from itertools import islice
+
+    from ragroute.records import iter_jsonl
+
+    return [f"{doc['title']}\n{doc['text']}" for doc in islice(iter_jsonl(demo_corpus_path()), n)]
 
 
 @torch.no_grad()

@@ -10,10 +10,11 @@ before it appends; a corrupt line in the middle stops the reader with a message 
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,3 +205,42 @@ def finished_ids(path: str | os.PathLike[str]) -> set[str]:
     if not p.exists():
         return set()
     return {str(d["id"]) for d in iter_jsonl(p) if "id" in d}
+
+
+def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> Path:
+    """A whole JSONL file at once, atomically (a partial file would silently be a shorter dataset); appending,
+    resumable output uses :class:`JsonlWriter`. ASCII escapes: no raw U+2028 for a ``splitlines()`` reader to cut."""
+    from ragroute.artifacts.io import write_atomic
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+
+    return write_atomic(path, write)
+
+
+def scan_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """The lenient reader of input files (questions, corpora): (line number, object or None, problem or None) for
+    every non-blank line, reporting a bad line and going on instead of stopping. A line that is not valid UTF-8
+    is decoded with U+FFFD for the bad bytes and comes with a problem naming it (the caller decides whether the
+    replaced text is usable: an id is not). A ``.gz`` file is read through gzip."""
+    path = Path(path)
+    with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                line, problem = raw.decode("utf-8"), None
+            except UnicodeDecodeError as exc:
+                line = raw.decode("utf-8", errors="replace")
+                problem = f"line {lineno}: invalid UTF-8 (byte {exc.start}) replaced with U+FFFD"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                yield lineno, None, f"line {lineno}: malformed JSON"
+                continue
+            if not isinstance(obj, dict):
+                yield lineno, None, f"line {lineno}: not a JSON object"
+                continue
+            yield lineno, obj, problem

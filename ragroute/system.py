@@ -12,8 +12,6 @@ taken from the artifact; a part set differently is an error naming every differe
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +111,9 @@ def identity_of(record: dict[str, Any]) -> dict[str, Any]:
 
 def system_hash(record: dict[str, Any]) -> str:
     """A short stable hash of a recorded system's identity."""
-    return hashlib.sha256(json.dumps(identity_of(record), sort_keys=True).encode()).hexdigest()[:12]
+    from ragroute.artifacts import content_hash
+
+    return content_hash(identity_of(record))
 
 
 def differences(served: dict[str, Any], recorded: dict[str, Any], prefix: str = "") -> list[str]:
@@ -130,21 +130,16 @@ def differences(served: dict[str, Any], recorded: dict[str, Any], prefix: str = 
 
 def manifest_system(records: str | Path) -> dict[str, Any] | None:
     """The system recorded in the data_gen manifest beside ``records`` (a directory or its records file)."""
-    path = Path(records)
-    manifest = (path if path.is_dir() else path.parent) / "manifest.json"
-    if not manifest.is_file():
-        return None
-    return json.loads(manifest.read_text()).get("system")
+    from ragroute.artifacts import RecordsRun
+
+    return RecordsRun.load(records).system
 
 
 def checkpoint_data_system(model_path: str) -> dict[str, Any] | None:
     """The system that wrote a distilled checkpoint's training data (``ragroute train`` records it)."""
-    from ragroute.models import MARKER_FILE
+    from ragroute.artifacts import Checkpoint
 
-    marker = Path(model_path).expanduser() / MARKER_FILE
-    if not marker.is_file():
-        return None
-    return json.loads(marker.read_text()).get("data_system")
+    return Checkpoint.load(model_path).data_system
 
 
 @dataclass

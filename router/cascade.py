@@ -8,14 +8,15 @@ question it sends to the teacher.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
+from ragroute.artifacts import provenance
 from ragroute.cascade import FEATURES, CascadeRule, cascade_features
 from ragroute.errors import UserError
 from ragroute.records import AnswerRecord
+from ragroute.routing import needs_teacher
 from router.calibrate import choose_threshold
 from router.config import RouterConfig
 from router.labels import LabelledSet
@@ -86,9 +87,9 @@ def fit_cascade(labelled: LabelledSet, student: list[AnswerRecord], cfg: RouterC
         student_bias=dict(cfg.cascade.student_bias),
         metadata={
             "n_train": len(y), "n_hard": int(y.sum()), "data_hash": labelled.data_hash,
-            "validation_teacher_share": float(np.mean(oof >= threshold)),
+            "validation_teacher_share": float(np.mean(needs_teacher(oof, threshold))),
             "threshold_rule": cfg.threshold_rule, "threshold_target": cfg.threshold_target,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **provenance(cfg),
         },
     )
     return rule, oof

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ragroute.artifacts import library_versions
+from ragroute.artifacts.router_file import FORMAT_VERSION
 from ragroute.config import config_to_dict
 from ragroute.errors import UserError
 from ragroute.routing import needs_teacher
@@ -23,7 +25,7 @@ from router.config import RouterConfig
 from router.features import FEATURE_VERSION, SIGNAL_NAMES, column_transformer, feature_matrix
 from router.labels import LabelledSet
 from router.models import CLASSIFIERS
-from router.persist import FORMAT_VERSION, RouterBundle, library_versions
+from router.persist import RouterBundle
 
 log = logging.getLogger("ragroute.router")
 

@@ -19,6 +19,7 @@ import numpy as np
 from ragroute.errors import UserError
 from ragroute.quality import citation_overlap, extract_decision, own_doc_cited, rouge_l, token_f1
 from ragroute.records import AnswerRecord, read_records
+from ragroute.registry import Registry
 from router.config import LabelConfig
 from router.features import retrieval_signals
 
@@ -44,13 +45,13 @@ def _citation(answer: str, ref: Reference) -> float:
     return citation_overlap(answer, ref.cited_text)
 
 
-QUALITY_METRICS: dict[str, Callable[[str, Reference], float]] = {
+QUALITY_METRICS: Registry[Callable[[str, Reference], float]] = Registry("quality metric", {
     "decision": _decision,
     "rouge_l": lambda answer, ref: rouge_l(answer, ref.text),
     "token_f1": lambda answer, ref: token_f1(answer, ref.text),
     "citation": _citation,
     "decision_rouge": lambda answer, ref: 0.5 * (_decision(answer, ref) + rouge_l(answer, ref.text)),
-}
+})
 
 
 def reference_for(teacher: AnswerRecord, kind: str) -> Reference:

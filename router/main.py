@@ -1,4 +1,5 @@
-"""The router stage's entry points, one per subcommand: fit, eval, predict, hard-set."""
+"""The router stage's entry points, one per subcommand: fit, fit-cascade, eval, predict, hard-set; ``run`` and
+``run_cascade`` return the artifact they write (:class:`RouterFile`, :class:`CascadeRule`)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ragroute.artifacts import RouterFile
+from ragroute.cascade import CascadeRule
 from ragroute.routing import needs_teacher
 from router.config import RouterConfig
 from router.persist import RouterBundle, load_router, save_router
 
 log = logging.getLogger("ragroute.router")
+
+
+def run(cfg: RouterConfig, teacher: str, student: str, out: str) -> RouterFile:
+    """``router fit`` as a call: the router file fitted on the paired records and written to ``out``."""
+    bundle = fit_main(cfg, teacher, student, out)
+    return RouterFile(bundle.estimator, bundle.threshold, bundle.metadata, Path(out))
+
+
+def run_cascade(cfg: RouterConfig, teacher: str, student: str, out: str) -> CascadeRule:
+    """``router fit-cascade`` as a call: the cascade rule fitted on the paired records and written to ``out``."""
+    from ragroute.cascade import load_cascade
+
+    return load_cascade(fit_cascade_main(cfg, teacher, student, out))
 
 
 def fit_main(cfg: RouterConfig, teacher: str, student: str, out: str) -> RouterBundle:

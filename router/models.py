@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ragroute.registry import Registry
 from ragroute.routing import HeuristicRouter, Router
 
 __all__ = ["BASELINES", "CLASSIFIERS", "ClassifierSpec", "HeuristicRouter", "RandomRouter", "Router"]
@@ -50,11 +51,11 @@ def _knn(seed: int) -> Any:
     return KNeighborsClassifier(n_neighbors=25, weights="distance", algorithm="brute", metric="cosine")
 
 
-CLASSIFIERS: dict[str, ClassifierSpec] = {
+CLASSIFIERS: Registry[ClassifierSpec] = Registry("router model", {
     "logreg": ClassifierSpec(_logreg, {"C": [0.1, 0.3, 1.0, 3.0, 10.0]}, "logistic regression (default)"),
     "gboost": ClassifierSpec(_gboost, {"learning_rate": [0.05, 0.1]}, "gradient-boosted trees"),
     "knn": ClassifierSpec(_knn, {"n_neighbors": [10, 25, 50]}, "k nearest questions (cosine)"),
-}
+})
 
 
 def register_classifier(name: str, spec: ClassifierSpec) -> None:
@@ -70,4 +71,5 @@ class RandomRouter:
         return np.full(len(questions), 0.5)
 
 
-BASELINES: dict[str, Callable[[], Router]] = {"random": RandomRouter, "heuristic": HeuristicRouter}
+BASELINES: Registry[Callable[[], Router]] = Registry("baseline router", {"random": RandomRouter,
+                                                                        "heuristic": HeuristicRouter})

@@ -29,7 +29,7 @@ def model_spec_for(cfg: BackendConfig, model: ModelSpec | None = None) -> ModelS
         spec = load_model_spec(ref)
     else:
         default_name = ref.split(":", 1)[1] if ref.startswith("ragroute:") else Path(ref.rstrip("/")).name
-        spec = ModelSpec(name=default_name or cfg.engine.served_model_name or str(cfg.engine.base_url), path=ref)
+        spec = ModelSpec(name=default_name or cfg.engine.openai.served_model_name or str(cfg.engine.openai.base_url), path=ref)
     if cfg.name:
         spec.name = cfg.name
     if cfg.dtype:

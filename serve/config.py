@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ragroute.engines.base import EngineConfig, SamplingConfig
+from ragroute.engines.base import EngineConfig, OpenAIConfig, SamplingConfig
 
 NO_ROUTER_POLICIES = ("teacher", "heuristic", "error")
 # Two in-process vLLM engines share one GPU; leave room for the CUDA contexts and activations of both.
@@ -14,7 +14,7 @@ MAX_SHARED_GPU_MEMORY = 0.9
 def _serve_engine() -> EngineConfig:
     # A serving default: in-process transformers; an upstream gets a connection pool sized for serving and no
     # retries of its own (a failing student falls back to the teacher instead).
-    return EngineConfig(name="transformers", max_retries=0, concurrency=256)
+    return EngineConfig(name="transformers", openai=OpenAIConfig(max_retries=0, concurrency=256))
 
 
 @dataclass
@@ -46,8 +46,9 @@ class BackendConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.engine.name == "openai" and not self.engine.base_url:
-            raise ValueError("engine openai needs engine.base_url (the upstream server, e.g. http://host:8000/v1)")
+        if self.engine.name == "openai" and not self.engine.openai.base_url:
+            raise ValueError("engine openai needs engine.openai.base_url (the upstream server, e.g. "
+                             "http://host:8000/v1)")
         if self.timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
 
@@ -284,21 +285,21 @@ def shared_vllm_gpus(student: EngineConfig, teacher: EngineConfig) -> list[int]:
     """The GPUs two in-process vLLM engines both run on (none unless both are vLLM)."""
     if not (student.name == teacher.name == "vllm"):
         return []
-    return sorted(set(student.gpu_ids()) & set(teacher.gpu_ids()))
+    return sorted(set(student.vllm.gpu_ids()) & set(teacher.vllm.gpu_ids()))
 
 
 def check_gpu_split(student: EngineConfig, teacher: EngineConfig) -> None:
     """Two in-process vLLM engines that share a GPU must split its memory; on separate GPUs
-    (``engine.devices``) each may take what it likes."""
+    (``engine.vllm.devices``) each may take what it likes."""
     shared = shared_vllm_gpus(student, teacher)
-    share = student.gpu_memory_utilization + teacher.gpu_memory_utilization
+    share = student.vllm.gpu_memory_utilization + teacher.vllm.gpu_memory_utilization
     if shared and share > MAX_SHARED_GPU_MEMORY:
         # Each engine reserves its share of the whole card.
         raise ValueError(
             f"student and teacher both run vLLM in this process on GPU {shared[0]}: their "
-            f"engine.gpu_memory_utilization must add up to at most {MAX_SHARED_GPU_MEMORY} (e.g. teacher 0.55, "
-            f"student 0.3), not {share:.2f}; or put them on different GPUs (e.g. teacher engine.devices: [0], "
-            f"student engine.devices: [1])"
+            f"engine.vllm.gpu_memory_utilization must add up to at most {MAX_SHARED_GPU_MEMORY} (e.g. teacher "
+            f"0.55, student 0.3), not {share:.2f}; or put them on different GPUs (e.g. teacher "
+            f"engine.vllm.devices: [0], student engine.vllm.devices: [1])"
         )
 
 
@@ -314,7 +315,7 @@ def shared_gpu_advice(student: EngineConfig, teacher: EngineConfig) -> str | Non
     return (f"student and teacher share GPU {shared[0]} without CUDA MPS: the GPU time-slices their engine "
             "processes, so answers that overlap take turns on the card (p99 latency suffers under load). Start "
             "an MPS daemon before serve (nvidia-cuda-mps-control -d) or give each model its own GPU "
-            "(engine.devices); see docs/DEPLOYMENT.md")
+            "(engine.vllm.devices); see docs/DEPLOYMENT.md")
 
 
 def check_answer_length(sampling: SamplingConfig, limits: LimitsConfig) -> None:

@@ -12,16 +12,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve.limits import RequestRejected
+from serve.api_error import APIError
 from serve.service import GenerationFailed, ModelDown, NotReady, Overloaded
 
-
-class APIError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
-        self.headers = headers
+__all__ = ["APIError", "error_body", "error_response", "install_error_handlers", "validation_message"]
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -61,10 +55,6 @@ async def _api_error(request: Request, exc: APIError) -> JSONResponse:
     return error_response(exc.status, exc.message, exc.type, exc.param, exc.code, exc.headers)
 
 
-async def _rejected(request: Request, exc: RequestRejected) -> JSONResponse:
-    return error_response(400, exc.message, "invalid_request_error", exc.param, exc.code)
-
-
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     message, param = validation_message(exc)
     content_type = request.headers.get("content-type", "")
@@ -99,6 +89,5 @@ async def _failed(request: Request, exc: GenerationFailed) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     for exc_type, handler in ((APIError, _api_error), (RequestValidationError, _validation_error),
                               (StarletteHTTPException, _http_error), (Overloaded, _overloaded),
-                              (ModelDown, _down), (NotReady, _not_ready), (GenerationFailed, _failed),
-                              (RequestRejected, _rejected)):
+                              (ModelDown, _down), (NotReady, _not_ready), (GenerationFailed, _failed)):
         app.add_exception_handler(exc_type, handler)

@@ -5,34 +5,32 @@ context. So the prompt is counted in the answering model's own tokens (its chat 
 ``count_prompt_tokens``) and checked
 against its context, and ``max_tokens`` against what the prompt leaves. Stop strings are bounded in number and
 length (transformers compiles each one before generating: ~0.1 s apiece). Every violation is a
-:class:`RequestRejected` naming the field and the limit, which the HTTP layer turns into a 400.
+:class:`~serve.api_error.APIError` (400) naming the field and the limit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from serve.api_error import APIError
 from serve.config import LimitsConfig
 
 
-class RequestRejected(Exception):
-    """The request asks for more than the server allows, or something no model could do (HTTP 400)."""
-
-    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message, self.param, self.code = message, param, code
+def rejected(message: str, param: str | None, code: str) -> APIError:
+    """The 400 for a request beyond a limit, naming the field (``param``) and the limit."""
+    return APIError(400, message, param=param, code=code)
 
 
 def check_stop(stop: Sequence[str], limits: LimitsConfig) -> list[str]:
     """The stop strings, if there are at most ``max_stop`` of them, none empty or longer than ``max_stop_chars``."""
     if len(stop) > limits.max_stop:
-        raise RequestRejected(f"'stop' has {len(stop)} strings; the limit is {limits.max_stop}", "stop",
+        raise rejected(f"'stop' has {len(stop)} strings; the limit is {limits.max_stop}", "stop",
                               "too_many_stop_strings")
     for i, text in enumerate(stop):
         if not text:
-            raise RequestRejected(f"'stop[{i}]' is empty", "stop", "empty_stop_string")
+            raise rejected(f"'stop[{i}]' is empty", "stop", "empty_stop_string")
         if len(text) > limits.max_stop_chars:
-            raise RequestRejected(f"'stop[{i}]' is {len(text)} characters; the limit is {limits.max_stop_chars}",
+            raise rejected(f"'stop[{i}]' is {len(text)} characters; the limit is {limits.max_stop_chars}",
                                   "stop", "stop_string_too_long")
     return list(stop)
 
@@ -40,11 +38,11 @@ def check_stop(stop: Sequence[str], limits: LimitsConfig) -> list[str]:
 def check_messages(contents: Sequence[str], limits: LimitsConfig) -> None:
     """At most ``max_messages`` chat messages holding at most ``max_prompt_chars`` characters together."""
     if len(contents) > limits.max_messages:
-        raise RequestRejected(f"'messages' has {len(contents)} messages; the limit is {limits.max_messages}",
+        raise rejected(f"'messages' has {len(contents)} messages; the limit is {limits.max_messages}",
                               "messages", "too_many_messages")
     total = sum(len(text) for text in contents)
     if total > limits.max_prompt_chars:
-        raise RequestRejected(f"'messages' hold {total} characters; the limit is {limits.max_prompt_chars}",
+        raise rejected(f"'messages' hold {total} characters; the limit is {limits.max_prompt_chars}",
                               "messages", "prompt_too_long")
 
 
@@ -55,10 +53,10 @@ def check_max_tokens(max_tokens: int | None, default: int, limits: LimitsConfig,
     if max_tokens is None:
         max_tokens = default
     elif max_tokens > limits.max_tokens_limit:
-        raise RequestRejected(f"'{param}' is {max_tokens}; the limit is {limits.max_tokens_limit}", param,
+        raise rejected(f"'{param}' is {max_tokens}; the limit is {limits.max_tokens_limit}", param,
                               "max_tokens_too_large")
     if min_tokens is not None and min_tokens > max_tokens:
-        raise RequestRejected(f"'min_tokens' is {min_tokens}, above the answer length {max_tokens}", "min_tokens",
+        raise rejected(f"'min_tokens' is {min_tokens}, above the answer length {max_tokens}", "min_tokens",
                               "min_tokens_too_large")
     return max_tokens
 
@@ -66,17 +64,17 @@ def check_max_tokens(max_tokens: int | None, default: int, limits: LimitsConfig,
 def fit_to_context(prompt_tokens: int, max_tokens: int, context: int, model: str, explicit: bool,
                    param: str = "max_tokens") -> int:
     """``max_tokens`` if the prompt plus the answer fit ``context`` tokens; an unrequested default shrinks to
-    what the prompt leaves. Raises :class:`RequestRejected` when the prompt alone fills the context, or when an
+    what the prompt leaves. Raises a 400 :class:`~serve.api_error.APIError` when the prompt alone fills the context, or when an
     explicit ``max_tokens`` exceeds what is left."""
     left = context - prompt_tokens
     if left < 1:
-        raise RequestRejected(
+        raise rejected(
             f"the prompt is {prompt_tokens} tokens; {model}'s context is {context} tokens (prompt + answer)",
             "messages", "context_length_exceeded")
     if max_tokens <= left:
         return max_tokens
     if not explicit:
         return left
-    raise RequestRejected(
+    raise rejected(
         f"'{param}' is {max_tokens}, but the {prompt_tokens}-token prompt leaves {left} of {model}'s "
         f"{context}-token context", param, "context_length_exceeded")

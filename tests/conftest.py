@@ -97,7 +97,7 @@ def vllm_teacher(teacher_spec):
     """One real vLLM engine (CPU build, eager) on the converted SmolLM2 teacher, shared by the slow tests."""
     from ragroute.engines.base import EngineConfig, create_engine
 
-    engine = create_engine(teacher_spec, EngineConfig(name="vllm", kv_cache_memory_gb=0.5))
+    engine = create_engine(teacher_spec, EngineConfig.of("vllm", kv_cache_memory_gb=0.5))
     yield engine
     engine.close()
 

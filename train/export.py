@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ragroute.models import atomic_checkpoint
+from ragroute.artifacts import Checkpoint
 
 
 def save_final(
@@ -48,6 +48,6 @@ def save_final(
         return {"kind": "distilled", "lora": is_lora, "lora_merged": merge_in_memory, **info}
 
     target = output_dir / "final"
-    atomic_checkpoint(target, write, force=True)
+    Checkpoint.save(target, write, force=True)
     shutil.rmtree(staging, ignore_errors=True)
     return target

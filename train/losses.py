@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ragroute.registry import Registry
 from train.config import LossConfig
 
 # Answer positions per projection tile in the top-k loss: [chunk, vocab] float32 logits live one tile at a time.
@@ -180,12 +181,12 @@ def cross_entropy_per_token(student: Head, targets: torch.Tensor) -> torch.Tenso
 
 
 # name -> factory(LossConfig). "sft" has no KD term: SFTTrainer's own fused cross-entropy runs.
-KD_LOSSES: dict[str, Any] = {
+KD_LOSSES: Registry[Any] = Registry("distillation loss", {
     "forward_kl": lambda cfg: GeneralizedJSD(0.0, cfg.temperature),
     "reverse_kl": lambda cfg: GeneralizedJSD(1.0, cfg.temperature),
     "jsd": lambda cfg: GeneralizedJSD(cfg.beta, cfg.temperature),
     "topk_kl": lambda cfg: TopKKL(cfg.temperature),
-}
+})
 
 
 def make_kd_loss(cfg: LossConfig) -> KDLoss | None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+
+from ragroute.artifacts import write_json_atomic
 
 
 def _sync() -> None:
@@ -57,10 +58,7 @@ def peak_memory_per_rank(accelerator: Any, local_gb: float) -> list[float]:
 
 def parallel_setup(trainer: Any) -> dict[str, Any]:
     """How the run was spread over devices: what a throughput or memory number must be read with."""
-    import accelerate
     import torch
-    import transformers
-    import trl
 
     acc = trainer.accelerator
     plugin = getattr(acc.state, "fsdp_plugin", None)
@@ -70,8 +68,6 @@ def parallel_setup(trainer: Any) -> dict[str, Any]:
         "fsdp_version": getattr(plugin, "fsdp_version", None) if plugin is not None else None,
         "mixed_precision": acc.mixed_precision,
         "device": torch.cuda.get_device_name(acc.device) if acc.device.type == "cuda" else acc.device.type,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "accelerate": accelerate.__version__, "trl": trl.__version__},
     }
 
 
@@ -120,9 +116,4 @@ def build_report(
 
 
 def write_report(output_dir: str | Path, report: dict[str, Any]) -> Path:
-    path = Path(output_dir) / "train_report.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str))
-    tmp.replace(path)
-    return path
+    return write_json_atomic(Path(output_dir) / "train_report.json", report)

@@ -13,15 +13,15 @@ engine never drags in the others' heavy dependencies.
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 from ragroute.errors import UserError
+from ragroute.registry import Registry, UnknownName
 from ragroute.verdict import VerdictConfig
 
 Message = dict[str, str]
@@ -126,67 +126,41 @@ class GenerationResult:
 
 
 @dataclass
-class EngineConfig:
-    """Which backend runs a model, and its knobs. Keys a backend does not use are ignored by it."""
+class VLLMConfig:
+    """vLLM's settings (``engine.vllm.*``)."""
 
-    name: str = field(default="vllm", metadata={"help": "engine: vllm, openai or transformers"})
-    # vLLM
-    tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM: GPUs one model is split across"})
-    data_parallel_size: int = field(default=1, metadata={"help": "vLLM: model replicas (one per GPU group)"})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one model is split across"})
+    data_parallel_size: int = field(default=1, metadata={"help": "model replicas (one per GPU group)"})
     devices: list[int] | None = field(
         default=None,
-        metadata={"help": "vLLM: the GPUs (indices among those this process sees) this engine runs on, "
+        metadata={"help": "the GPUs (indices among those this process sees) this engine runs on, "
                   "tensor_parallel_size x data_parallel_size of them; default: the first ones visible"},
     )
-    quantization: str | None = field(default=None, metadata={"help": "vLLM: fp8, awq, gptq or none"})
-    gpu_memory_utilization: float = field(default=0.85, metadata={"help": "vLLM: share of GPU memory to use"})
+    quantization: str | None = field(default=None, metadata={"help": "fp8, awq, gptq or none"})
+    gpu_memory_utilization: float = field(default=0.85, metadata={"help": "share of GPU memory to use"})
     kv_cache_memory_gb: float | None = field(
-        default=None, metadata={"help": "vLLM: KV-cache size in GiB (default: 1 GiB on CPU, derived on GPU)"}
+        default=None, metadata={"help": "KV-cache size in GiB (default: 1 GiB on CPU, derived on GPU)"}
     )
-    enable_prefix_caching: bool = field(default=True, metadata={"help": "vLLM: reuse KV of shared prompt prefixes"})
+    enable_prefix_caching: bool = field(default=True, metadata={"help": "reuse KV of shared prompt prefixes"})
     enforce_eager: bool | None = field(
-        default=None, metadata={"help": "vLLM: skip graph compilation (default: on for CPU, off for GPU)"}
+        default=None, metadata={"help": "skip graph compilation (default: on for CPU, off for GPU)"}
     )
-    speculative_model: str | None = field(default=None, metadata={"help": "vLLM: draft model for speculative decoding"})
+    speculative_model: str | None = field(default=None, metadata={"help": "draft model for speculative decoding"})
     speculative_method: str | None = field(
         default=None,
-        metadata={"help": "vLLM: ngram (draft tokens looked up in the prompt, no draft model) or draft_model "
+        metadata={"help": "ngram (draft tokens looked up in the prompt, no draft model) or draft_model "
                   "(speculative_model; the default when that is set)"},
     )
-    num_speculative_tokens: int = field(default=5, metadata={"help": "vLLM: tokens the draft proposes per step"})
-    max_num_seqs: int | None = field(default=None, metadata={"help": "vLLM: most sequences batched at once"})
+    num_speculative_tokens: int = field(default=5, metadata={"help": "tokens the draft proposes per step"})
+    max_num_seqs: int | None = field(default=None, metadata={"help": "most sequences batched at once"})
     mps_thread_percentage: int | None = field(
         default=None,
         metadata={"help": "vLLM under CUDA MPS: the share (1-100) of the GPU's SMs this engine's kernels may use "
                   "(CUDA_MPS_ACTIVE_THREAD_PERCENTAGE of its engine process); caps a student beside a teacher on "
                   "one card; no effect without an MPS daemon"},
     )
-    # OpenAI-compatible HTTP
-    base_url: str | None = field(default=None, metadata={"help": "openai: server URL, e.g. http://127.0.0.1:8000/v1"})
-    api_key: str | None = field(default=None, metadata={"help": "openai: API key (default: env OPENAI_API_KEY or 'EMPTY')"})
-    served_model_name: str | None = field(
-        default=None,
-        metadata={"help": "openai: model name the server expects (default: batch face, the model path; "
-                  "streaming face, the server's first model)"},
-    )
-    api_key_env: str | None = field(
-        default=None, metadata={"help": "openai: environment variable holding the API key (instead of api_key)"}
-    )
-    timeout_s: float = field(
-        default=120.0, metadata={"help": "openai: per-request timeout in seconds (streaming: longest silence)"}
-    )
-    connect_timeout_s: float = field(default=5.0, metadata={"help": "openai: seconds to open a connection"})
-    max_retries: int = field(default=3, metadata={"help": "openai: retries with exponential backoff"})
-    concurrency: int = field(
-        default=8, metadata={"help": "openai: requests in flight per batch (streaming: connection pool size)"}
-    )
-    # transformers
-    batch_size: int = field(default=8, metadata={"help": "transformers: prompts per generate() call"})
-    device: str = field(default="auto", metadata={"help": "transformers: cpu, cuda or auto"})
 
     def __post_init__(self) -> None:
-        if self.name not in ENGINES:
-            raise ValueError(f"unknown engine '{self.name}' (known: {', '.join(sorted(ENGINES))})")
         if self.speculative_method not in (None, "ngram", "draft_model"):
             raise ValueError(f"speculative_method must be ngram or draft_model, not '{self.speculative_method}'")
         if self.speculative_method == "draft_model" and not self.speculative_model:
@@ -199,16 +173,42 @@ class EngineConfig:
             check_devices(self.devices, self.tensor_parallel_size * self.data_parallel_size)
         if self.mps_thread_percentage is not None and not 1 <= self.mps_thread_percentage <= 100:
             raise ValueError(f"mps_thread_percentage must be in 1..100, not {self.mps_thread_percentage}")
-        if self.timeout_s <= 0 or self.connect_timeout_s <= 0:
-            raise ValueError("timeout_s and connect_timeout_s must be > 0")
-        if self.max_retries < 0 or self.concurrency < 1:
-            raise ValueError("max_retries must be >= 0 and concurrency >= 1")
 
     def gpu_ids(self) -> list[int]:
         """The GPUs (indices this process sees) vLLM runs this engine on: ``devices``, else the first
         tensor_parallel_size x data_parallel_size visible ones, as vLLM picks them."""
         return list(self.devices) if self.devices is not None else list(
             range(self.tensor_parallel_size * self.data_parallel_size))
+
+
+@dataclass
+class OpenAIConfig:
+    """An OpenAI-compatible HTTP server's settings (``engine.openai.*``)."""
+
+    base_url: str | None = field(default=None, metadata={"help": "server URL, e.g. http://127.0.0.1:8000/v1"})
+    api_key: str | None = field(default=None, metadata={"help": "API key (default: env OPENAI_API_KEY or 'EMPTY')"})
+    served_model_name: str | None = field(
+        default=None,
+        metadata={"help": "model name the server expects (default: batch face, the model path; "
+                  "streaming face, the server's first model)"},
+    )
+    api_key_env: str | None = field(
+        default=None, metadata={"help": "environment variable holding the API key (instead of api_key)"}
+    )
+    timeout_s: float = field(
+        default=120.0, metadata={"help": "per-request timeout in seconds (streaming: longest silence)"}
+    )
+    connect_timeout_s: float = field(default=5.0, metadata={"help": "seconds to open a connection"})
+    max_retries: int = field(default=3, metadata={"help": "retries with exponential backoff"})
+    concurrency: int = field(
+        default=8, metadata={"help": "requests in flight per batch (streaming: connection pool size)"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0 or self.connect_timeout_s <= 0:
+            raise ValueError("timeout_s and connect_timeout_s must be > 0")
+        if self.max_retries < 0 or self.concurrency < 1:
+            raise ValueError("max_retries must be >= 0 and concurrency >= 1")
 
     def resolved_api_key(self) -> str | None:
         """``api_key``, else the variable named by ``api_key_env``, else None."""
@@ -217,8 +217,53 @@ class EngineConfig:
         return self.api_key or (os.environ.get(self.api_key_env) or None if self.api_key_env else None)
 
 
+@dataclass
+class TransformersConfig:
+    """The in-process transformers backend's settings (``engine.transformers.*``)."""
+
+    batch_size: int = field(default=8, metadata={"help": "prompts per generate() call"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
+
+
+
+# The flat keys of earlier releases, each now under its backend's section.
+_FLAT_KEYS = {f.name: f"{section}.{f.name}" for section, cls in (("vllm", VLLMConfig), ("openai", OpenAIConfig),
+              ("transformers", TransformersConfig)) for f in fields(cls)}
+
+
+@dataclass
+class EngineConfig:
+    """Which backend runs a model (``name``) and each backend's settings in its own section; a backend reads only
+    its own. The flat keys of earlier releases (``engine.gpu_memory_utilization``) still load, moved to their
+    section with a warning (``engine.vllm.gpu_memory_utilization``)."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = _FLAT_KEYS
+
+    name: str = field(default="vllm", metadata={"help": "engine: vllm, openai or transformers"})
+    vllm: VLLMConfig = field(default_factory=VLLMConfig, metadata={"help": "vLLM settings"})
+    openai: OpenAIConfig = field(default_factory=OpenAIConfig, metadata={"help": "OpenAI-compatible server settings"})
+    transformers: TransformersConfig = field(default_factory=TransformersConfig,
+                                             metadata={"help": "transformers settings"})
+
+    def __post_init__(self) -> None:
+        if self.name not in ENGINES:
+            raise ValueError(f"unknown engine '{self.name}' (known: {', '.join(sorted(ENGINES))})")
+
+    @classmethod
+    def of(cls, name: str = "vllm", **settings: Any) -> EngineConfig:
+        """An engine config from settings named as in Python code elsewhere (``EngineConfig.of("transformers",
+        device="cpu")``), each put in its backend's section."""
+        sections: dict[str, dict[str, Any]] = {"vllm": {}, "openai": {}, "transformers": {}}
+        for key, value in settings.items():
+            if key not in _FLAT_KEYS:
+                raise TypeError(f"EngineConfig.of() got an unknown setting '{key}'")
+            sections[_FLAT_KEYS[key].split(".")[0]][key] = value
+        return cls(name=name, vllm=VLLMConfig(**sections["vllm"]), openai=OpenAIConfig(**sections["openai"]),
+                   transformers=TransformersConfig(**sections["transformers"]))
+
+
 def check_devices(devices: list[int], needed: int) -> None:
-    """``engine.devices`` must name ``needed`` distinct GPU indices (>= 0)."""
+    """``engine.vllm.devices`` must name ``needed`` distinct GPU indices (>= 0)."""
     if not devices or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in devices):
         raise ValueError(f"devices must be a list of GPU indices >= 0 (e.g. [1]), not {devices}")
     if len(set(devices)) != len(devices):
@@ -390,22 +435,16 @@ class StreamingEngine(ABC):
 
 
 # name -> "module:Class"; imported lazily by create_engine / create_streaming_engine.
-ENGINES: dict[str, str] = {
+ENGINES: Registry[type] = Registry("engine", {
     "vllm": "ragroute.engines.vllm_engine:VLLMEngine",
     "openai": "ragroute.engines.openai_engine:OpenAIEngine",
     "transformers": "ragroute.engines.hf_engine:TransformersEngine",
-}
-STREAMING_ENGINES: dict[str, str] = {
+})
+STREAMING_ENGINES: Registry[type] = Registry("engine", {
     "vllm": "ragroute.engines.vllm_engine:AsyncVLLMEngine",
     "openai": "ragroute.engines.openai_engine:AsyncOpenAIEngine",
     "transformers": "ragroute.engines.hf_engine:StreamingTransformersEngine",
-}
-
-
-def import_target(target: str) -> Any:
-    """The object a lazy registry entry ``"module:Name"`` names, imported on first use."""
-    module_name, attribute = target.split(":")
-    return getattr(importlib.import_module(module_name), attribute)
+})
 
 
 def register_engine(name: str, target: str, streaming: str | None = None) -> None:
@@ -416,23 +455,23 @@ def register_engine(name: str, target: str, streaming: str | None = None) -> Non
         STREAMING_ENGINES[name] = streaming
 
 
-def _engine_class(registry: dict[str, str], name: str, face: str) -> Any:
+def _engine_class(registry: Registry[type], name: str) -> Any:
     try:
-        return import_target(registry[name])
-    except KeyError:
-        raise UserError(f"unknown engine '{name}' (known {face} engines: {', '.join(sorted(registry))})") from None
+        return registry[name]
+    except UnknownName as exc:
+        raise UserError(str(exc)) from None
 
 
 def create_engine(model: Any, engine: EngineConfig) -> GenerationEngine:
     """The batch face of the engine named in ``engine`` for the :class:`ragroute.models.ModelSpec` ``model``."""
-    cls = _engine_class(ENGINES, engine.name, "batch")
+    cls = _engine_class(ENGINES, engine.name)
     _check_shape_only(model, engine)
     return cls(model, engine)
 
 
 def create_streaming_engine(model: Any, engine: EngineConfig) -> StreamingEngine:
     """The async streaming face of the engine named in ``engine``; call ``await start()`` before use."""
-    cls = _engine_class(STREAMING_ENGINES, engine.name, "streaming")
+    cls = _engine_class(STREAMING_ENGINES, engine.name)
     _check_shape_only(model, engine)
     return cls(model, engine)
 

@@ -174,8 +174,8 @@ class TransformersEngine(GenerationEngine):
 
     def __init__(self, model: ModelSpec, engine: EngineConfig) -> None:
         self.model_name = model.name
-        self.batch_size = engine.batch_size
-        self.tokenizer, self.model, self.device = load_model(model, engine.device)
+        self.batch_size = engine.transformers.batch_size
+        self.tokenizer, self.model, self.device = load_model(model, engine.transformers.device)
 
     def verdict_tokenizer(self) -> Any:
         return self.tokenizer
@@ -296,7 +296,7 @@ class StreamingTransformersEngine(StreamingEngine):
         self._counter = TokenCounter()
 
     def _load(self) -> None:
-        self.tokenizer, self.model, self.device = load_model(self.spec, self.engine_cfg.device)
+        self.tokenizer, self.model, self.device = load_model(self.spec, self.engine_cfg.transformers.device)
         positions = getattr(self.model.config, "max_position_embeddings", None) or self.spec.max_model_len
         self.context_length = min(self.spec.max_model_len, positions)
         self._counter.load(self.spec.tokenizer or self.spec.path)

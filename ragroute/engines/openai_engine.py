@@ -97,17 +97,17 @@ class OpenAIEngine(GenerationEngine):
     def __init__(self, model: ModelSpec, engine: EngineConfig) -> None:
         import openai
 
-        if not engine.base_url:
-            raise UserError("the openai engine needs engine.base_url, e.g. http://127.0.0.1:8000/v1")
+        if not engine.openai.base_url:
+            raise UserError("the openai engine needs engine.openai.base_url, e.g. http://127.0.0.1:8000/v1")
         self.model_name = model.name
         self.spec = model
-        self.served_model = engine.served_model_name or model.path
-        self.concurrency = max(1, engine.concurrency)
+        self.served_model = engine.openai.served_model_name or model.path
+        self.concurrency = max(1, engine.openai.concurrency)
         self.client = openai.OpenAI(
-            base_url=engine.base_url,
-            api_key=engine.resolved_api_key() or os.environ.get("OPENAI_API_KEY", "EMPTY"),
-            timeout=engine.timeout_s,
-            max_retries=engine.max_retries,
+            base_url=engine.openai.base_url,
+            api_key=engine.openai.resolved_api_key() or os.environ.get("OPENAI_API_KEY", "EMPTY"),
+            timeout=engine.openai.timeout_s,
+            max_retries=engine.openai.max_retries,
         )
 
     def _generate(self, requests: list[GenerationRequest], sampling: SamplingConfig) -> list[GenerationResult]:
@@ -224,12 +224,12 @@ class AsyncOpenAIEngine(StreamingEngine):
     model, as clients of ``vllm serve`` do (a serving router names no model path of its own)."""
 
     def __init__(self, model: ModelSpec, engine: EngineConfig) -> None:
-        if not engine.base_url:
-            raise UserError("the openai engine needs engine.base_url, e.g. http://127.0.0.1:8000/v1")
-        self.cfg = engine
+        if not engine.openai.base_url:
+            raise UserError("the openai engine needs engine.openai.base_url, e.g. http://127.0.0.1:8000/v1")
+        self.cfg = engine.openai
         self.spec = model
         self.model_name = model.name
-        self._served: str | None = engine.served_model_name
+        self._served: str | None = engine.openai.served_model_name
         self.client: Any = None
 
     async def start(self) -> None:

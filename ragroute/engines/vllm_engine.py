@@ -5,12 +5,12 @@ the prompt from the same chat-template token ids.
 vLLM spawns its engine processes, so a script that creates this engine needs the
 ``if __name__ == "__main__":`` guard.
 
-GPU placement (``engine.devices``): vLLM runs the model in an engine-core process it starts while the engine is
+GPU placement (``engine.vllm.devices``): vLLM runs the model in an engine-core process it starts while the engine is
 built (``CoreEngineProcManager`` starts it with the ``fork`` or ``spawn`` context of
 ``vllm.utils.system_utils.get_mp_context``; either inherits this process's environment at ``Process.start()``,
 vLLM 0.25 and 0.32 alike). So building the engine with ``CUDA_VISIBLE_DEVICES`` narrowed to its devices pins it
 there, and restoring the variable afterwards lets the next engine (a student on another GPU) pick its own.
-``engine.mps_thread_percentage`` reaches the engine process the same way (``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE``):
+``engine.vllm.mps_thread_percentage`` reaches the engine process the same way (``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE``):
 two engines sharing a card under CUDA MPS run their kernels at the same time, and the cap keeps one (a student)
 from taking the SMs the other (a teacher) needs to hold its decode speed.
 """
@@ -65,7 +65,7 @@ def physical_devices(devices: list[int], visible: str | None, count: int) -> str
     seen = seen[:count]
     outside = [d for d in devices if d >= len(seen)]
     if outside:
-        raise UserError(f"engine.devices {devices}: this process sees {len(seen)} GPU(s) (indices "
+        raise UserError(f"engine.vllm.devices {devices}: this process sees {len(seen)} GPU(s) (indices "
                         f"0..{len(seen) - 1}{f', CUDA_VISIBLE_DEVICES={visible}' if visible else ''}), so "
                         f"{outside} do(es) not exist")
     return ",".join(seen[d] for d in devices)
@@ -73,26 +73,26 @@ def physical_devices(devices: list[int], visible: str | None, count: int) -> str
 
 @contextmanager
 def placed_on(engine: EngineConfig) -> Iterator[None]:
-    """Build a vLLM engine inside this block to put it on ``engine.devices`` and give its engine process
-    ``engine.mps_thread_percentage`` of the SMs under CUDA MPS (no-op when both are unset)."""
+    """Build a vLLM engine inside this block to put it on ``engine.vllm.devices`` and give its engine process
+    ``engine.vllm.mps_thread_percentage`` of the SMs under CUDA MPS (no-op when both are unset)."""
     overrides = {}
-    if engine.devices is not None:
+    if engine.vllm.devices is not None:
         if not has_cuda():
-            raise UserError(f"engine.devices {engine.devices} places a vLLM engine on GPUs, but this machine has no "
+            raise UserError(f"engine.vllm.devices {engine.vllm.devices} places a vLLM engine on GPUs, but this machine has no "
                             "CUDA GPU; remove the setting to run on CPU")
         if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0":
-            raise UserError("engine.devices needs vLLM's engine process (VLLM_ENABLE_V1_MULTIPROCESSING=0 runs the "
+            raise UserError("engine.vllm.devices needs vLLM's engine process (VLLM_ENABLE_V1_MULTIPROCESSING=0 runs the "
                             "model in this process, which has already chosen its GPUs)")
         import torch
 
         overrides["CUDA_VISIBLE_DEVICES"] = physical_devices(
-            engine.devices, os.environ.get("CUDA_VISIBLE_DEVICES"), torch.cuda.device_count())
-    if engine.mps_thread_percentage is not None:
+            engine.vllm.devices, os.environ.get("CUDA_VISIBLE_DEVICES"), torch.cuda.device_count())
+    if engine.vllm.mps_thread_percentage is not None:
         if not mps_active():
-            log.warning("engine.mps_thread_percentage %s has no effect: no CUDA MPS daemon serves this process (no "
+            log.warning("engine.vllm.mps_thread_percentage %s has no effect: no CUDA MPS daemon serves this process (no "
                         "control pipe in %s; start one with nvidia-cuda-mps-control -d)",
-                        engine.mps_thread_percentage, mps_pipe_directory())
-        overrides["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(engine.mps_thread_percentage)
+                        engine.vllm.mps_thread_percentage, mps_pipe_directory())
+        overrides["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(engine.vllm.mps_thread_percentage)
     with _environment(overrides):
         if overrides:
             log.info("vLLM engine process environment: %s", overrides)
@@ -126,27 +126,27 @@ def vllm_engine_kwargs(model: ModelSpec, engine: EngineConfig, on_gpu: bool | No
         "model": resolve_model_path(model.path),
         "dtype": pick_dtype(model.dtype),
         "max_model_len": model.max_model_len,
-        "tensor_parallel_size": engine.tensor_parallel_size,
-        "enable_prefix_caching": engine.enable_prefix_caching,
-        "enforce_eager": (not on_gpu) if engine.enforce_eager is None else engine.enforce_eager,
+        "tensor_parallel_size": engine.vllm.tensor_parallel_size,
+        "enable_prefix_caching": engine.vllm.enable_prefix_caching,
+        "enforce_eager": (not on_gpu) if engine.vllm.enforce_eager is None else engine.vllm.enforce_eager,
         "seed": 0,
         "disable_log_stats": False,
     }
-    if engine.data_parallel_size > 1:
-        kwargs["data_parallel_size"] = engine.data_parallel_size
+    if engine.vllm.data_parallel_size > 1:
+        kwargs["data_parallel_size"] = engine.vllm.data_parallel_size
     if model.tokenizer:
         kwargs["tokenizer"] = resolve_model_path(model.tokenizer)
     if model.revision:
         kwargs["revision"] = model.revision
-    if engine.quantization:
-        kwargs["quantization"] = engine.quantization
-    if engine.max_num_seqs:
-        kwargs["max_num_seqs"] = engine.max_num_seqs
-    kv_gb = engine.kv_cache_memory_gb if engine.kv_cache_memory_gb is not None else (None if on_gpu else CPU_DEFAULT_KV_CACHE_GB)
+    if engine.vllm.quantization:
+        kwargs["quantization"] = engine.vllm.quantization
+    if engine.vllm.max_num_seqs:
+        kwargs["max_num_seqs"] = engine.vllm.max_num_seqs
+    kv_gb = engine.vllm.kv_cache_memory_gb if engine.vllm.kv_cache_memory_gb is not None else (None if on_gpu else CPU_DEFAULT_KV_CACHE_GB)
     if kv_gb is not None:
         kwargs["kv_cache_memory_bytes"] = int(kv_gb * (1 << 30))
     if on_gpu:
-        kwargs["gpu_memory_utilization"] = engine.gpu_memory_utilization
+        kwargs["gpu_memory_utilization"] = engine.vllm.gpu_memory_utilization
     if model.shape_only:
         kwargs["load_format"] = "dummy"
     speculative = speculative_config(engine)
@@ -157,12 +157,12 @@ def vllm_engine_kwargs(model: ModelSpec, engine: EngineConfig, on_gpu: bool | No
 
 def speculative_config(engine: EngineConfig) -> dict[str, Any] | None:
     """vLLM's ``speculative_config``: n-gram prompt lookup (no draft model) or a draft model; None for neither."""
-    if engine.speculative_method == "ngram":
-        return {"method": "ngram", "num_speculative_tokens": engine.num_speculative_tokens,
+    if engine.vllm.speculative_method == "ngram":
+        return {"method": "ngram", "num_speculative_tokens": engine.vllm.num_speculative_tokens,
                 "prompt_lookup_min": 2, "prompt_lookup_max": 5}
-    if engine.speculative_model:
-        return {"model": resolve_model_path(engine.speculative_model),
-                "num_speculative_tokens": engine.num_speculative_tokens}
+    if engine.vllm.speculative_model:
+        return {"model": resolve_model_path(engine.vllm.speculative_model),
+                "num_speculative_tokens": engine.vllm.num_speculative_tokens}
     return None
 
 
@@ -253,10 +253,10 @@ class VLLMEngine(GenerationEngine):
 
         self.model_name = model.name
         self.shape_only = model.shape_only
-        if engine.data_parallel_size > 1:
+        if engine.vllm.data_parallel_size > 1:
             raise UserError(
                 "the in-process vLLM engine runs one replica (vllm.LLM refuses data_parallel_size > 1 in one "
-                "process); `ragroute data-gen` runs one worker process per GPU for engine.data_parallel_size N "
+                "process); `ragroute data-gen` runs one worker process per GPU for engine.vllm.data_parallel_size N "
                 "itself; elsewhere run N processes, one per GPU (CUDA_VISIBLE_DEVICES=i ... --shard i/N)"
             )
         kwargs = vllm_engine_kwargs(model, engine)

@@ -10,14 +10,13 @@ Question sets never crash on bad input: a malformed line or item is reported in 
 
 from __future__ import annotations
 
-import gzip
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ragroute.errors import UserError
+from ragroute.records import scan_jsonl
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "data" / "demo"
 DEMO_CORPUS = DEMO_DIR / "corpus.jsonl"
@@ -54,30 +53,6 @@ class QuestionSet:
 
 def _is_pubmedqa(data: Any) -> bool:
     return isinstance(data, dict) and any(isinstance(v, dict) and "QUESTION" in v for v in data.values())
-
-
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-    """(line number, object or None, problem or None) for every non-blank line (of a gzip file too: ``.gz``).
-    A line that is not valid UTF-8 is decoded with U+FFFD for the bad bytes and comes with a problem naming it
-    (the caller decides whether the replaced text is usable: an id is not)."""
-    with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                line, problem = raw.decode("utf-8"), None
-            except UnicodeDecodeError as exc:
-                line = raw.decode("utf-8", errors="replace")
-                problem = f"line {lineno}: invalid UTF-8 (byte {exc.start}) replaced with U+FFFD"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                yield lineno, None, f"line {lineno}: malformed JSON"
-                continue
-            if not isinstance(obj, dict):
-                yield lineno, None, f"line {lineno}: not a JSON object"
-                continue
-            yield lineno, obj, problem
 
 
 def _existing_file(path: str, what: str) -> Path | None:
@@ -180,7 +155,7 @@ def load_corpus(path: str) -> list[Document]:
             docs.append(Document(id=str(pmid), title="", text=" ".join(str(c) for c in contexts)))
     else:
         rows: Any = (
-            _iter_jsonl(data) if kind == "jsonl" else ((i, r, None) for i, r in enumerate(data, start=1))
+            scan_jsonl(data) if kind == "jsonl" else ((i, r, None) for i, r in enumerate(data, start=1))
         )
         for lineno, row, problem in rows:
             result = problem if row is None else _document_from_row(row)
@@ -263,7 +238,7 @@ def load_questions(path: str) -> QuestionSet:
                 problems.append(f"{pmid}: {result}")
     else:
         rows: Any = (
-            _iter_jsonl(data) if kind == "jsonl" else ((i, r, None) for i, r in enumerate(data, start=1))
+            scan_jsonl(data) if kind == "jsonl" else ((i, r, None) for i, r in enumerate(data, start=1))
         )
         for lineno, row, problem in rows:
             if row is None:

@@ -123,7 +123,7 @@ def test_bad_settings_are_config_errors(override, message):
 
 
 def test_ray_places_its_own_replicas():
-    for setting in ("engine.devices=[0]", "engine.data_parallel_size=2"):
+    for setting in ("engine.vllm.devices=[0]", "engine.vllm.data_parallel_size=2"):
         with pytest.raises(ConfigError, match="Ray places the model replicas"):
             load_config(DataGenConfig, None, ["executor=ray", setting])
 
@@ -133,7 +133,7 @@ def test_data_parallel_limit_counts_the_whole_run():
 
     assert worker_limits(5, 2) == [3, 2] and worker_limits(None, 3) == [None] * 3
     assert sum(worker_limits(256, 2)) == 256
-    with pytest.raises(UserError, match="below engine.data_parallel_size"):
+    with pytest.raises(UserError, match="below engine.vllm.data_parallel_size"):
         worker_limits(1, 2)
 
 
@@ -153,7 +153,7 @@ def test_killed_vllm_run_resumes_without_losing_records(tmp_path, kill_midway_th
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "ragroute.cli", "data-gen", "--config", "configs/data_gen/smollm2-135m_demo_teacher.yaml",
            "--out", str(out), "--limit", "12", "--batch-size", "2", "--sampling.max-tokens", "16",
-           "--pipeline.index-dir", str(tmp_path / "idx"), "--engine.kv-cache-memory-gb", "0.5"]
+           "--pipeline.index-dir", str(tmp_path / "idx"), "--engine.vllm.kv-cache-memory-gb", "0.5"]
     kill_midway_then_rerun(cmd, out, 4, 12)
 
 
@@ -223,12 +223,12 @@ def test_prefetching_the_next_batch_keeps_records_identical(tiny_cfg, tmp_path):
 
 
 def test_data_parallel_runs_one_worker_per_replica_and_merges(tiny_cfg, tmp_path):
-    """engine.data_parallel_size 2: two worker processes (one per GPU on a GPU machine; here both on the CPU),
+    """engine.vllm.data_parallel_size 2: two worker processes (one per GPU on a GPU machine; here both on the CPU),
     shards merged into the layout of a hand-sharded run, with the same records as one process writes (batches of
     one question: batched dense encoding pads to the batch, so a near tie in retrieval may flip with the batch's
     other members)."""
     main(tiny_cfg(out=str(tmp_path / "one"), batch_size=1))
-    counts = main(tiny_cfg(out=str(tmp_path / "dp"), batch_size=1, **{"engine.data_parallel_size": 2}))
+    counts = main(tiny_cfg(out=str(tmp_path / "dp"), batch_size=1, **{"engine.vllm.data_parallel_size": 2}))
     out = tmp_path / "dp"
     assert counts["records"] == 5
     assert sorted(p.name for p in out.glob("records*.jsonl")) == [
@@ -241,7 +241,7 @@ def test_data_parallel_runs_one_worker_per_replica_and_merges(tiny_cfg, tmp_path
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["shard"] == "merged 2 shards" and manifest["counts"]["records"] == 5
     with pytest.raises(ConfigError, match="not both"):
-        tiny_cfg(shard="0/2", **{"engine.data_parallel_size": 2})
+        tiny_cfg(shard="0/2", **{"engine.vllm.data_parallel_size": 2})
 
 
 def test_verdict_first_records_carry_verdict_probabilities_and_citations(tiny_cfg, tmp_path):
@@ -329,3 +329,18 @@ def test_runs_over_a_corpus_store_and_its_built_index(tiny_cfg, tmp_path):
     system = json.loads((tmp_path / "out" / "manifest.json").read_text())["system"]
     assert system["pipeline"]["index_identity"]["store_fingerprint"] == built["store_fingerprint"]
     assert system["pipeline"]["index_identity"]["sparse"]["engine"] == "tantivy"
+
+
+def test_run_returns_the_records_run_it_wrote(tiny_cfg, tmp_path):
+    from data_gen.main import run
+    from ragroute.artifacts import RecordsRun
+
+    written = run(tiny_cfg(limit=2, **{"sampling.logprobs": 2}))
+    loaded = RecordsRun.load(tmp_path / "out", require_manifest=True)
+    assert isinstance(written, RecordsRun) and loaded.manifest == written.manifest
+    records = loaded.records()
+    assert len(records) == 2 and {r.config_hash for r in records} == {written.config_hash}
+    assert all(r.top_logprobs and len(r.top_logprobs[0]) == 2 for r in records)  # the run's one sampling
+    provenance = written.manifest
+    assert {"python", "transformers", "torch"} <= set(provenance["versions"])
+    assert provenance["config"]["sampling"]["logprobs"] == 2 and provenance["system_hash"] and provenance["created"]

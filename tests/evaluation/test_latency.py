@@ -36,7 +36,7 @@ class CountingEngine:
 
 
 def test_each_question_is_answered_alone(tiny_model_spec, setup, questions):
-    engine = CountingEngine(create_engine(tiny_model_spec, EngineConfig(name="transformers", device="cpu")))
+    engine = CountingEngine(create_engine(tiny_model_spec, EngineConfig.of("transformers", device="cpu")))
     measured = _answer_one_by_one(RAGPipeline(setup.pipeline, load_corpus("demo")), engine, questions, setup.sampling)
     assert engine.calls == [1] * (len(questions) + 1)  # a warm-up question, then one call per question
     assert list(measured.timings) == [qid for qid, _ in questions]
@@ -48,7 +48,7 @@ def test_each_question_is_answered_alone(tiny_model_spec, setup, questions):
 def test_measurements_are_cached_by_what_affects_them(tiny_model_dir, tmp_path, setup, questions):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(f"name: tiny\npath: {tiny_model_dir}\ndtype: float32\nmax_model_len: 2048\n")
-    cfg = EvalConfig(engine=EngineConfig(name="transformers", device="cpu"))
+    cfg = EvalConfig(engine=EngineConfig.of("transformers", device="cpu"))
     corpus, cache = load_corpus("demo"), tmp_path / "latency"
     first = measure_single_stream(str(spec), cfg, questions, corpus, {"student": setup}, cache)["student"]
     saved = cache / "student.json"

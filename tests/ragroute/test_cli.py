@@ -46,7 +46,7 @@ def test_data_gen_help_shows_each_nested_flags_help_and_default():
         elif flag and line.startswith("    "):
             lines[flag] += " " + line.strip()
     assert "reciprocal-rank fusion constant" in lines["--pipeline.rrf-k"] and "(default: 60)" in lines["--pipeline.rrf-k"]
-    assert "(default: null)" in lines["--engine.quantization"]
+    assert "(default: null)" in lines["--engine.vllm.quantization"]
     assert "(default: [])" in lines["--sampling.stop"]
     assert len(lines) > 60 and all("(default" in line for line in lines.values())
 

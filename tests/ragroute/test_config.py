@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from ragroute.config import config_hash, load_config
+from ragroute.artifacts import content_hash
+from ragroute.config import config_to_dict, load_config
 from ragroute.engines.base import EngineConfig, SamplingConfig
 from ragroute.errors import ConfigError
 
@@ -61,11 +62,11 @@ def test_missing_file_is_a_config_error(tmp_path):
         load_config(Outer, tmp_path / "nope.yaml")
 
 
-def test_config_hash_follows_content():
+def test_content_hash_follows_config_content():
     a, b = Outer(), Outer()
-    assert config_hash(a) == config_hash(b)
+    assert content_hash(config_to_dict(a)) == content_hash(config_to_dict(b))
     b.inner.size = 4
-    assert config_hash(a) != config_hash(b)
+    assert content_hash(config_to_dict(a)) != content_hash(config_to_dict(b))
 
 
 STAGE_CONFIGS = ["evaluation.config:EvalConfig", "evaluation.demo:DemoConfig", "ragroute.generate:GenerateConfig",
@@ -84,7 +85,8 @@ def test_every_flag_shows_its_fields_help_and_default(schema):
     cls = getattr(importlib.import_module(module_name), class_name)
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, cls)
-    helps = {a.dest[4:]: a.help for a in parser._actions if a.dest.startswith("cfg:")}
+    helps = {a.dest[4:]: a.help for a in parser._actions
+             if a.dest.startswith("cfg:") and a.help != argparse.SUPPRESS}  # hidden: renamed keys' old flags
     fields = dict(_leaf_fields(cls))
     assert set(helps) == set(fields)
     for dotted, f in fields.items():
@@ -101,8 +103,8 @@ def test_defaults_read_as_yaml():
     fields.update({f"sampling.{k}": v for k, v in _leaf_fields(SamplingConfig)})
     assert field_default(fields["inner.size"]) == "3"
     assert field_default(fields["name"]) == "x"
-    assert field_default(fields["engine.quantization"]) == "null"
-    assert field_default(fields["engine.enable_prefix_caching"]) == "true"
+    assert field_default(fields["engine.vllm.quantization"]) == "null"
+    assert field_default(fields["engine.vllm.enable_prefix_caching"]) == "true"
     assert field_default(fields["sampling.stop"]) == "[]"
 
 

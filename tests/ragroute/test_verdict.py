@@ -101,7 +101,7 @@ def requests(messages: list) -> list[GenerationRequest]:
 
 
 def test_transformers_verdict_first_answers(tiny_model_spec):
-    engine = create_engine(tiny_model_spec, EngineConfig(name="transformers", batch_size=3))
+    engine = create_engine(tiny_model_spec, EngineConfig.of("transformers", batch_size=3))
     answers = engine.generate(requests(QUESTIONS), verdict_first(6))
     for answer in answers:
         probs = answer.verdict_probs
@@ -150,7 +150,7 @@ def test_openai_engine_says_when_the_server_cannot_constrain(tiny_model_spec):
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        engine = create_engine(tiny_model_spec, EngineConfig(name="openai", base_url=f"http://127.0.0.1:{port}/v1"))
+        engine = create_engine(tiny_model_spec, EngineConfig.of("openai", base_url=f"http://127.0.0.1:{port}/v1"))
         with pytest.raises(UserError, match="cannot constrain"):
             engine.generate(requests(QUESTIONS[:1]), verdict_first(4))
     finally:

@@ -187,7 +187,7 @@ def faulty_upstream() -> Iterator[Callable[[str], FaultyUpstream]]:
 @pytest.fixture(scope="session")
 def tiny_backend(tiny_model_dir: Path) -> Callable[..., BackendConfig]:
     def make(name: str = "tiny", **overrides) -> BackendConfig:
-        overrides.setdefault("engine", EngineConfig(name="transformers", device="cpu"))
+        overrides.setdefault("engine", EngineConfig.of("transformers", device="cpu"))
         return BackendConfig(model=str(tiny_model_dir), name=name, dtype="float32", **overrides)
 
     return make
@@ -201,7 +201,7 @@ def _no_api_key_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def upstream_backend(base_url: str, timeout_s: float = 60.0, name: str | None = None, **engine) -> BackendConfig:
     return BackendConfig(name=name, timeout_s=timeout_s,
-                         engine=EngineConfig(name="openai", base_url=base_url, max_retries=0, concurrency=256, **engine))
+                         engine=EngineConfig.of("openai", base_url=base_url, max_retries=0, concurrency=256, **engine))
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ def server(tiny_model_dir, tmp_path_factory):
 
     def tiny(name: str) -> BackendConfig:
         return BackendConfig(model=str(tiny_model_dir), name=name, dtype="float32",
-                             engine=EngineConfig(name="transformers", device="cpu"))
+                             engine=EngineConfig.of("transformers", device="cpu"))
 
     cfg = ServeConfig(student=tiny("tiny-student"), teacher=tiny("tiny-teacher"), pipeline=str(pipeline),
                       sampling=SamplingConfig(temperature=1.0), auth=AuthConfig(api_key=KEY),

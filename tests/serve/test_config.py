@@ -22,7 +22,7 @@ def test_offline_default_config():
 def test_upstreams_config():
     cfg = load_config(ServeConfig, CONFIG_ROOT / "serve" / "qwen2.5-7b_1.5b_upstreams.yaml")
     assert cfg.student.engine.name == cfg.teacher.engine.name == "openai"
-    assert cfg.student.engine.base_url != cfg.teacher.engine.base_url
+    assert cfg.student.engine.openai.base_url != cfg.teacher.engine.openai.base_url
     assert cfg.routing.if_missing == "error"
     assert cfg.student.timeout_s < cfg.teacher.timeout_s <= cfg.limits.request_timeout_s
 
@@ -34,7 +34,7 @@ def test_answer_length_above_the_limit_is_refused():
 
 @pytest.mark.parametrize(("override", "needle"), [
     ("student.engine.name=tgi", "unknown engine"),
-    ("teacher.engine.name=openai", "needs engine.base_url"),
+    ("teacher.engine.name=openai", "needs engine.openai.base_url"),
     ("student.timeout_s=0", "timeout_s"),
     ("routing.if_missing=maybe", "if_missing"),
     ("routing.threshold=1.5", "threshold"),
@@ -61,28 +61,28 @@ def test_sse_decoder_handles_split_events_crlf_and_keepalives():
 
 def test_two_in_process_vllm_engines_must_split_the_gpu():
     cfg = load_config(ServeConfig, CONFIG_ROOT / "serve" / "qwen2.5-7b_1.5b_shape_one_gpu.yaml")
-    assert (cfg.teacher.engine.gpu_memory_utilization, cfg.student.engine.gpu_memory_utilization) == (0.55, 0.3)
+    assert (cfg.teacher.engine.vllm.gpu_memory_utilization, cfg.student.engine.vllm.gpu_memory_utilization) == (0.55, 0.3)
     both_default = ["student.engine.name=vllm", "student.model=qwen2.5-1.5b-shape", "teacher.engine.name=vllm",
                     "teacher.model=qwen2.5-7b-shape"]
     with pytest.raises(ConfigError, match="must add up to at most 0.9"):
         load_config(ServeConfig, None, both_default)
-    split = load_config(ServeConfig, None, [*both_default, "teacher.engine.gpu_memory_utilization=0.55",
-                                            "student.engine.gpu_memory_utilization=0.3"])
-    assert split.teacher.engine.gpu_memory_utilization + split.student.engine.gpu_memory_utilization <= 0.9
+    split = load_config(ServeConfig, None, [*both_default, "teacher.engine.vllm.gpu_memory_utilization=0.55",
+                                            "student.engine.vllm.gpu_memory_utilization=0.3"])
+    assert split.teacher.engine.vllm.gpu_memory_utilization + split.student.engine.vllm.gpu_memory_utilization <= 0.9
 
 
 def test_two_gpu_config_puts_each_model_on_its_own_card():
     cfg = load_config(ServeConfig, CONFIG_ROOT / "serve" / "qwen2.5-7b_1.5b_shape_two_gpus.yaml")
-    assert (cfg.teacher.engine.devices, cfg.student.engine.devices) == ([0], [1])
+    assert (cfg.teacher.engine.vllm.devices, cfg.student.engine.vllm.devices) == ([0], [1])
     # Separate cards: no memory split needed, but the same card still needs one.
-    assert cfg.teacher.engine.gpu_memory_utilization + cfg.student.engine.gpu_memory_utilization > 0.9
+    assert cfg.teacher.engine.vllm.gpu_memory_utilization + cfg.student.engine.vllm.gpu_memory_utilization > 0.9
     two = ["student.engine.name=vllm", "student.model=qwen2.5-1.5b-shape", "teacher.engine.name=vllm",
            "teacher.model=qwen2.5-7b-shape"]
     with pytest.raises(ConfigError, match="on GPU 1: .* must add up to at most 0.9"):
-        load_config(ServeConfig, None, [*two, "teacher.engine.devices=[1]", "student.engine.devices=[1]"])
+        load_config(ServeConfig, None, [*two, "teacher.engine.vllm.devices=[1]", "student.engine.vllm.devices=[1]"])
     with pytest.raises(ConfigError, match="on GPU 0"):  # unset = the first visible GPU
-        load_config(ServeConfig, None, [*two, "student.engine.devices=[0]"])
-    assert load_config(ServeConfig, None, [*two, "student.engine.devices=[1]"]).teacher.engine.devices is None
+        load_config(ServeConfig, None, [*two, "student.engine.vllm.devices=[0]"])
+    assert load_config(ServeConfig, None, [*two, "student.engine.vllm.devices=[1]"]).teacher.engine.vllm.devices is None
 
 
 @pytest.mark.parametrize(("value", "needle"), [
@@ -90,7 +90,7 @@ def test_two_gpu_config_puts_each_model_on_its_own_card():
 ])
 def test_bad_devices_are_refused(value, needle):
     with pytest.raises(ConfigError, match=needle):
-        load_config(ServeConfig, None, [f"teacher.engine.devices={value}"])
+        load_config(ServeConfig, None, [f"teacher.engine.vllm.devices={value}"])
 
 
 def test_two_engines_on_one_gpu_without_mps_get_a_warning(monkeypatch, tmp_path):
@@ -103,7 +103,7 @@ def test_two_engines_on_one_gpu_without_mps_get_a_warning(monkeypatch, tmp_path)
     monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
     one_gpu = load_config(ServeConfig, CONFIG_ROOT / "serve" / "qwen2.5-7b_1.5b_shape_one_gpu.yaml")
     advice = shared_gpu_advice(one_gpu.student.engine, one_gpu.teacher.engine)
-    assert advice is not None and "share GPU 0 without CUDA MPS" in advice and "engine.devices" in advice
+    assert advice is not None and "share GPU 0 without CUDA MPS" in advice and "engine.vllm.devices" in advice
     two_gpus = load_config(ServeConfig, CONFIG_ROOT / "serve" / "qwen2.5-7b_1.5b_shape_two_gpus.yaml")
     assert shared_gpu_advice(two_gpus.student.engine, two_gpus.teacher.engine) is None
     (tmp_path / "control").touch()  # nvidia-cuda-mps-control -d is running

@@ -19,8 +19,8 @@ EXPECTED_REASON = {"error": "error", "hang": "timeout", "close": "error", "parti
 
 
 def upstream_student(base_url: str) -> BackendConfig:
-    return BackendConfig(name="student-up", timeout_s=1.0, engine=EngineConfig(
-        name="openai", base_url=base_url, served_model_name="student-upstream", connect_timeout_s=1.0, max_retries=0))
+    return BackendConfig(name="student-up", timeout_s=1.0, engine=EngineConfig.of(
+        "openai", base_url=base_url, served_model_name="student-upstream", connect_timeout_s=1.0, max_retries=0))
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ragroute.engines.base import count_chat_tokens
+from serve.api_error import APIError
 from serve.config import LimitsConfig
 from serve.limits import (
-    RequestRejected,
     check_max_tokens,
     check_messages,
     check_stop,
@@ -17,9 +17,10 @@ from serve.limits import (
 LIMITS = LimitsConfig(max_messages=3, max_prompt_chars=100, max_stop=4, max_stop_chars=10, max_tokens_limit=64)
 
 
-def rejected(call, *args) -> RequestRejected:
-    with pytest.raises(RequestRejected) as info:
+def rejected(call, *args) -> APIError:
+    with pytest.raises(APIError) as info:
         call(*args)
+    assert info.value.status == 400  # the one client-error type, answered as a 400
     return info.value
 
 

@@ -82,7 +82,7 @@ def artifacts(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("parity")
     index = f"pipeline.index_dir={root / 'idx'}"
     common = ["questions=demo", f"limit={n}", "batch_size=1", "engine.name=transformers",
-              "engine.device=cpu", index, *SYSTEM, *extra]
+              "engine.transformers.device=cpu", index, *SYSTEM, *extra]
     for role, model in MODELS.items():
         data_gen_main(load_config(DataGenConfig, None, [*common, f"model_config={model}", f"out={root / role}"]))
     router = fit_router_on(root / "teacher", root / "student", root)
@@ -90,7 +90,7 @@ def artifacts(request, tmp_path_factory):
     result = eval_main(load_config(EvalConfig, None, [
         "dataset=demo", f"limit={n}", f"out={root / 'eval'}", f"teacher={MODELS['teacher']}",
         f"student={MODELS['student']}", f"router={router}", "batch_size=1", "engine.name=transformers",
-        "engine.device=cpu", "bootstrap=0"]))
+        "engine.transformers.device=cpu", "bootstrap=0"]))
     return root, router, result, n
 
 
@@ -102,7 +102,7 @@ def served(artifacts, tmp_path_factory):
     from serve.server import server_in_thread
 
     root, router, _, _ = artifacts
-    engine = EngineConfig(name="transformers", device="cpu")
+    engine = EngineConfig.of("transformers", device="cpu")
     cfg = ServeConfig(student=BackendConfig(engine=engine, timeout_s=600),
                       teacher=BackendConfig(engine=engine, timeout_s=600),
                       routing=RoutingConfig(router_path=str(router), if_missing="error"),

@@ -24,9 +24,9 @@ def test_smollm2_pair_answers_over_demo_corpus(start_server, teacher_dir, studen
                         f"index_dir: {tmp_path / 'idx'}\n")
     cfg = ServeConfig(
         student=BackendConfig(model="smollm2-135m-pruned", timeout_s=600,
-                              engine=EngineConfig(name="transformers", device="cpu")),
+                              engine=EngineConfig.of("transformers", device="cpu")),
         teacher=BackendConfig(model="smollm2-135m", timeout_s=600,
-                              engine=EngineConfig(name="transformers", device="cpu")),
+                              engine=EngineConfig.of("transformers", device="cpu")),
         pipeline=str(pipeline), limits=LimitsConfig(request_timeout_s=600),  # a loaded CI machine is slow
     )
     url = start_server(cfg)
@@ -45,7 +45,7 @@ def test_smollm2_pair_answers_over_demo_corpus(start_server, teacher_dir, studen
 
 
 def test_vllm_async_backend_streams_like_the_batch_engine_and_aborts_what_it_abandons(teacher_dir):
-    cfg = BackendConfig(model="smollm2-135m", engine=EngineConfig(name="vllm", kv_cache_memory_gb=0.25, max_num_seqs=8))
+    cfg = BackendConfig(model="smollm2-135m", engine=EngineConfig.of("vllm", kv_cache_memory_gb=0.25, max_num_seqs=8))
     messages = [{"role": "user", "content": "What is insulin?"}]
     sampling = SamplingConfig(max_tokens=12, temperature=0.0)
     endless = SamplingConfig(max_tokens=1500, min_tokens=1500, temperature=0.0)  # no EOS before 1,500 tokens

@@ -55,7 +55,7 @@ def recorded_router(tmp_path_factory, tiny_model_dir, student_checkpoint):
 
 
 def config(router: str, **kwargs) -> ServeConfig:
-    engine = EngineConfig(name="transformers", device="cpu")
+    engine = EngineConfig.of("transformers", device="cpu")
     return ServeConfig(student=BackendConfig(engine=engine), teacher=BackendConfig(engine=engine),
                        routing=RoutingConfig(router_path=router, if_missing="error"), **kwargs)
 

@@ -27,7 +27,7 @@ def chat_prompt_ids(tokenizer, messages):
 
 @pytest.fixture(scope="module")
 def tiny_engine(tiny_model_spec):
-    engine = create_engine(tiny_model_spec, EngineConfig(name="transformers", batch_size=2))
+    engine = create_engine(tiny_model_spec, EngineConfig.of("transformers", batch_size=2))
     yield engine
     engine.close()
 
@@ -132,7 +132,7 @@ def vllm_server(teacher_dir):
 @pytest.mark.slow
 def test_openai_engine_against_real_vllm_server(vllm_server, teacher_spec, teacher_dir):
     tokenizer = load_tokenizer(str(teacher_dir))
-    engine = create_engine(teacher_spec, EngineConfig(name="openai", base_url=vllm_server, served_model_name="smollm2"))
+    engine = create_engine(teacher_spec, EngineConfig.of("openai", base_url=vllm_server, served_model_name="smollm2"))
     chat, plain = engine.generate(
         [GenerationRequest(messages=QUESTION), GenerationRequest(prompt="Malaria is transmitted by")],
         SamplingConfig(max_tokens=32, stop=["\n\n"]),
@@ -150,7 +150,7 @@ def test_openai_engine_against_real_vllm_server(vllm_server, teacher_spec, teach
 def test_openai_engine_fails_fast_on_dead_server(tiny_model_spec):
     engine = create_engine(
         tiny_model_spec,
-        EngineConfig(name="openai", base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=1, timeout_s=5),
+        EngineConfig.of("openai", base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=1, timeout_s=5),
     )
     import openai
 
@@ -176,7 +176,7 @@ def test_streaming_face_joins_to_the_batch_face_text(tiny_engine, tiny_model_spe
     batch = [tiny_engine.generate([GenerationRequest(messages=messages)], s)[0] for s in runs]
 
     async def stream_all():
-        engine = create_streaming_engine(tiny_model_spec, EngineConfig(name="transformers", device="cpu"))
+        engine = create_streaming_engine(tiny_model_spec, EngineConfig.of("transformers", device="cpu"))
         await engine.start()
         try:
             streams = []
@@ -223,7 +223,7 @@ def test_streaming_face_writes_the_same_verdict_first_answer_as_the_batch_face(t
     assert set(batch.timings) == {"verdict", "explanation"}
 
     async def stream():
-        engine = create_streaming_engine(tiny_model_spec, EngineConfig(name="transformers", device="cpu"))
+        engine = create_streaming_engine(tiny_model_spec, EngineConfig.of("transformers", device="cpu"))
         await engine.start()
         try:
             chunks = [c async for c in engine.stream(messages, sampling)]
@@ -276,7 +276,7 @@ def test_openai_engine_verdict_first_against_real_vllm_server(vllm_server, teach
     probabilities as the offline vLLM engine."""
     from ragroute.verdict import VerdictConfig
 
-    engine = create_engine(teacher_spec, EngineConfig(name="openai", base_url=vllm_server, served_model_name="smollm2"))
+    engine = create_engine(teacher_spec, EngineConfig.of("openai", base_url=vllm_server, served_model_name="smollm2"))
     sampling = SamplingConfig(max_tokens=24, stop=["\n\n"], verdict=VerdictConfig(enabled=True))
     request = [GenerationRequest(messages=QUESTION)]
     remote, local = engine.generate(request, sampling)[0], vllm_teacher.generate(request, sampling)[0]

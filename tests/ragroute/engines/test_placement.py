@@ -1,4 +1,4 @@
-"""GPU placement of in-process vLLM engines (``engine.devices``, ``engine.mps_thread_percentage``): what can be
+"""GPU placement of in-process vLLM engines (``engine.vllm.devices``, ``engine.vllm.mps_thread_percentage``): what can be
 checked without a GPU. The placement itself (two engines on two cards, two on one card under MPS) runs in
 bench/gpu_run.sh on the device (docs/benchmarks/gpu.md)."""
 
@@ -28,13 +28,13 @@ def test_devices_map_to_the_gpus_this_process_sees():
 
 
 def test_devices_need_one_gpu_per_replica_and_shard():
-    assert EngineConfig(devices=[3]).gpu_ids() == [3]
-    assert EngineConfig(tensor_parallel_size=2).gpu_ids() == [0, 1]
-    assert EngineConfig(tensor_parallel_size=2, devices=[2, 3]).devices == [2, 3]
+    assert EngineConfig.of(devices=[3]).vllm.gpu_ids() == [3]
+    assert EngineConfig.of(tensor_parallel_size=2).vllm.gpu_ids() == [0, 1]
+    assert EngineConfig.of(tensor_parallel_size=2, devices=[2, 3]).vllm.devices == [2, 3]
     with pytest.raises(ValueError, match="names 1 GPU"):
-        EngineConfig(tensor_parallel_size=2, devices=[0])
+        EngineConfig.of(tensor_parallel_size=2, devices=[0])
     with pytest.raises(ValueError, match="twice"):
-        EngineConfig(tensor_parallel_size=2, devices=[1, 1])
+        EngineConfig.of(tensor_parallel_size=2, devices=[1, 1])
 
 
 def test_devices_on_a_machine_without_gpus_is_a_clear_error():
@@ -44,7 +44,7 @@ def test_devices_on_a_machine_without_gpus_is_a_clear_error():
         pytest.skip("this machine has a GPU")
     spec = load_model_spec("qwen2-tiny-shape")
     with pytest.raises(UserError, match="no CUDA GPU"):
-        create_engine(spec, EngineConfig(name="vllm", devices=[0], enforce_eager=True))
+        create_engine(spec, EngineConfig.of("vllm", devices=[0], enforce_eager=True))
 
 
 def _report_visible(queue) -> None:
@@ -67,13 +67,13 @@ def test_engine_process_started_inside_placement_sees_only_its_devices(monkeypat
     monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", method)
     context = get_mp_context()
     queue = context.Queue()
-    with vllm_engine.placed_on(EngineConfig(devices=[1])):
+    with vllm_engine.placed_on(EngineConfig.of(devices=[1])):
         child = context.Process(target=_report_visible, args=(queue,))
         child.start()
     child.join(60)
     assert queue.get(timeout=10) == ("7", None)
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "5,7"
-    with vllm_engine.placed_on(EngineConfig(devices=[0], mps_thread_percentage=40)):
+    with vllm_engine.placed_on(EngineConfig.of(devices=[0], mps_thread_percentage=40)):
         child = context.Process(target=_report_visible, args=(queue,))
         child.start()
     child.join(60)
@@ -84,7 +84,7 @@ def test_engine_process_started_inside_placement_sees_only_its_devices(monkeypat
 
 
 def test_mps_share_reaches_the_engine_process_and_warns_without_a_daemon(monkeypatch, tmp_path, caplog):
-    """``engine.mps_thread_percentage`` is the engine process's CUDA_MPS_ACTIVE_THREAD_PERCENTAGE while it is
+    """``engine.vllm.mps_thread_percentage`` is the engine process's CUDA_MPS_ACTIVE_THREAD_PERCENTAGE while it is
     built (no GPU needed to set it); with no MPS daemon's control pipe in sight it warns that it does nothing."""
     from ragroute.engines import vllm_engine
     from ragroute.hardware import mps_active
@@ -93,7 +93,7 @@ def test_mps_share_reaches_the_engine_process_and_warns_without_a_daemon(monkeyp
     monkeypatch.setenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "100")
     assert not mps_active()
     with caplog.at_level("WARNING", logger="ragroute.engines"):
-        with vllm_engine.placed_on(EngineConfig(mps_thread_percentage=30)):
+        with vllm_engine.placed_on(EngineConfig.of(mps_thread_percentage=30)):
             assert os.environ["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "30"
     assert os.environ["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "100"
     assert "no effect: no CUDA MPS daemon" in caplog.text
@@ -101,9 +101,9 @@ def test_mps_share_reaches_the_engine_process_and_warns_without_a_daemon(monkeyp
     caplog.clear()
     assert mps_active()
     with caplog.at_level("WARNING", logger="ragroute.engines"), vllm_engine.placed_on(
-            EngineConfig(mps_thread_percentage=30)):
+            EngineConfig.of(mps_thread_percentage=30)):
         pass
     assert "no effect" not in caplog.text
     for bad in (0, 101):
         with pytest.raises(ValueError, match="mps_thread_percentage must be in 1..100"):
-            EngineConfig(mps_thread_percentage=bad)
+            EngineConfig.of(mps_thread_percentage=bad)

@@ -28,7 +28,7 @@ def test_shape_only_kwargs_and_sampling():
     from ragroute.engines.vllm_engine import to_sampling_params, vllm_engine_kwargs
 
     spec = load_model_spec("qwen2.5-7b-shape")
-    kwargs = vllm_engine_kwargs(spec, EngineConfig(speculative_method="ngram", num_speculative_tokens=4))
+    kwargs = vllm_engine_kwargs(spec, EngineConfig.of(speculative_method="ngram", num_speculative_tokens=4))
     assert kwargs["load_format"] == "dummy"
     assert kwargs["speculative_config"]["method"] == "ngram"
     assert kwargs["speculative_config"]["num_speculative_tokens"] == 4
@@ -41,11 +41,11 @@ def test_shape_only_kwargs_and_sampling():
 
 def test_speculative_and_memory_settings_are_checked():
     with pytest.raises(ValueError, match="speculative_method"):
-        EngineConfig(speculative_method="medusa")
+        EngineConfig.of(speculative_method="medusa")
     with pytest.raises(ValueError, match="draft_model needs speculative_model"):
-        EngineConfig(speculative_method="draft_model")
+        EngineConfig.of(speculative_method="draft_model")
     with pytest.raises(ValueError, match="gpu_memory_utilization"):
-        EngineConfig(gpu_memory_utilization=1.5)
+        EngineConfig.of(gpu_memory_utilization=1.5)
 
 
 def test_shape_only_needs_vllm_and_one_replica():
@@ -53,14 +53,14 @@ def test_shape_only_needs_vllm_and_one_replica():
     with pytest.raises(UserError, match="shape-only"):
         create_engine(spec, EngineConfig(name="transformers"))
     with pytest.raises(UserError, match="data_parallel_size"):
-        create_engine(spec, EngineConfig(name="vllm", data_parallel_size=2))
+        create_engine(spec, EngineConfig.of("vllm", data_parallel_size=2))
 
 
 @pytest.mark.slow
 def test_tiny_shape_generates_fixed_length_answers_on_vllm(teacher_dir):
     spec = load_model_spec("qwen2-tiny-shape")
     messages = [{"role": "user", "content": "Do statins lower LDL cholesterol?"}]
-    with create_engine(spec, EngineConfig(name="vllm", kv_cache_memory_gb=0.25)) as engine:
+    with create_engine(spec, EngineConfig.of("vllm", kv_cache_memory_gb=0.25)) as engine:
         results = engine.generate(
             [GenerationRequest(messages=messages), GenerationRequest(messages=messages[:1] * 2)],
             SamplingConfig(max_tokens=12, stop=["."]),
