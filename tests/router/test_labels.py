@@ -114,5 +114,5 @@ def test_bad_inputs_are_user_errors(tmp_path: Path) -> None:
         pair_records(not_records, student)
     garbage = tmp_path / "garbage.jsonl"
     garbage.write_text("{not json\n[1, 2]\n")
-    with pytest.raises(UserError, match="not AnswerRecord"):
+    with pytest.raises(UserError, match="garbage.jsonl: line 1 is not valid JSON"):  # corrupt, not a torn tail
         pair_records(garbage, student)
