@@ -1,0 +1,442 @@
+"""Retrieval over a PubMed-sized corpus, built and served as a user would: `ragroute corpus build`, `ragroute index
+build` / `index update`, then the full pipeline (retrieve ▶ rerank ▶ filter ▶ prompt) in a fresh process.
+
+The corpus is the dataset's real abstracts (positions 0..n_real-1) plus synthetic distractors up to each size;
+how their text and vectors are made: bench/corpus_scale_data.py. The distractors' embedding shards are pre-filled
+before `ragroute index build` runs (a done shard is never recomputed), the real abstracts get their real MiniLM
+embeddings, computed here by the pipeline's own encoder. Sizes grow: the first is built, each next one is added with
+`ragroute index update` (so updates at scale are measured too).
+
+Per size: build seconds and peak RSS of each command's whole process tree (psutil polling), index size on disk; then
+in a fresh process the pipeline over the store + index: one question at a time p50/p99, that process's RSS,
+recall@1/@10 of each question's own abstract; then, in another process, ANN recall@10 against exact inner-product
+search over the same (memory-mapped) shard vectors. Once, at the first size: a build killed mid-way and rerun,
+compared with the uninterrupted one.
+
+    nice .venv/bin/python bench/corpus_scale.py --docs 1000000,5000000,10000000 --workdir /tmp/rr-scale \\
+        --json bench/results/retrieval_scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus_scale_data import (  # noqa: E402
+    TextSampler,
+    VectorSampler,
+    vector_stats,
+    write_distractor_files,
+    write_real_jsonl,
+)
+from measure_proc import Measured, run_measured  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+log = logging.getLogger("corpus_scale")
+GB = 2**30
+SEED = 0
+TARGETS = {
+    "build_peak_rss_gb": 8.0,
+    "query_rss_gb": 4.0,
+    "pipeline_p50_ms": 30.0,
+    "pipeline_p99_ms": 100.0,
+    "ann_recall_at_10": 0.95,
+    "dev_r_at_1": 0.95,
+}
+
+
+def machine() -> str:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown CPU",
+    )
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
+    return f"{model}, {os.cpu_count()} CPUs, {mem_gb:.0f} GiB RAM"
+
+
+def ragroute_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ragroute.cli", *args]
+
+
+def child_env() -> dict:
+    # The child imports this checkout's ragroute and index packages, as `python -m` from the repo root would.
+    return {"PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}".rstrip(os.pathsep)}
+
+
+def disk_gb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / GB
+
+
+def real_vectors(dataset: str, work: Path) -> tuple[np.ndarray, np.ndarray]:
+    """MiniLM embeddings of the dataset's abstracts (as the index build embeds them) and of its questions (as the
+    pipeline encodes them), cached in the work directory."""
+    cache = work / "real_vectors.npz"
+    if cache.is_file():
+        saved = np.load(cache)
+        return saved["docs"], saved["questions"]
+    from ragroute.rag.store import indexed_text
+
+    from ragroute.rag.corpus import load_corpus, load_questions
+    from ragroute.rag.dense import DenseEncoder
+
+    docs = load_corpus(dataset)
+    encoder = DenseEncoder()
+    started = time.perf_counter()
+    doc_vectors = encoder.encode_documents([indexed_text(d.title, d.text) for d in docs])
+    question_vectors = encoder.encode_queries([q.question for q in load_questions(dataset).items])
+    log.info("embedded %d real abstracts + questions in %.0f s", len(docs), time.perf_counter() - started)
+    np.savez(cache, docs=doc_vectors, questions=question_vectors)
+    return doc_vectors, question_vectors
+
+
+def prefill_shards(index_dir: Path, first: int, stop: int, real: np.ndarray, sampler: VectorSampler) -> float:
+    """Writes done shards for rows first..stop-1 (real vectors for rows < len(real), synthetic after), in the
+    format of ragroute/rag/shards.py; returns seconds. ``first`` must start a shard."""
+    from ragroute.rag import shards
+    from ragroute.rag.dense import default_dense_model
+
+    directory = index_dir / shards.EMBEDDINGS_DIR
+    rows_per_shard = shards.DEFAULT_ROWS_PER_SHARD
+    shards.ensure_info(directory, prefill_model_name(default_dense_model()), real.shape[1], rows_per_shard)
+    assert first % rows_per_shard == 0, "sizes must be multiples of the shard size"
+    started = time.perf_counter()
+    for k in range(first // rows_per_shard, -(-stop // rows_per_shard)):
+        lo, hi = k * rows_per_shard, min(stop, (k + 1) * rows_per_shard)
+        if shards.done_rows(directory, k) == hi - lo:
+            continue
+        block = sampler.block(lo, hi - lo, SEED)
+        n_real = max(0, min(len(real), hi) - lo)
+        block[:n_real] = real[lo : lo + n_real].astype(np.float16)
+        shards.write_shard(directory, k, block)
+    return time.perf_counter() - started
+
+
+def prefill_model_name(model_path: str) -> str:
+    """The model name the index build records in embeddings/info.json (it must match, or the build refuses)."""
+    from ragroute.rag import shards
+
+    return getattr(shards, "model_key", lambda m: m)(model_path)
+
+
+def measured_row(m: Measured) -> dict:
+    return {"s": round(m.seconds, 1), "peak_rss_gb": round(m.peak_rss_bytes / GB, 2), "rc": m.returncode}
+
+
+def stage_peaks(m: Measured, markers: dict[str, str]) -> dict[str, dict]:
+    """Seconds and peak RSS between the log lines that start each stage (markers: stage -> text of its first line)."""
+    starts = sorted((t, name) for name, needle in markers.items() if (t := m.first_line(needle)) is not None)
+    out = {}
+    for i, (t, name) in enumerate(starts):
+        stop = starts[i + 1][0] if i + 1 < len(starts) else m.seconds
+        out[name] = {"s": round(stop - t, 1), "peak_rss_gb": round(m.peak_between(t, stop) / GB, 2)}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ serving side
+
+
+def serve_worker(store: Path, index: Path, config: str, dataset: str, out: Path) -> None:
+    """In its own process: the full pipeline over the store + index, one question at a time."""
+    import psutil
+
+    from ragroute.rag.corpus import load_questions
+    from ragroute.rag.pipeline import RAGPipeline, load_pipeline_config
+
+    questions = load_questions(dataset).items
+    started = time.perf_counter()
+    pipeline = RAGPipeline.from_config(load_pipeline_config(config, [f"corpus={store}", f"index={index}"]))
+    pipeline.warmup()
+    startup_s = time.perf_counter() - started
+    latencies, ranks, stages = [], [], {}
+    for q in questions:
+        t0 = time.perf_counter()
+        prepared = pipeline.prepare(q.question)
+        latencies.append(time.perf_counter() - t0)
+        ids = [d.id for d in prepared.docs]
+        ranks.append(ids.index(q.gold_doc_id) if q.gold_doc_id in ids else None)
+        for stage, seconds in prepared.timings.items():
+            stages.setdefault(stage, []).append(seconds)
+    ms = np.array(latencies) * 1000
+    result = {
+        "n_questions": len(questions),
+        "startup_s": round(startup_s, 1),
+        "pipeline_p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "pipeline_p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "stage_p50_ms": {s: round(float(np.median(v)) * 1000, 3) for s, v in stages.items()},
+        "query_rss_gb": round(psutil.Process().memory_info().rss / GB, 3),
+        "dev_r_at_1": sum(r == 0 for r in ranks) / len(ranks),
+        "dev_r_at_10": sum(r is not None and r < 10 for r in ranks) / len(ranks),
+        "final_n": len(prepared.docs),
+    }
+    out.write_text(json.dumps(result, indent=2))
+
+
+def exact_top_k(
+    shard_dir: Path, rows: int, queries: np.ndarray, k: int, live: np.ndarray | None
+) -> np.ndarray:
+    """Exact inner-product top-k positions per query over the memory-mapped shards, one shard at a time."""
+    from ragroute.rag.shards import EmbeddingShards
+
+    shards = EmbeddingShards(shard_dir, rows)
+    best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    best_i = np.zeros((len(queries), k), dtype=np.int64)
+    for s in range(shards.n_shards):
+        block = np.asarray(shards.shard(s), dtype=np.float32)
+        first = s * shards.rows_per_shard
+        scores = queries @ block.T
+        if live is not None:
+            scores[:, ~live[first : first + len(block)]] = -np.inf
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        cand_s = np.concatenate([best_s, np.take_along_axis(scores, top, axis=1)], axis=1)
+        cand_i = np.concatenate([best_i, top + first], axis=1)
+        keep = np.argsort(-cand_s, axis=1, kind="stable")[:, :k]
+        best_s, best_i = np.take_along_axis(cand_s, keep, axis=1), np.take_along_axis(cand_i, keep, axis=1)
+    return best_i
+
+
+def ann_worker(store: Path, index: Path, config: str, queries_path: Path, out: Path, k: int = 10) -> None:
+    """In its own process: the dense ANN index's top-k (as the pipeline's retriever searches it) against exact
+    search over the same shard vectors, for the dataset's questions."""
+    from ragroute.rag.shards import EMBEDDINGS_DIR
+
+    from ragroute.rag.pipeline import RAGPipeline, load_pipeline_config
+
+    queries = np.load(queries_path).astype(np.float32)
+    pipeline = RAGPipeline.from_config(load_pipeline_config(config, [f"corpus={store}", f"index={index}"]))
+    ann = dense_ann(pipeline)
+    started = time.perf_counter()
+    found = ann.search_vectors(queries, k)
+    ann_s = time.perf_counter() - started
+    live = pipeline.corpus.live_mask()
+    started = time.perf_counter()
+    exact = exact_top_k(index / EMBEDDINGS_DIR, len(live), queries, k, live if not live.all() else None)
+    exact_s = time.perf_counter() - started
+    hits = [len(set(map(int, f[:k])) & set(map(int, e))) for f, e in zip(found, exact, strict=True)]
+    out.write_text(
+        json.dumps(
+            {
+                "ann_recall_at_10": round(sum(hits) / (k * len(queries)), 4),
+                "ann_batch_s": round(ann_s, 2),
+                "exact_s": round(exact_s, 1),
+                "n_queries": len(queries),
+            },
+            indent=2,
+        )
+    )
+
+
+def dense_ann(pipeline):  # noqa: ANN001, ANN201 - filled in once the INDEX API is known
+    raise NotImplementedError
+
+
+def run_worker(kind: str, args: list[str], work: Path) -> dict:
+    out = work / f"{kind}.json"
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, __file__, f"--worker={kind}", *args, f"--worker-out={out}"]
+    m = run_measured(cmd, work / f"{kind}.log", env=child_env(), nice=0)
+    if m.returncode != 0:
+        raise RuntimeError(f"{kind} worker failed (rc {m.returncode}); see {work / f'{kind}.log'}")
+    return json.loads(out.read_text())
+
+
+# ------------------------------------------------------------------------------------------------ build side
+
+
+def grow_to(work: Path, size: int, previous: int, real_docs: list, text: TextSampler) -> list[Path]:
+    """JSONL input files for rows previous..size-1 (the real abstracts first when previous == 0)."""
+    inputs = work / "inputs"
+    inputs.mkdir(parents=True, exist_ok=True)
+    files = []
+    if previous == 0:
+        real_file = inputs / "real.jsonl"
+        write_real_jsonl(real_file, real_docs)
+        files.append(real_file)
+        previous = len(real_docs)
+    started = time.perf_counter()
+    files += list(write_distractor_files(inputs, text, previous, size, SEED))
+    log.info("generated rows %d..%d in %.0f s", previous, size, time.perf_counter() - started)
+    return files
+
+
+def build_step(work: Path, size: int, previous: int, files: list[Path], index_config: str) -> dict:
+    """First size: `corpus build` then `index build`; later sizes: `index update` with the new files."""
+    store, index = work / "store", work / "index"
+    env = child_env()
+    step: dict = {}
+    if previous == 0:
+        m = run_measured(
+            ragroute_cmd("corpus", "build", "--input", *map(str, files), "--out", str(store)),
+            work / f"corpus_build_{size}.log",
+            env=env,
+        )
+        step["corpus_build"] = measured_row(m)
+        if m.returncode:
+            raise RuntimeError(f"corpus build failed, see {work}/corpus_build_{size}.log")
+        m = run_measured(
+            ragroute_cmd(
+                "index", "build", "--store", str(store), "--out", str(index), "--config", index_config
+            ),
+            work / f"index_build_{size}.log",
+            env=env,
+        )
+        step["index_build"] = {**measured_row(m), "stages": stage_peaks(m, INDEX_STAGE_MARKERS)}
+    else:
+        m = run_measured(
+            ragroute_cmd(
+                "index", "update", "--store", str(store), "--index", str(index), "--input", *map(str, files)
+            ),
+            work / f"index_update_{size}.log",
+            env=env,
+        )
+        step["index_update"] = {**measured_row(m), "stages": stage_peaks(m, INDEX_STAGE_MARKERS)}
+    if m.returncode:
+        raise RuntimeError(f"index build/update failed at {size}, see the logs in {work}")
+    return step
+
+
+INDEX_STAGE_MARKERS: dict[
+    str, str
+] = {}  # stage -> text of the log line that starts it (set from INDEX's logs)
+
+
+def size_breakdown(work: Path) -> dict[str, float]:
+    index = work / "index"
+    parts = {
+        p.name: round(disk_gb(p), 3) if p.is_dir() else round(p.stat().st_size / GB, 3)
+        for p in index.iterdir()
+    }
+    return {"store_gb": round(disk_gb(work / "store"), 3), **{f"index/{k}_gb": v for k, v in parts.items()}}
+
+
+def measure_size(work: Path, size: int, config: str, dataset: str) -> dict:
+    store, index = work / "store", work / "index"
+    common = [f"--store={store}", f"--index={index}", f"--config={config}", f"--dataset={dataset}"]
+    serve = run_worker("serve", common, work)
+    ann = run_worker("ann", [*common, f"--queries={work / 'questions.npy'}"], work)
+    return {**serve, **ann}
+
+
+def run(
+    sizes: list[int],
+    work: Path,
+    dataset: str,
+    index_config: str,
+    config: str,
+    out: Path | None,
+    keep_inputs: bool,
+) -> dict:
+    from ragroute.rag.corpus import load_corpus
+
+    work.mkdir(parents=True, exist_ok=True)
+    real_docs = load_corpus(dataset)
+    doc_vectors, question_vectors = real_vectors(dataset, work)
+    np.save(work / "questions.npy", question_vectors)
+    text = TextSampler([d.text for d in real_docs])
+    vectors = VectorSampler(doc_vectors, seed=SEED)
+    result = {
+        "machine": machine(),
+        "date": datetime.date.today().isoformat(),
+        "dataset": dataset,
+        "index_config": index_config,
+        "pipeline_config": config,
+        "n_real": len(real_docs),
+        "distractor_vectors": {
+            **vectors.describe(),
+            **vector_stats(doc_vectors, vectors.block(0, 5000, SEED + 1), question_vectors),
+        },
+        "targets": TARGETS,
+        "rows": [],
+    }
+    previous, build_s, build_peak = 0, 0.0, 0.0
+    for size in sizes:
+        files = grow_to(work, size, previous, real_docs, text)
+        prefill_s = prefill_shards(work / "index", previous, size, doc_vectors, vectors)
+        step = build_step(work, size, previous, files, index_config)
+        if not keep_inputs:
+            for f in files:
+                f.unlink()
+        build_s += sum(s["s"] for s in step.values())
+        build_peak = max(build_peak, *(s["peak_rss_gb"] for s in step.values()))
+        row = {
+            "docs": size,
+            "machine": result["machine"],
+            "date": result["date"],
+            "build_s": round(build_s, 1),
+            "build_peak_rss_gb": build_peak,
+            "index_disk_gb": round(disk_gb(work / "index"), 3),
+            **measure_size(work, size, config, dataset),
+            "steps": step,
+            "prefill_s": round(prefill_s, 1),
+            "disk": size_breakdown(work),
+        }
+        result["rows"].append(row)
+        result.update({k: v for k, v in row.items() if k not in ("steps", "disk")})
+        previous = size
+        if out:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=2) + "\n")
+        log.info("size %d: %s", size, json.dumps({k: v for k, v in row.items() if k != "steps"}))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--docs",
+        default="1000000",
+        help="comma-separated corpus sizes, growing (multiples of the embedding shard size)",
+    )
+    from ragroute.config import shared_pubmedqa_dev
+
+    parser.add_argument("--dataset", default=str(shared_pubmedqa_dev()), help="PubMedQA-format json")
+    parser.add_argument(
+        "--workdir", default="/tmp/rr-scale/run", help="store, index, inputs and logs go here"
+    )
+    parser.add_argument("--index-config", default=str(REPO / "configs/index/pubmed.yaml"))
+    parser.add_argument(
+        "--config",
+        default=str(REPO / "configs/pipeline/large-corpus.yaml"),
+        help="pipeline config the serving side uses (corpus and index are set to the built ones)",
+    )
+    parser.add_argument("--json", help="write the results here (after every size)")
+    parser.add_argument("--keep-inputs", action="store_true", help="keep the generated JSONL files")
+    parser.add_argument("--worker", choices=["serve", "ann"], help=argparse.SUPPRESS)
+    for name in ("worker-out", "store", "index", "queries"):
+        parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.worker == "serve":
+        serve_worker(Path(args.store), Path(args.index), args.config, args.dataset, Path(args.worker_out))
+        return 0
+    if args.worker == "ann":
+        ann_worker(Path(args.store), Path(args.index), args.config, Path(args.queries), Path(args.worker_out))
+        return 0
+    sizes = [int(s) for s in args.docs.split(",")]
+    result = run(
+        sizes,
+        Path(args.workdir),
+        args.dataset,
+        args.index_config,
+        args.config,
+        Path(args.json) if args.json else None,
+        args.keep_inputs,
+    )
+    print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
