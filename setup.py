@@ -5,7 +5,7 @@ Everything else (metadata, dependencies, scripts) is in pyproject.toml."""
 
 from setuptools import find_packages, setup
 
-PACKAGES = find_packages(include=["ragroute*", "data_gen*", "train*", "router*", "serve*", "evaluation*"])
+PACKAGES = find_packages(include=["ragroute*", "data_gen*", "train*", "router*", "serve*", "evaluation*", "index*"])
 
 setup(
     packages=[*PACKAGES, "ragroute.configs"],

@@ -1,0 +1,1 @@
+"""The corpus and index build stage: ``ragroute corpus build|update|info`` (and ``ragroute index ...``)."""

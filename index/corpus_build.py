@@ -1,0 +1,174 @@
+"""``build_store`` and ``update_store``: input files streamed into a corpus store, with progress and no torn store.
+
+A build writes into ``OUT.partial/`` and renames it to ``OUT`` only when the manifest is complete, so a killed
+build never leaves a directory that opens as a store. Run again with the same inputs, it keeps the input files
+already written (each one's segment has a done marker) and continues with the next. An update appends one
+segment per new file and commits with a new manifest (see :mod:`index.corpus_write`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from index.corpus_write import SegmentResult, commit_generation, source_info, write_json_atomic, write_segment
+from index.sources import ProblemLog, check_inputs
+from ragroute.errors import UserError
+from ragroute.rag.store import MANIFEST, is_store, read_manifest
+
+logger = logging.getLogger("ragroute.corpus")
+
+
+class Progress:
+    """Logs documents written and docs/s every ``every_s`` seconds and once at the end."""
+
+    def __init__(self, what: str, n_files: int, every_s: float = 10.0) -> None:
+        self.what, self.n_files, self.every_s = what, n_files, every_s
+        self.docs, self.file = 0, 0
+        self.start = self.last = time.monotonic()
+
+    def __call__(self, n: int) -> None:
+        self.docs += n
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            self.log()
+
+    def rate(self) -> float:
+        return self.docs / max(time.monotonic() - self.start, 1e-9)
+
+    def log(self) -> None:
+        logger.info("%s: %s documents, %.0f docs/s, file %d/%d", self.what, f"{self.docs:,}", self.rate(),
+                    self.file, self.n_files)
+
+
+def _resumable_segment(work: Path, name: str, path: Path) -> SegmentResult | None:
+    """The done segment of this input from an earlier, killed build (None if not done or the file changed)."""
+    marker = work / "segments" / f"{name}.json"
+    if not marker.is_file():
+        return None
+    done = json.loads(marker.read_text(encoding="utf-8"))
+    if done["source"] != source_info(path):
+        return None
+    return SegmentResult(**done)
+
+
+def _start_work_dir(work: Path, paths: list[Path]) -> None:
+    plan = {"inputs": [str(p.resolve()) for p in paths]}
+    plan_file = work / "build.json"
+    if plan_file.is_file() and json.loads(plan_file.read_text(encoding="utf-8")) != plan:
+        logger.info("corpus build: %s holds a build of other inputs; starting over", work)
+        shutil.rmtree(work)
+    (work / "segments").mkdir(parents=True, exist_ok=True)
+    if not plan_file.is_file():
+        write_json_atomic(plan_file, plan)
+
+
+def _write_segments(work: Path, paths: list[Path], names: list[str], progress: Progress) -> list[SegmentResult]:
+    segments = []
+    for i, (name, path) in enumerate(zip(names, paths, strict=True)):
+        progress.file = i + 1
+        done = _resumable_segment(work, name, path)
+        if done is not None:
+            logger.info("corpus: %s already written (%d documents), kept", path, done.rows)
+        else:
+            done = write_segment(work, name, path, progress)
+        segments.append(done)
+        if done.problems.get("total"):
+            logger.warning("corpus: %s: %d problems: %s", path, done.problems["total"],
+                           "; ".join(f"{n} {k}" for k, n in done.problems["counts"].items()))
+    return segments
+
+
+def _report_problems(manifest: dict[str, Any]) -> None:
+    problems = ProblemLog()
+    problems.merge(manifest["problems"])
+    if problems.total:
+        logger.warning("corpus: %d input records not stored: %s", problems.total, problems.summary())
+
+
+def build_store(inputs: list[str], out_dir: str | Path) -> dict[str, Any]:
+    """Stream ``inputs`` (JSONL, PubMedQA JSON, Parquet, Arrow, PubMed XML[.gz]) into a new store at ``out_dir``;
+    returns its manifest. Later files win for a repeated id; DeleteCitation ids are marked dead."""
+    paths = check_inputs(inputs)
+    out = Path(out_dir)
+    if out.exists() and (is_store(out) or any(out.iterdir())):
+        raise UserError(f"{out} already exists; add files to a store with `ragroute index update` "
+                        "or choose a new --out")
+    work = out.with_name(out.name + ".partial")
+    _start_work_dir(work, paths)
+    progress = Progress("corpus build", len(paths))
+    segments = _write_segments(work, paths, [f"{i:06d}" for i in range(len(paths))], progress)
+    progress.log()
+    if not any(seg.rows for seg in segments):
+        shutil.rmtree(work)
+        problems = ProblemLog()
+        for seg in segments:
+            problems.merge(seg.problems)
+        raise UserError(f"no usable documents in {len(paths)} input file(s)"
+                        + (f": {problems.summary()}" if problems.total else ""))
+    manifest, _ = commit_generation(work, None, segments, "build")
+    (work / "build.json").unlink()
+    if out.exists():
+        out.rmdir()  # an empty directory the user made for it
+    work.rename(out)
+    logger.info("corpus build: %s documents (%s live) in %s, fingerprint %s", f"{manifest['rows']:,}",
+                f"{manifest['live']:,}", out, manifest["fingerprint"])
+    _report_problems(manifest)
+    return manifest
+
+
+@dataclass
+class UpdateResult:
+    first_new_pos: int  # rows [first_new_pos, first_new_pos + n_new) are new
+    n_new: int
+    dead_positions: np.ndarray  # rows this update marked dead (superseded or deleted), sorted
+    manifest: dict[str, Any]
+
+
+def _remove_uncommitted(store: Path, manifest: dict[str, Any]) -> None:
+    """Files a killed update wrote but never committed (the manifest does not name them)."""
+    named = {s["file"] for s in manifest["segments"]} | {manifest["dead"]}
+    named |= {lk[k] for lk in manifest["lookups"] for k in ("hash", "pos")}
+    for sub in ("segments", "lookup"):
+        for path in (store / sub).glob("*"):
+            stem = f"{sub}/{path.name.split('.')[0]}"
+            if not any(n.startswith(stem) for n in named):
+                path.unlink()
+    for path in store.glob("dead.*.npy*"):
+        if path.name != manifest["dead"]:
+            path.unlink()
+
+
+def update_store(store_dir: str | Path, inputs: list[str]) -> UpdateResult:
+    """Add new ids, replace existing ones (old row dead, new row appended) and delete DeleteCitation ids."""
+    store = Path(store_dir)
+    old = read_manifest(store)
+    paths = check_inputs(inputs)
+    _remove_uncommitted(store, old)
+    gen = len(old["history"])
+    progress = Progress("corpus update", len(paths))
+    segments = _write_segments(store, paths, [f"u{gen:06d}-{i:06d}" for i in range(len(paths))], progress)
+    if not any(seg.rows or seg.deletes for seg in segments):
+        _remove_uncommitted(store, old)
+        raise UserError(f"no usable documents or deletions in {len(paths)} update file(s)")
+    before = ~np.load(store / old["dead"])
+    manifest, dead = commit_generation(store, old, segments, "update")
+    entry = manifest["history"][-1]
+    logger.info("corpus update: %d added, %d replaced, %d deleted (%d deletions of unknown ids); %s live rows",
+                entry["added"], entry["replaced"], entry["deleted"], entry["deletes_unknown"], f"{manifest['live']:,}")
+    dead_positions = np.flatnonzero(dead.mask[: len(before)] & before)
+    return UpdateResult(first_new_pos=int(old["rows"]), n_new=entry["added"],
+                        dead_positions=np.concatenate([dead_positions, np.flatnonzero(dead.mask[len(before):])
+                                                       + len(before)]),
+                        manifest=manifest)
+
+
+__all__ = ["MANIFEST", "UpdateResult", "build_store", "update_store"]

@@ -1,0 +1,244 @@
+"""The corpus on disk: a directory of memory-mapped Arrow segments that documents are read from by position.
+
+Layout of a store directory (written by ``ragroute corpus build`` / ``index.corpus_build``)::
+
+    manifest.json            format, rows, live, fingerprint, segments, lookups, dead mask, sources, history
+    segments/NNNNNN.arrow    Arrow IPC file, columns id, title, text (one per input file of a build or per update)
+    lookup/NNNNNN.hash.npy   sorted 64-bit hashes of the ids of one build or update ...
+    lookup/NNNNNN.pos.npy    ... and the row position of each (same order)
+    dead.NNNNNN.npy          bool per row: True = deleted or superseded (the manifest names the current one)
+
+A row's POSITION (its global row number over all segments) never changes: an update appends rows and marks the
+rows it replaces or deletes dead, so index files that refer to positions stay valid. Nothing here reads the
+whole corpus into Python memory: segments and lookups are memory-mapped, and ``position_of`` binary-searches the
+hash arrays (newest lookup first: the newest row of an id is the only one that can be live) and confirms the id
+in the segment, so a hash collision cannot return the wrong document.
+
+:class:`InMemoryCorpus` is the same read protocol over a list of documents (the PubMedQA file, the demo), so the
+pipeline has one code path for both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ragroute.errors import UserError
+from ragroute.rag.corpus import Document
+
+STORE_FORMAT = "ragroute-corpus/1"
+MANIFEST = "manifest.json"
+COLUMNS = ("id", "title", "text")
+TextBatch = tuple[int, list[str], list[str]]  # (first position, ids, texts as indexed)
+
+
+def id_hashes(ids: Iterable[str]) -> np.ndarray:
+    """Stable 64-bit hash of each id (blake2b), the key of the on-disk id lookup."""
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(i.encode("utf-8"), digest_size=8).digest(), "little") for i in ids),
+        dtype=np.uint64,
+    )
+
+
+def indexed_text(title: str, text: str) -> str:
+    """The text an index sees for a document: title and abstract on two lines (the abstract alone without title)."""
+    return f"{title}\n{text}" if title else text
+
+
+def is_store(path: str | Path) -> bool:
+    """True when ``path`` is a corpus store directory (has a store manifest)."""
+    return (Path(path) / MANIFEST).is_file()
+
+
+class CorpusReader(Protocol):
+    """What the pipeline and the index builders read documents through (a store or an in-memory list)."""
+
+    fingerprint: str
+
+    def __len__(self) -> int: ...
+    def document(self, pos: int) -> Document: ...
+    def documents(self, positions: Sequence[int]) -> list[Document]: ...
+    def live_mask(self) -> np.ndarray: ...
+    def position_of(self, doc_id: str) -> int | None: ...
+    def iter_texts(self, start: int = 0, stop: int | None = None, batch_size: int = 4096) -> Iterator[TextBatch]: ...
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise UserError(f"{directory} is not a corpus store (no {MANIFEST}); build one with `ragroute corpus build`")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    if manifest.get("format") != STORE_FORMAT:
+        raise UserError(f"{path}: format {manifest.get('format')!r} is not {STORE_FORMAT!r}")
+    return manifest
+
+
+class CorpusStore:
+    """Read side of a corpus store directory: documents by position, the live rows, an id's live position."""
+
+    def __init__(self, directory: Path, manifest: dict[str, Any]) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self.fingerprint: str = manifest["fingerprint"]
+        self._rows = int(manifest["rows"])
+        self._segments: list[dict[str, Any]] = manifest["segments"]
+        self._starts = np.array([s["first_pos"] for s in self._segments] + [self._rows], dtype=np.int64)
+        self._tables: dict[int, Any] = {}
+
+    @classmethod
+    def open(cls, directory: str | Path) -> CorpusStore:
+        directory = Path(directory)
+        return cls(directory, read_manifest(directory))
+
+    def __len__(self) -> int:
+        return self._rows
+
+    @property
+    def live(self) -> int:
+        return int(self.manifest["live"])
+
+    # ------------------------------------------------------------------------------------------ segments
+
+    def _table(self, seg: int) -> Any:
+        """The segment's Arrow table, memory-mapped (zero-copy: pages are read when touched)."""
+        table = self._tables.get(seg)
+        if table is None:
+            import pyarrow as pa
+
+            source = pa.memory_map(str(self.directory / self._segments[seg]["file"]), "r")
+            table = pa.ipc.open_file(source).read_all()
+            self._tables[seg] = table
+        return table
+
+    def _locate(self, pos: int) -> tuple[int, int]:
+        if not 0 <= pos < self._rows:
+            raise IndexError(f"position {pos} out of range (store has {self._rows} rows)")
+        seg = int(np.searchsorted(self._starts, pos, side="right")) - 1
+        return seg, pos - int(self._starts[seg])
+
+    def _id_at(self, pos: int) -> str:
+        seg, row = self._locate(pos)
+        return self._table(seg).column("id")[row].as_py()
+
+    def document(self, pos: int) -> Document:
+        seg, row = self._locate(int(pos))
+        table = self._table(seg)
+        return Document(*(table.column(c)[row].as_py() for c in COLUMNS))
+
+    def documents(self, positions: Sequence[int]) -> list[Document]:
+        """Documents at these positions, in the order given (one Arrow ``take`` per segment touched)."""
+        if len(positions) == 0:
+            return []
+        located = [self._locate(int(p)) for p in positions]
+        out: list[Document | None] = [None] * len(located)
+        for seg in sorted({s for s, _ in located}):
+            slots = [i for i, (s, _) in enumerate(located) if s == seg]
+            rows = self._table(seg).take([located[i][1] for i in slots]).to_pylist()
+            for slot, row in zip(slots, rows, strict=True):
+                out[slot] = Document(row["id"], row["title"], row["text"])
+        return out  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------------------------ live rows, ids
+
+    @cached_property
+    def _dead(self) -> np.ndarray:
+        return np.load(self.directory / self.manifest["dead"], mmap_mode="r")
+
+    def live_mask(self) -> np.ndarray:
+        """Bool per row, False where the row was deleted or superseded by an update."""
+        return ~np.asarray(self._dead, dtype=bool)
+
+    def is_live(self, pos: int) -> bool:
+        return not bool(self._dead[pos])
+
+    @cached_property
+    def _lookups(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(sorted hashes, positions) of each build/update, newest first, memory-mapped."""
+        return [
+            (np.load(self.directory / lk["hash"], mmap_mode="r"), np.load(self.directory / lk["pos"], mmap_mode="r"))
+            for lk in reversed(self.manifest["lookups"])
+        ]
+
+    def newest_position(self, doc_id: str) -> int | None:
+        """The newest row holding ``doc_id``, live or dead (None if the id was never stored)."""
+        key = id_hashes([doc_id])[0]
+        for hashes, positions in self._lookups:
+            lo, hi = np.searchsorted(hashes, key, side="left"), np.searchsorted(hashes, key, side="right")
+            matches = [int(p) for p in positions[lo:hi] if self._id_at(int(p)) == doc_id]
+            if matches:
+                return max(matches)
+        return None
+
+    def position_of(self, doc_id: str) -> int | None:
+        """The live row of ``doc_id``; None when it is not in the store or was deleted."""
+        pos = self.newest_position(str(doc_id))
+        return pos if pos is not None and self.is_live(pos) else None
+
+    # -------------------------------------------------------------------------------------------- texts
+
+    def iter_texts(self, start: int = 0, stop: int | None = None, batch_size: int = 4096) -> Iterator[TextBatch]:
+        """(first position, ids, texts as indexed) in position order over rows [start, stop), dead rows included
+        (an index keeps positions aligned and filters with :meth:`live_mask`)."""
+        import pyarrow.compute as pc
+
+        stop = self._rows if stop is None else min(stop, self._rows)
+        pos = start
+        while pos < stop:
+            seg, row = self._locate(pos)
+            n = min(batch_size, stop - pos, int(self._starts[seg + 1]) - pos)
+            chunk = self._table(seg).slice(row, n)
+            title, text = chunk.column("title"), chunk.column("text")
+            joined = pc.if_else(pc.equal(title, ""), text, pc.binary_join_element_wise(title, text, "\n"))
+            yield pos, chunk.column("id").to_pylist(), joined.to_pylist()
+            pos += n
+
+
+class InMemoryCorpus:
+    """The store's read protocol over documents held in memory (small corpora: PubMedQA files, the demo)."""
+
+    def __init__(self, docs: list[Document]) -> None:
+        self.docs = docs
+        self._positions = {d.id: i for i, d in enumerate(docs)}
+        self.directory = None
+
+    @cached_property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for d in self.docs:
+            digest.update(json.dumps([d.id, d.title, d.text], ensure_ascii=False).encode("utf-8"))
+        return digest.hexdigest()[:16]
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        n = len(self.docs)
+        return {"format": "in-memory", "rows": n, "live": n, "fingerprint": self.fingerprint}
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def document(self, pos: int) -> Document:
+        return self.docs[pos]
+
+    def documents(self, positions: Sequence[int]) -> list[Document]:
+        return [self.docs[int(p)] for p in positions]
+
+    def live_mask(self) -> np.ndarray:
+        return np.ones(len(self.docs), dtype=bool)
+
+    def position_of(self, doc_id: str) -> int | None:
+        return self._positions.get(str(doc_id))
+
+    def iter_texts(self, start: int = 0, stop: int | None = None, batch_size: int = 4096) -> Iterator[TextBatch]:
+        stop = len(self.docs) if stop is None else min(stop, len(self.docs))
+        for first in range(start, stop, batch_size):
+            chunk = self.docs[first : min(first + batch_size, stop)]
+            yield first, [d.id for d in chunk], [indexed_text(d.title, d.text) for d in chunk]
