@@ -24,6 +24,7 @@ import datetime
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -87,10 +88,9 @@ def real_vectors(dataset: str, work: Path) -> tuple[np.ndarray, np.ndarray]:
     if cache.is_file():
         saved = np.load(cache)
         return saved["docs"], saved["questions"]
-    from ragroute.rag.store import indexed_text
-
     from ragroute.rag.corpus import load_corpus, load_questions
     from ragroute.rag.dense import DenseEncoder
+    from ragroute.rag.store import indexed_text
 
     docs = load_corpus(dataset)
     encoder = DenseEncoder()
@@ -102,33 +102,38 @@ def real_vectors(dataset: str, work: Path) -> tuple[np.ndarray, np.ndarray]:
     return doc_vectors, question_vectors
 
 
-def prefill_shards(index_dir: Path, first: int, stop: int, real: np.ndarray, sampler: VectorSampler) -> float:
-    """Writes done shards for rows first..stop-1 (real vectors for rows < len(real), synthetic after), in the
-    format of ragroute/rag/shards.py; returns seconds. ``first`` must start a shard."""
-    from ragroute.rag import shards
-    from ragroute.rag.dense import default_dense_model
+ROWS_PER_SHARD = 100_000  # ragroute/rag/shards.py DEFAULT_ROWS_PER_SHARD
 
-    directory = index_dir / shards.EMBEDDINGS_DIR
-    rows_per_shard = shards.DEFAULT_ROWS_PER_SHARD
-    shards.ensure_info(directory, prefill_model_name(default_dense_model()), real.shape[1], rows_per_shard)
-    assert first % rows_per_shard == 0, "sizes must be multiples of the shard size"
+
+def write_shard(directory: Path, k: int, vectors: np.ndarray) -> None:
+    """Shard ``k`` in the documented format of ragroute/rag/shards.py (written independently of that module on
+    purpose: the format is a contract a user's own pipeline may pre-fill): ``shard_00000k.npy`` (float16, unit
+    rows), then the done marker ``shard_00000k.done`` = {"rows": n}, each through a temporary file + rename."""
+    tmp = directory / f".bench_shard_{k:06d}.npy"
+    np.save(tmp, np.ascontiguousarray(vectors, dtype=np.float16))
+    os.replace(tmp, directory / f"shard_{k:06d}.npy")
+    tmp_marker = directory / f".bench_shard_{k:06d}.done"
+    tmp_marker.write_text(json.dumps({"rows": int(len(vectors))}))
+    os.replace(tmp_marker, directory / f"shard_{k:06d}.done")
+
+
+def prefill_shards(index_dir: Path, first: int, stop: int, real: np.ndarray, sampler: VectorSampler) -> float:
+    """Writes done shards for rows first..stop-1 (the real vectors for rows < len(real), synthetic ones after) into
+    INDEX_DIR/embeddings/; returns seconds. ``first`` must start a shard. info.json is left to the build."""
+    directory = index_dir / "embeddings"
+    directory.mkdir(parents=True, exist_ok=True)
+    assert first % ROWS_PER_SHARD == 0, "sizes must be multiples of the shard size"
     started = time.perf_counter()
-    for k in range(first // rows_per_shard, -(-stop // rows_per_shard)):
-        lo, hi = k * rows_per_shard, min(stop, (k + 1) * rows_per_shard)
-        if shards.done_rows(directory, k) == hi - lo:
+    for k in range(first // ROWS_PER_SHARD, -(-stop // ROWS_PER_SHARD)):
+        lo, hi = k * ROWS_PER_SHARD, min(stop, (k + 1) * ROWS_PER_SHARD)
+        marker = directory / f"shard_{k:06d}.done"
+        if marker.is_file() and json.loads(marker.read_text())["rows"] == hi - lo:
             continue
         block = sampler.block(lo, hi - lo, SEED)
         n_real = max(0, min(len(real), hi) - lo)
         block[:n_real] = real[lo : lo + n_real].astype(np.float16)
-        shards.write_shard(directory, k, block)
+        write_shard(directory, k, block)
     return time.perf_counter() - started
-
-
-def prefill_model_name(model_path: str) -> str:
-    """The model name the index build records in embeddings/info.json (it must match, or the build refuses)."""
-    from ragroute.rag import shards
-
-    return getattr(shards, "model_key", lambda m: m)(model_path)
 
 
 def measured_row(m: Measured) -> dict:
@@ -271,40 +276,39 @@ def grow_to(work: Path, size: int, previous: int, real_docs: list, text: TextSam
     return files
 
 
+def measured_step(work: Path, name: str, cmd: list[str]) -> dict:
+    """Runs one user command, measured; its result is kept in work/steps/NAME.json, so a rerun of the benchmark
+    after a failure does not redo (or re-measure) finished builds."""
+    saved = work / "steps" / f"{name}.json"
+    if saved.is_file():
+        return json.loads(saved.read_text())
+    m = run_measured(cmd, work / f"{name}.log", env=child_env())
+    if m.returncode:
+        raise RuntimeError(f"{name} failed (rc {m.returncode}), see {work / f'{name}.log'}")
+    row = {**measured_row(m), "stages": stage_peaks(m, INDEX_STAGE_MARKERS), "cmd": " ".join(cmd[1:])}
+    saved.parent.mkdir(exist_ok=True)
+    saved.write_text(json.dumps(row, indent=2))
+    return row
+
+
 def build_step(work: Path, size: int, previous: int, files: list[Path], index_config: str) -> dict:
     """First size: `corpus build` then `index build`; later sizes: `index update` with the new files."""
-    store, index = work / "store", work / "index"
-    env = child_env()
-    step: dict = {}
+    store, index, inputs = str(work / "store"), str(work / "index"), [str(f) for f in files]
     if previous == 0:
-        m = run_measured(
-            ragroute_cmd("corpus", "build", "--input", *map(str, files), "--out", str(store)),
-            work / f"corpus_build_{size}.log",
-            env=env,
-        )
-        step["corpus_build"] = measured_row(m)
-        if m.returncode:
-            raise RuntimeError(f"corpus build failed, see {work}/corpus_build_{size}.log")
-        m = run_measured(
-            ragroute_cmd(
-                "index", "build", "--store", str(store), "--out", str(index), "--config", index_config
+        return {
+            "corpus_build": measured_step(
+                work,
+                f"corpus_build_{size}",
+                ragroute_cmd("corpus", "build", "--input", *inputs, "--out", store),
             ),
-            work / f"index_build_{size}.log",
-            env=env,
-        )
-        step["index_build"] = {**measured_row(m), "stages": stage_peaks(m, INDEX_STAGE_MARKERS)}
-    else:
-        m = run_measured(
-            ragroute_cmd(
-                "index", "update", "--store", str(store), "--index", str(index), "--input", *map(str, files)
+            "index_build": measured_step(
+                work,
+                f"index_build_{size}",
+                ragroute_cmd("index", "build", "--store", store, "--out", index, "--config", index_config),
             ),
-            work / f"index_update_{size}.log",
-            env=env,
-        )
-        step["index_update"] = {**measured_row(m), "stages": stage_peaks(m, INDEX_STAGE_MARKERS)}
-    if m.returncode:
-        raise RuntimeError(f"index build/update failed at {size}, see the logs in {work}")
-    return step
+        }
+    cmd = ragroute_cmd("index", "update", "--store", store, "--index", index, "--input", *inputs)
+    return {"index_update": measured_step(work, f"index_update_{size}", cmd)}
 
 
 INDEX_STAGE_MARKERS: dict[
@@ -392,6 +396,26 @@ def run(
     return result
 
 
+def run_resume_check(args: argparse.Namespace) -> dict:
+    from ragroute.rag.corpus import load_corpus
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    real_docs = load_corpus(args.dataset)
+    doc_vectors, _ = real_vectors(args.dataset, work)
+    return resume_check(
+        work / "resume",
+        real_docs,
+        TextSampler([d.text for d in real_docs]),
+        doc_vectors,
+        VectorSampler(doc_vectors, seed=SEED),
+        args.index_config,
+        args.config,
+        args.dataset,
+        [m for m in args.kill_at.split("|") if m],
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -413,7 +437,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", help="write the results here (after every size)")
     parser.add_argument("--keep-inputs", action="store_true", help="keep the generated JSONL files")
-    parser.add_argument("--worker", choices=["serve", "ann"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--resume-check",
+        action="store_true",
+        help="instead of the sizes: the killed-and-resumed build check (in WORKDIR/resume)",
+    )
+    parser.add_argument(
+        "--kill-at",
+        default="",
+        help="'|'-separated log texts; the build is killed when each appears (first run: at the first, ...)",
+    )
+    parser.add_argument("--worker", choices=["serve", "ann", "retrieved"], help=argparse.SUPPRESS)
     for name in ("worker-out", "store", "index", "queries"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -423,6 +457,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.worker == "ann":
         ann_worker(Path(args.store), Path(args.index), args.config, Path(args.queries), Path(args.worker_out))
+        return 0
+    if args.worker == "retrieved":
+        retrieved_worker(Path(args.store), Path(args.index), args.config, args.dataset, Path(args.worker_out))
+        return 0
+    if args.resume_check:
+        check = run_resume_check(args)
+        print(json.dumps(check, indent=2))
+        if args.json:
+            Path(args.json).write_text(json.dumps(check, indent=2) + "\n")
         return 0
     sizes = [int(s) for s in args.docs.split(",")]
     result = run(
@@ -440,3 +483,98 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ------------------------------------------------------------------------------------------------ killed build
+
+
+def index_fingerprint(index: Path) -> dict[str, str]:
+    """sha256 of every file of the index except its manifest (which holds times) and tantivy's lock/meta files."""
+    import hashlib
+
+    out = {}
+    for f in sorted(index.rglob("*")):
+        if f.is_file() and f.name not in (
+            "manifest.json",
+            "meta.json",
+            ".tantivy-meta.lock",
+            ".tantivy-writer.lock",
+        ):
+            out[str(f.relative_to(index))] = hashlib.sha256(f.read_bytes()).hexdigest()[:16]
+    return out
+
+
+def resume_check(
+    work: Path,
+    real_docs: list,
+    text: TextSampler,
+    real: np.ndarray,
+    sampler: VectorSampler,
+    index_config: str,
+    config: str,
+    dataset: str,
+    kill_markers: list[str],
+) -> dict:
+    """Builds one index uninterrupted and one killed (SIGKILL of the whole process tree) at each marker in turn,
+    then rerun to the end; compares files, manifests and the retrieved documents of every question. The corpus
+    is one shard plus a short second one that the build embeds itself (on the CPU), so a kill can land
+    mid-embedding as well as mid-fill."""
+    n_docs = ROWS_PER_SHARD + 300
+    files = grow_to(work, n_docs, 0, real_docs, text)
+    store = work / "store"
+    if not store.is_dir():
+        measured_step(
+            work,
+            "corpus_build",
+            ragroute_cmd("corpus", "build", "--input", *map(str, files), "--out", str(store)),
+        )
+    runs = {}
+    for name, markers in (("reference", []), ("killed", kill_markers)):
+        index = work / f"index_{name}"
+        shutil.rmtree(index, ignore_errors=True)
+        prefill_shards(index, 0, ROWS_PER_SHARD, real, sampler)
+        cmd = ragroute_cmd(
+            "index", "build", "--store", str(store), "--out", str(index), "--config", index_config
+        )
+        attempts = []
+        for marker in [*markers, None]:
+            m = run_measured(cmd, work / f"{name}_{len(attempts)}.log", env=child_env(), kill_when=marker)
+            attempts.append(
+                {"killed_at": marker if m.killed else None, "rc": m.returncode, "s": round(m.seconds, 1)}
+            )
+            if marker and not m.killed:
+                attempts[-1]["note"] = (
+                    "the marker never appeared: the build finished before it could be killed"
+                )
+        runs[name] = {"attempts": attempts, "files": index_fingerprint(index)}
+    ref, killed = runs["reference"]["files"], runs["killed"]["files"]
+    different = sorted(k for k in ref.keys() | killed.keys() if ref.get(k) != killed.get(k))
+    results = {}
+    for name in runs:
+        common = [
+            f"--store={store}",
+            f"--index={work / f'index_{name}'}",
+            f"--config={config}",
+            f"--dataset={dataset}",
+        ]
+        results[name] = run_worker("retrieved", common, work)
+    return {
+        "docs": n_docs,
+        "attempts": runs["killed"]["attempts"],
+        "reference_attempts": runs["reference"]["attempts"],
+        "files_compared": len(ref),
+        "files_different": different,
+        "same_retrieved_docs": results["reference"]["retrieved"] == results["killed"]["retrieved"],
+        "same_files": not different,
+    }
+
+
+def retrieved_worker(store: Path, index: Path, config: str, dataset: str, out: Path) -> None:
+    """The pipeline's retrieved (id, score) lists for every question (for comparing two builds)."""
+    from ragroute.rag.corpus import load_questions
+    from ragroute.rag.pipeline import RAGPipeline, load_pipeline_config
+
+    pipeline = RAGPipeline.from_config(load_pipeline_config(config, [f"corpus={store}", f"index={index}"]))
+    questions = [q.question for q in load_questions(dataset).items]
+    retrieved = [[(d.id, round(d.score, 5)) for d in p.docs] for p in pipeline.prepare_batch(questions)]
+    out.write_text(json.dumps({"retrieved": retrieved}))
