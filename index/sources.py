@@ -168,7 +168,7 @@ def check_inputs(inputs: list[str]) -> list[Path]:
     if not paths:
         raise UserError("no input files given")
     for path in paths:
-        if not path.is_file():
+        if not path.exists() or path.is_dir():  # a named pipe (mkfifo) is read like a file
             raise UserError(f"input file not found: {path}")
         source_kind(path)
     return paths

@@ -23,6 +23,34 @@ class PipelineConfig:
             "name, or 'demo' for the bundled demo corpus (None: the caller passes the documents)"
         },
     )
+    index: str | None = field(
+        default=None,
+        metadata={
+            "help": "index directory built by `ragroute index build` over a corpus store (corpus: STORE_DIR); "
+            "None: indexes are built on first use and cached (small corpora only, see implicit_index_max_docs)"
+        },
+    )
+    nprobe: int | None = field(
+        default=None,
+        metadata={"help": "IVF lists searched per question (built indexes; None: the index's own default)"},
+    )
+    ef_search: int | None = field(
+        default=None, metadata={"help": "HNSW efSearch (built indexes; None: the index's own default)"}
+    )
+    refine_k: int = field(
+        default=100,
+        metadata={
+            "help": "ANN candidates re-scored exactly from the fp16 embedding shards before the top retrieval_n "
+            "(built indexes)"
+        },
+    )
+    implicit_index_max_docs: int = field(
+        default=100_000,
+        metadata={
+            "help": "largest corpus whose BM25 index or embeddings are built implicitly on first use; above it, "
+            "build once with `ragroute index build` and set index"
+        },
+    )
     # ----------------------------------------------------------------------------------------- retrieval
     retriever: str = field(
         default="hybrid", metadata={"help": "bm25, dense or hybrid (both, fused by reciprocal rank)"}
@@ -169,6 +197,11 @@ class PipelineConfig:
             raise ValueError(f"query_quantization must be none or int8, not '{self.query_quantization}'")
         if self.dense_batch_size < 1:
             raise ValueError(f"dense_batch_size must be >= 1, not {self.dense_batch_size}")
+        for name in ("nprobe", "ef_search"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 or None, not {getattr(self, name)}")
+        if self.refine_k < 0 or self.implicit_index_max_docs < 0:
+            raise ValueError("refine_k and implicit_index_max_docs must be >= 0")
         if self.max_chars < 0:
             raise ValueError(f"max_chars must be >= 0 (0 = no truncation), not {self.max_chars}")
         for placeholder in ("{context}", "{question}"):

@@ -1,0 +1,76 @@
+"""Write side of the sparse index: stream documents from the corpus store into tantivy with a bounded writer
+heap, committing every ``commit_every`` documents. A killed build resumes after the last commit (tantivy drops
+uncommitted documents; the largest committed ``pos`` says where to continue), and an update deletes dead
+positions and appends new ones. See :mod:`ragroute.rag.sparse` for the layout and the analyzer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from ragroute.rag.sparse import POS_FIELD, TEXT_FIELD, AnalyzerSettings, open_tantivy
+
+log = logging.getLogger("ragroute.index")
+
+
+def indexed_until(index: Any) -> int:
+    """One past the largest committed position (0 for an empty index): where a resumed build continues."""
+    import tantivy
+
+    index.reload()
+    searcher = index.searcher()
+    if searcher.num_docs == 0:
+        return 0
+    hits = searcher.search(tantivy.Query.all_query(), limit=1, count=False, order_by_field=POS_FIELD).hits
+    return int(searcher.fast_field_values(POS_FIELD, [hits[0][1]])[0]) + 1 if hits else 0
+
+
+def add_documents(
+    directory: Path,
+    settings: AnalyzerSettings,
+    batches: Iterable[tuple[int, list[str], list[str]]],
+    heap_mb: int = 256,
+    threads: int = 1,
+    commit_every: int = 200_000,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """Index ``(first_pos, ids, texts)`` batches (as ``CorpusStore.iter_texts`` yields them); returns the number
+    of documents added. Memory: the writer heap (``heap_mb``) plus one batch."""
+    import tantivy
+
+    index = open_tantivy(directory, settings, create=True)
+    writer = index.writer(heap_size=heap_mb * 2**20, num_threads=threads)
+    added = since_commit = 0
+    for first, _, texts in batches:
+        for offset, text in enumerate(texts):
+            doc = tantivy.Document()
+            doc.add_unsigned(POS_FIELD, first + offset)
+            doc.add_text(TEXT_FIELD, text)
+            writer.add_document(doc)
+        added += len(texts)
+        since_commit += len(texts)
+        if since_commit >= commit_every:
+            writer.commit()
+            since_commit = 0
+        if on_batch is not None:
+            on_batch(len(texts))
+    writer.commit()
+    writer.wait_merging_threads()
+    return added
+
+
+def delete_positions(directory: Path, settings: AnalyzerSettings, positions: list[int], chunk: int = 10_000) -> int:
+    """Delete the documents at ``positions`` (superseded or deleted rows of an update). By query: a delete by
+    term on the u64 field matches nothing in tantivy-py 0.27."""
+    import tantivy
+
+    index = open_tantivy(directory, settings)
+    writer = index.writer(heap_size=64 * 2**20, num_threads=1)
+    for lo in range(0, len(positions), chunk):
+        values = [int(p) for p in positions[lo : lo + chunk]]
+        writer.delete_documents_by_query(tantivy.Query.term_set_query(index.schema, POS_FIELD, values))
+    writer.commit()
+    writer.wait_merging_threads()
+    return len(positions)
