@@ -45,6 +45,9 @@ REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("corpus_scale")
 GB = 2**30
 SEED = 0
+PIPELINE_SET: list[
+    str
+] = []  # key=value overrides of the serving pipeline config (--set), also in the workers
 TARGETS = {
     "build_peak_rss_gb": 8.0,
     "query_rss_gb": 4.0,
@@ -102,7 +105,13 @@ def real_vectors(dataset: str, work: Path) -> tuple[np.ndarray, np.ndarray]:
     return doc_vectors, question_vectors
 
 
-ROWS_PER_SHARD = 100_000  # ragroute/rag/shards.py DEFAULT_ROWS_PER_SHARD
+ROWS_PER_SHARD = 100_000  # index config rows_per_shard (the default); set from --index-config in main
+
+
+def rows_per_shard(index_config: str) -> int:
+    import yaml
+
+    return int((yaml.safe_load(Path(index_config).read_text()) or {}).get("rows_per_shard", 100_000))
 
 
 def write_shard(directory: Path, k: int, vectors: np.ndarray) -> None:
@@ -162,7 +171,9 @@ def serve_worker(store: Path, index: Path, config: str, dataset: str, out: Path)
 
     questions = load_questions(dataset).items
     started = time.perf_counter()
-    pipeline = RAGPipeline.from_config(load_pipeline_config(config, [f"corpus={store}", f"index={index}"]))
+    pipeline = RAGPipeline.from_config(
+        load_pipeline_config(config, [f"corpus={store}", f"index={index}", *PIPELINE_SET])
+    )
     pipeline.warmup()
     startup_s = time.perf_counter() - started
     latencies, ranks, stages = [], [], {}
@@ -182,11 +193,27 @@ def serve_worker(store: Path, index: Path, config: str, dataset: str, out: Path)
         "pipeline_p99_ms": round(float(np.percentile(ms, 99)), 2),
         "stage_p50_ms": {s: round(float(np.median(v)) * 1000, 3) for s, v in stages.items()},
         "query_rss_gb": round(psutil.Process().memory_info().rss / GB, 3),
+        **rss_split(),
         "dev_r_at_1": sum(r == 0 for r in ranks) / len(ranks),
         "dev_r_at_10": sum(r is not None and r < 10 for r in ranks) / len(ranks),
         "final_n": len(prepared.docs),
     }
     out.write_text(json.dumps(result, indent=2))
+
+
+def rss_split() -> dict[str, float]:
+    """RSS split as the kernel counts it: anonymous (the process's own memory) vs file-backed (pages of the
+    memory-mapped store and index files, shared with and reclaimable as page cache), plus the peak."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("RssAnon", "RssFile", "VmHWM"):
+            fields[key] = int(value.split()[0]) * 1024 / GB
+    return {
+        "query_rss_anon_gb": round(fields.get("RssAnon", 0), 3),
+        "query_rss_file_gb": round(fields.get("RssFile", 0), 3),
+        "query_peak_rss_gb": round(fields.get("VmHWM", 0), 3),
+    }
 
 
 def exact_top_k(
@@ -212,45 +239,75 @@ def exact_top_k(
     return best_i
 
 
-def ann_worker(store: Path, index: Path, config: str, queries_path: Path, out: Path, k: int = 10) -> None:
-    """In its own process: the dense ANN index's top-k (as the pipeline's retriever searches it) against exact
-    search over the same shard vectors, for the dataset's questions."""
-    from ragroute.rag.shards import EMBEDDINGS_DIR
+def ann_worker(store: Path, index: Path, config: str, dataset: str, out: Path, k: int = 10) -> None:
+    """In its own process: the dense retriever of a built index (FAISS candidates + exact refine from the shards,
+    as the pipeline searches it) against exact inner-product search over every shard vector, for the dataset's
+    questions encoded by the pipeline's own query encoder. Also FAISS alone (no refine)."""
+    from ragroute.rag.ann import AnnIndex
+    from ragroute.rag.corpus import load_questions
+    from ragroute.rag.dense import DenseEncoder
+    from ragroute.rag.pipeline import load_pipeline_config
+    from ragroute.rag.shards import EMBEDDINGS_DIR, EmbeddingShards
+    from ragroute.rag.store import CorpusStore
 
-    from ragroute.rag.pipeline import RAGPipeline, load_pipeline_config
-
-    queries = np.load(queries_path).astype(np.float32)
-    pipeline = RAGPipeline.from_config(load_pipeline_config(config, [f"corpus={store}", f"index={index}"]))
-    ann = dense_ann(pipeline)
+    cfg = load_pipeline_config(config, [f"corpus={store}", f"index={index}", *PIPELINE_SET])
+    corpus = CorpusStore.open(store)
+    live = corpus.live_mask()
+    encoder = DenseEncoder(
+        cfg.dense_model,
+        cfg.dense_doc_model,
+        cfg.device,
+        cfg.dense_batch_size,
+        cfg.dense_max_seq_length,
+        cfg.query_threads,
+        cfg.query_quantization,
+    )
+    shards = EmbeddingShards(index / EMBEDDINGS_DIR, len(live))
+    dense_cfg = json.loads((index / "manifest.json").read_text())["dense"]
+    ann = AnnIndex(
+        index,
+        encoder,
+        shards,
+        None if live.all() else live,
+        cfg.nprobe if cfg.nprobe is not None else dense_cfg.get("nprobe"),
+        cfg.ef_search if cfg.ef_search is not None else dense_cfg.get("ef_search"),
+        cfg.refine_k,
+    )
+    questions = [q.question for q in load_questions(dataset).items]
+    vectors = encoder.encode_queries(questions)
     started = time.perf_counter()
-    found = ann.search_vectors(queries, k)
-    ann_s = time.perf_counter() - started
-    live = pipeline.corpus.live_mask()
+    found = [positions for positions, _ in ann.search(questions, k)]
+    ann_ms = (time.perf_counter() - started) / len(questions) * 1000
+    _, raw = ann.index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
     started = time.perf_counter()
-    exact = exact_top_k(index / EMBEDDINGS_DIR, len(live), queries, k, live if not live.all() else None)
+    exact = exact_top_k(index / EMBEDDINGS_DIR, len(live), vectors, k, None if live.all() else live)
     exact_s = time.perf_counter() - started
-    hits = [len(set(map(int, f[:k])) & set(map(int, e))) for f, e in zip(found, exact, strict=True)]
+
+    def recall(got) -> float:  # noqa: ANN001
+        hits = sum(len(set(map(int, g[:k])) & set(map(int, e))) for g, e in zip(got, exact, strict=True))
+        return round(hits / (k * len(questions)), 4)
+
     out.write_text(
         json.dumps(
             {
-                "ann_recall_at_10": round(sum(hits) / (k * len(queries)), 4),
-                "ann_batch_s": round(ann_s, 2),
-                "exact_s": round(exact_s, 1),
-                "n_queries": len(queries),
+                "ann_recall_at_10": recall(found),
+                "faiss_only_recall_at_10": recall(raw),
+                "ann_factory": dense_cfg.get("factory"),
+                "ann_refine_k": cfg.refine_k,
+                "ann_search_ms_per_q": round(ann_ms, 2),
+                "exact_batch_s": round(exact_s, 1),
+                "ann_n_queries": len(questions),
             },
             indent=2,
         )
     )
 
 
-def dense_ann(pipeline):  # noqa: ANN001, ANN201 - filled in once the INDEX API is known
-    raise NotImplementedError
-
-
 def run_worker(kind: str, args: list[str], work: Path) -> dict:
     out = work / f"{kind}.json"
     out.unlink(missing_ok=True)
-    cmd = [sys.executable, __file__, f"--worker={kind}", *args, f"--worker-out={out}"]
+    sets = [f"--set={kv}" for kv in PIPELINE_SET]
+    cmd = [sys.executable, __file__, f"--worker={kind}", *args, *sets, f"--worker-out={out}"]
     m = run_measured(cmd, work / f"{kind}.log", env=child_env(), nice=0)
     if m.returncode != 0:
         raise RuntimeError(f"{kind} worker failed (rc {m.returncode}); see {work / f'{kind}.log'}")
@@ -291,7 +348,7 @@ def measured_step(work: Path, name: str, cmd: list[str]) -> dict:
     return row
 
 
-def build_step(work: Path, size: int, previous: int, files: list[Path], index_config: str) -> dict:
+def build_step(work: Path, size: int, previous: int, files: list[Path], index_args: list[str]) -> dict:
     """First size: `corpus build` then `index build`; later sizes: `index update` with the new files."""
     store, index, inputs = str(work / "store"), str(work / "index"), [str(f) for f in files]
     if previous == 0:
@@ -304,7 +361,7 @@ def build_step(work: Path, size: int, previous: int, files: list[Path], index_co
             "index_build": measured_step(
                 work,
                 f"index_build_{size}",
-                ragroute_cmd("index", "build", "--store", store, "--out", index, "--config", index_config),
+                ragroute_cmd("index", "build", "--store", store, "--out", index, *index_args),
             ),
         }
     cmd = ragroute_cmd("index", "update", "--store", store, "--index", index, "--input", *inputs)
@@ -329,7 +386,7 @@ def measure_size(work: Path, size: int, config: str, dataset: str) -> dict:
     store, index = work / "store", work / "index"
     common = [f"--store={store}", f"--index={index}", f"--config={config}", f"--dataset={dataset}"]
     serve = run_worker("serve", common, work)
-    ann = run_worker("ann", [*common, f"--queries={work / 'questions.npy'}"], work)
+    ann = run_worker("ann", common, work)
     return {**serve, **ann}
 
 
@@ -337,7 +394,7 @@ def run(
     sizes: list[int],
     work: Path,
     dataset: str,
-    index_config: str,
+    index_args: list[str],
     config: str,
     out: Path | None,
     keep_inputs: bool,
@@ -347,15 +404,15 @@ def run(
     work.mkdir(parents=True, exist_ok=True)
     real_docs = load_corpus(dataset)
     doc_vectors, question_vectors = real_vectors(dataset, work)
-    np.save(work / "questions.npy", question_vectors)
     text = TextSampler([d.text for d in real_docs])
     vectors = VectorSampler(doc_vectors, seed=SEED)
     result = {
         "machine": machine(),
         "date": datetime.date.today().isoformat(),
         "dataset": dataset,
-        "index_config": index_config,
+        "index_args": index_args,
         "pipeline_config": config,
+        "pipeline_set": PIPELINE_SET,
         "n_real": len(real_docs),
         "distractor_vectors": {
             **vectors.describe(),
@@ -368,7 +425,7 @@ def run(
     for size in sizes:
         files = grow_to(work, size, previous, real_docs, text)
         prefill_s = prefill_shards(work / "index", previous, size, doc_vectors, vectors)
-        step = build_step(work, size, previous, files, index_config)
+        step = build_step(work, size, previous, files, index_args)
         if not keep_inputs:
             for f in files:
                 f.unlink()
@@ -409,7 +466,7 @@ def run_resume_check(args: argparse.Namespace) -> dict:
         TextSampler([d.text for d in real_docs]),
         doc_vectors,
         VectorSampler(doc_vectors, seed=SEED),
-        args.index_config,
+        ["--config", args.index_config, *args.index_set],
         args.config,
         args.dataset,
         [m for m in args.kill_at.split("|") if m],
@@ -429,11 +486,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workdir", default="/tmp/rr-scale/run", help="store, index, inputs and logs go here"
     )
-    parser.add_argument("--index-config", default=str(REPO / "configs/index/pubmed.yaml"))
+    parser.add_argument("--index-config", default=str(REPO / "configs/index/pubmed-ivfpq.yaml"))
     parser.add_argument(
         "--config",
         default=str(REPO / "configs/pipeline/large-corpus.yaml"),
         help="pipeline config the serving side uses (corpus and index are set to the built ones)",
+    )
+    parser.add_argument(
+        "--index-set",
+        default="",
+        help="extra `ragroute index build` options, space-separated (e.g. '--factory IVF1024,PQ48')",
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], help="serving pipeline override key=value (repeatable)"
     )
     parser.add_argument("--json", help="write the results here (after every size)")
     parser.add_argument("--keep-inputs", action="store_true", help="keep the generated JSONL files")
@@ -448,15 +513,19 @@ def main(argv: list[str] | None = None) -> int:
         help="'|'-separated log texts; the build is killed when each appears (first run: at the first, ...)",
     )
     parser.add_argument("--worker", choices=["serve", "ann", "retrieved"], help=argparse.SUPPRESS)
-    for name in ("worker-out", "store", "index", "queries"):
+    for name in ("worker-out", "store", "index"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    global ROWS_PER_SHARD
+    ROWS_PER_SHARD = rows_per_shard(args.index_config)
+    PIPELINE_SET.extend(args.set)
+    args.index_set = args.index_set.split()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.worker == "serve":
         serve_worker(Path(args.store), Path(args.index), args.config, args.dataset, Path(args.worker_out))
         return 0
     if args.worker == "ann":
-        ann_worker(Path(args.store), Path(args.index), args.config, Path(args.queries), Path(args.worker_out))
+        ann_worker(Path(args.store), Path(args.index), args.config, args.dataset, Path(args.worker_out))
         return 0
     if args.worker == "retrieved":
         retrieved_worker(Path(args.store), Path(args.index), args.config, args.dataset, Path(args.worker_out))
@@ -472,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes,
         Path(args.workdir),
         args.dataset,
-        args.index_config,
+        ["--config", args.index_config, *args.index_set],
         args.config,
         Path(args.json) if args.json else None,
         args.keep_inputs,
@@ -510,7 +579,7 @@ def resume_check(
     text: TextSampler,
     real: np.ndarray,
     sampler: VectorSampler,
-    index_config: str,
+    index_args: list[str],
     config: str,
     dataset: str,
     kill_markers: list[str],
@@ -533,9 +602,7 @@ def resume_check(
         index = work / f"index_{name}"
         shutil.rmtree(index, ignore_errors=True)
         prefill_shards(index, 0, ROWS_PER_SHARD, real, sampler)
-        cmd = ragroute_cmd(
-            "index", "build", "--store", str(store), "--out", str(index), "--config", index_config
-        )
+        cmd = ragroute_cmd("index", "build", "--store", str(store), "--out", str(index), *index_args)
         attempts = []
         for marker in [*markers, None]:
             m = run_measured(cmd, work / f"{name}_{len(attempts)}.log", env=child_env(), kill_when=marker)
@@ -574,7 +641,9 @@ def retrieved_worker(store: Path, index: Path, config: str, dataset: str, out: P
     from ragroute.rag.corpus import load_questions
     from ragroute.rag.pipeline import RAGPipeline, load_pipeline_config
 
-    pipeline = RAGPipeline.from_config(load_pipeline_config(config, [f"corpus={store}", f"index={index}"]))
+    pipeline = RAGPipeline.from_config(
+        load_pipeline_config(config, [f"corpus={store}", f"index={index}", *PIPELINE_SET])
+    )
     questions = [q.question for q in load_questions(dataset).items]
     retrieved = [[(d.id, round(d.score, 5)) for d in p.docs] for p in pipeline.prepare_batch(questions)]
     out.write_text(json.dumps({"retrieved": retrieved}))
