@@ -6,12 +6,15 @@ from dataclasses import dataclass, field
 
 from ragroute.errors import UserError
 from ragroute.rag.corpus import Document, QAItem, load_corpus, load_questions
+from ragroute.rag.pipeline import open_corpus
+from ragroute.rag.retrieve import as_corpus
+from ragroute.rag.store import CorpusReader
 
 
 @dataclass
 class RunInputs:
     questions: list[QAItem]
-    corpus: list[Document]
+    corpus: list[Document] | CorpusReader  # a list for files, the memory-mapped store for a store directory
     problems: list[str] = field(default_factory=list)
 
 
@@ -26,14 +29,14 @@ def load_inputs(questions_path: str | None, corpus_path: str | None) -> RunInput
         except UserError as exc:
             raise UserError(f"no --corpus given and the questions file is not a corpus itself: {exc}") from None
     else:
-        corpus = load_corpus(corpus_path)
-    if not corpus:
+        corpus = open_corpus(corpus_path)
+    if not len(corpus):
         raise UserError(f"the corpus {corpus_path or questions_path} holds no documents")
-    known = {doc.id for doc in corpus}
+    reader = as_corpus(corpus)  # ids are looked up through the store's on-disk index, never collected in a set
     problems = list(question_set.problems)
     questions = []
     for item in question_set.items:
-        if item.gold_doc_id is not None and item.gold_doc_id not in known:
+        if item.gold_doc_id is not None and reader.position_of(item.gold_doc_id) is None:
             problems.append(f"question {item.id}: unknown doc id {item.gold_doc_id}")
             continue
         questions.append(item)

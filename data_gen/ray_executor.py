@@ -108,10 +108,11 @@ class PrepareStage:
     """Ray Data actor: builds the RAG pipeline once (indexes from ``index_dir`` or built), then prepares
     batches of questions."""
 
-    def __init__(self, pipeline_cfg: Any, corpus: list[Document]) -> None:
-        from ragroute.rag.pipeline import RAGPipeline
+    def __init__(self, pipeline_cfg: Any, corpus: list[Document] | str) -> None:
+        from ragroute.rag.pipeline import RAGPipeline, open_corpus
 
-        self.pipeline = RAGPipeline(pipeline_cfg, corpus)
+        # A corpus store travels as its directory: each actor memory-maps it (shared page cache, no copy).
+        self.pipeline = RAGPipeline(pipeline_cfg, open_corpus(corpus) if isinstance(corpus, str) else corpus)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         items = [QAItem(**json.loads(text)) for text in batch["item"]]
@@ -277,7 +278,8 @@ def answer_with_ray(
         ray.data.DataContext.get_current().enable_progress_bars = False
         ds = question_blocks(items, cfg.batch_size).map_batches(
             PrepareStage,
-            fn_constructor_kwargs={"pipeline_cfg": cfg.pipeline, "corpus": corpus},
+            fn_constructor_kwargs={"pipeline_cfg": cfg.pipeline,
+                               "corpus": corpus if isinstance(corpus, list) else str(corpus.directory)},
             batch_size=cfg.batch_size,
             compute=ray.data.ActorPoolStrategy(size=cfg.ray_prepare_actors),
             num_cpus=cfg.ray_prepare_cpus,

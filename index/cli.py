@@ -48,3 +48,40 @@ def corpus_cli(argv: list[str]) -> int:
         manifest = read_manifest(args.store)
     print(json.dumps(main.corpus_summary(manifest), indent=2))
     return 0
+
+
+INDEX_USAGE = """\
+    ragroute index build --store STORE --out INDEX [--config configs/index/NAME.yaml] [--executor ray] [--factory ...]
+    ragroute index update --store STORE --index INDEX [--input NEWFILES...]
+"""
+
+
+def index_cli(argv: list[str]) -> int:
+    """``ragroute index build|update``: the sparse (tantivy) and dense (FAISS) indexes of a corpus store."""
+    from ragroute.config import add_config_arguments, config_from_args
+
+    parser = _parser("ragroute index")
+    parser.usage = INDEX_USAGE
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    build = sub.add_parser("build", help="build (or resume building) the indexes of a store")
+    build.add_argument("--store", required=True, help="the corpus store directory (`ragroute corpus build`)")
+    build.add_argument("--out", required=True, help="the index directory (an unfinished build there is resumed)")
+    from index.config import IndexConfig
+
+    add_config_arguments(build, IndexConfig)
+    update = sub.add_parser("update", help="apply update files to the store, then add/delete in the indexes")
+    update.add_argument("--store", required=True, help="the corpus store directory the index was built from")
+    update.add_argument("--index", required=True, help="the index directory")
+    update.add_argument("--input", nargs="*", default=[], metavar="FILE",
+                        help="update files (none: only bring the index up to the store, e.g. after an interruption)")
+    update.add_argument("--executor", choices=("local", "ray"), default="local", help="where embeddings are computed")
+    args = parser.parse_args(argv)
+    from index.index_build import build_index, update_index
+
+    if args.action == "build":
+        manifest = build_index(args.store, args.out, config_from_args(IndexConfig, args))
+    else:
+        manifest = update_index(args.store, args.index, args.input, args.executor)
+    summary = {k: manifest[k] for k in ("store_fingerprint", "store_rows_indexed", "sparse", "dense")}
+    print(json.dumps(summary | {"last": manifest["history"][-1]}, indent=2))
+    return 0

@@ -8,10 +8,13 @@ segment per new file and commits with a new manifest (see :mod:`index.corpus_wri
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ import numpy as np
 from index.corpus_write import SegmentResult, commit_generation, source_info, write_json_atomic, write_segment
 from index.sources import ProblemLog, check_inputs
 from ragroute.errors import UserError
-from ragroute.rag.store import MANIFEST, is_store, read_manifest
+from ragroute.rag.store import is_store, read_manifest
 
 logger = logging.getLogger("ragroute.corpus")
 
@@ -147,9 +150,26 @@ def _remove_uncommitted(store: Path, manifest: dict[str, Any]) -> None:
             path.unlink()
 
 
+@contextmanager
+def _update_lock(store: Path) -> Iterator[None]:
+    """One update of a store at a time (a second one would number its segments the same)."""
+    with (store / "update.lock").open("w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another update of {store} is running") from None
+        yield
+
+
 def update_store(store_dir: str | Path, inputs: list[str]) -> UpdateResult:
     """Add new ids, replace existing ones (old row dead, new row appended) and delete DeleteCitation ids."""
     store = Path(store_dir)
+    read_manifest(store)  # a clear error when it is not a store
+    with _update_lock(store):
+        return _update_locked(store, inputs)
+
+
+def _update_locked(store: Path, inputs: list[str]) -> UpdateResult:
     old = read_manifest(store)
     paths = check_inputs(inputs)
     _remove_uncommitted(store, old)
@@ -159,16 +179,9 @@ def update_store(store_dir: str | Path, inputs: list[str]) -> UpdateResult:
     if not any(seg.rows or seg.deletes for seg in segments):
         _remove_uncommitted(store, old)
         raise UserError(f"no usable documents or deletions in {len(paths)} update file(s)")
-    before = ~np.load(store / old["dead"])
     manifest, dead = commit_generation(store, old, segments, "update")
     entry = manifest["history"][-1]
     logger.info("corpus update: %d added, %d replaced, %d deleted (%d deletions of unknown ids); %s live rows",
                 entry["added"], entry["replaced"], entry["deleted"], entry["deletes_unknown"], f"{manifest['live']:,}")
-    dead_positions = np.flatnonzero(dead.mask[: len(before)] & before)
-    return UpdateResult(first_new_pos=int(old["rows"]), n_new=entry["added"],
-                        dead_positions=np.concatenate([dead_positions, np.flatnonzero(dead.mask[len(before):])
-                                                       + len(before)]),
+    return UpdateResult(first_new_pos=int(old["rows"]), n_new=entry["added"], dead_positions=dead.newly_dead,
                         manifest=manifest)
-
-
-__all__ = ["MANIFEST", "UpdateResult", "build_store", "update_store"]

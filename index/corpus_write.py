@@ -147,6 +147,7 @@ class DeadRows:
     replaced: int = 0
     deleted: int = 0
     deletes_unknown: int = 0  # DeleteCitation ids not (or no longer) in the store
+    newly_dead: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # sorted positions
 
 
 def _newest_in(sorted_hash: np.ndarray, sorted_pos: np.ndarray, doc_id: str, reader: CorpusStore) -> int | None:
@@ -246,18 +247,16 @@ def commit_generation(directory: Path, old_manifest: dict[str, Any] | None, segm
     if old_store is not None:
         _supersede_old(dead, _new_ids(reader, base), old_store)
     _apply_deletes(dead, segments, base, lookup, reader, old_store)
-    newly_dead = np.flatnonzero(dead.mask & ~before)
+    dead.newly_dead = np.flatnonzero(dead.mask & ~before).astype(np.int64)
     digest = hashlib.sha256(old["fingerprint"].encode())
     for seg in segments:
         digest.update(seg.sha256.encode())
-    digest.update(newly_dead.astype(np.int64).tobytes())
+    digest.update(dead.newly_dead.tobytes())
     manifest["dead"] = f"dead.{gen:06d}.npy"
     save_npy_atomic(directory / manifest["dead"], dead.mask)
     _finish_manifest(manifest, old, segments, dead, action, digest.hexdigest()[:24], base)
     write_json_atomic(directory / MANIFEST, manifest)
-    if old_manifest and old_manifest.get("dead") != manifest["dead"]:
-        (directory / old_manifest["dead"]).unlink(missing_ok=True)
-    return manifest, dead
+    return manifest, dead  # the previous dead mask stays for readers of the previous manifest (next update drops it)
 
 
 def _finish_manifest(manifest: dict[str, Any], old: dict[str, Any], segments: list[SegmentResult], dead: DeadRows,

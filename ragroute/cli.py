@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train.cli:cli", "distill a student from teacher data (SFT and logit KD; also via accelerate launch)"),
     "router": ("router.cli:cli", "fit, evaluate and use the simple-vs-hard question router"),
     "corpus": ("index.cli:corpus_cli", "build and update the on-disk corpus store (JSONL, Parquet, PubMed XML)"),
+    "index": ("index.cli:index_cli", "build and update the sparse (tantivy) and dense (FAISS) indexes of a corpus store"),
     "serve": ("serve.cli:cli", "start the routed inference API (answers + OpenAI-compatible chat)"),
     "eval": ("evaluation.cli:cli", "compare teacher-only, student-only and routed systems: quality and latency"),
     "loop": ("evaluation.loop:cli", "hard questions -> teacher data -> retrain student -> refit router, kept if better"),

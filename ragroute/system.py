@@ -28,7 +28,11 @@ from ragroute.rag.config import PipelineConfig
 log = logging.getLogger("ragroute.system")
 
 # Pipeline settings that change how fast or where the work runs, not which answers come out.
-EXECUTION_ONLY = frozenset({"index_dir", "query_threads", "dense_batch_size", "device", "bm25_backend"})
+EXECUTION_ONLY = frozenset({"index_dir", "query_threads", "dense_batch_size", "device", "bm25_backend",
+                            "implicit_index_max_docs"})
+# Pipeline settings that only act on a built index (``index``): left out of the record without one, so systems
+# recorded before built indexes existed keep their hash.
+BUILT_INDEX_ONLY = ("index", "nprobe", "ef_search", "refine_k")
 # What names a model's weights; the rest of a ModelSpec is display (name, description) or loading detail.
 MODEL_IDENTITY = ("path", "tokenizer", "revision")
 MODEL_RECORDED = (*MODEL_IDENTITY, "name", "dtype", "max_model_len")
@@ -45,6 +49,21 @@ def sampling_record(sampling: SamplingConfig) -> dict[str, Any]:
     return record
 
 
+def pipeline_record(pipeline: PipelineConfig) -> dict[str, Any]:
+    """The pipeline as artifacts record it; with a built index, also that index's identity (store fingerprint,
+    engines, embedding model, FAISS factory and default knobs), read from its manifest."""
+    record = {k: v for k, v in config_to_dict(pipeline).items() if k not in EXECUTION_ONLY}
+    if not pipeline.index:
+        return {k: v for k, v in record.items() if k not in BUILT_INDEX_ONLY}
+    from ragroute.rag.built_index import index_identity, read_index_manifest
+
+    try:
+        record["index_identity"] = index_identity(read_index_manifest(pipeline.index))
+    except UserError:
+        record["index_identity"] = None  # not on this machine: the paths then stand for it
+    return record
+
+
 @dataclass
 class SystemSpec:
     """What makes an answer: the pipeline, the model and the sampling."""
@@ -58,7 +77,7 @@ class SystemSpec:
         model = config_to_dict(self.model)
         return {
             "model": {key: model[key] for key in MODEL_RECORDED},
-            "pipeline": {k: v for k, v in config_to_dict(self.pipeline).items() if k not in EXECUTION_ONLY},
+            "pipeline": pipeline_record(self.pipeline),
             "sampling": sampling_record(self.sampling),
         }
 
@@ -84,7 +103,12 @@ def _build(cls: type, values: dict[str, Any]) -> Any:
 
 
 def identity_of(record: dict[str, Any]) -> dict[str, Any]:
-    return {**record, "model": {k: record["model"].get(k) for k in MODEL_IDENTITY}}
+    """What decides the answers. With a built index's identity the store and index paths are only where they
+    are: a copy of the same store and index elsewhere is the same system."""
+    pipeline = record.get("pipeline", {})
+    if pipeline.get("index_identity"):
+        pipeline = {k: v for k, v in pipeline.items() if k not in ("corpus", "index")}
+    return {**record, "model": {k: record["model"].get(k) for k in MODEL_IDENTITY}, "pipeline": pipeline}
 
 
 def system_hash(record: dict[str, Any]) -> str:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections import OrderedDict
 from typing import Any
 
-from ragroute.rag.retrieve import Hit
+from ragroute.rag.retrieve import Hit, as_corpus
 
 _SPACE = re.compile(r"\s+")
 
@@ -18,17 +18,23 @@ def text_key(text: str) -> str:
 
 
 class DuplicateKeys:
-    """``text_key`` of each corpus document, computed on first use and remembered (a served corpus sees the
-    same popular documents again and again)."""
+    """``text_key`` of corpus documents, computed for the candidates a question gets (never for the whole
+    corpus) and remembered in a bounded LRU cache (a served corpus sees the same popular documents again and
+    again)."""
 
-    def __init__(self, corpus: Sequence[Any]) -> None:
-        self.corpus = corpus
-        self._keys: dict[int, str] = {}
+    def __init__(self, corpus: Any, max_cached: int = 100_000) -> None:
+        self.corpus = as_corpus(corpus)  # a list of documents, a store, anything with document(pos)
+        self.max_cached = max_cached
+        self._keys: OrderedDict[int, str] = OrderedDict()
 
     def __call__(self, doc: int) -> str:
         key = self._keys.get(doc)
         if key is None:
-            key = self._keys[doc] = text_key(self.corpus[doc].text)
+            key = self._keys[doc] = text_key(self.corpus.document(doc).text)
+            if len(self._keys) > self.max_cached:
+                self._keys.popitem(last=False)
+        else:
+            self._keys.move_to_end(doc)
         return key
 
 

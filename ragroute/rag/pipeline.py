@@ -20,8 +20,15 @@ from ragroute.rag.filter import DuplicateKeys, filter_hits
 from ragroute.rag.prompt import build_messages
 from ragroute.rag.rerank import create_reranker
 from ragroute.rag.retrieve import IndexStore, create_retriever
+from ragroute.rag.store import CorpusReader, CorpusStore, is_store
 
-__all__ = ["PipelineConfig", "PreparedPrompt", "RAGPipeline", "RetrievedDoc", "load_pipeline_config"]
+
+def open_corpus(corpus: str) -> list[Document] | CorpusReader:
+    """A corpus store directory as a :class:`CorpusStore` (memory-mapped), anything else through ``load_corpus``."""
+    return CorpusStore.open(corpus) if is_store(corpus) else load_corpus(corpus)
+
+
+__all__ = ["PipelineConfig", "PreparedPrompt", "RAGPipeline", "RetrievedDoc", "load_pipeline_config", "open_corpus"]
 
 STAGES = ("retrieval", "rerank", "filter", "prompt")
 
@@ -51,22 +58,23 @@ class PreparedPrompt:
 
 
 class RAGPipeline:
-    def __init__(self, cfg: PipelineConfig, corpus: list[Document]) -> None:
-        if not corpus:
+    def __init__(self, cfg: PipelineConfig, corpus: list[Document] | CorpusReader) -> None:
+        if not len(corpus):
             raise UserError("the RAG pipeline needs at least one document")
         self.cfg = cfg
-        self.corpus = corpus
         self.store = IndexStore(cfg, corpus)
-        self.duplicate_keys = DuplicateKeys(corpus)
+        self.corpus = self.store.corpus  # the read protocol: documents by position (InMemoryCorpus for a list)
+        self.duplicate_keys = DuplicateKeys(self.corpus)
         self.retriever = create_retriever(cfg, self.store)
         self.reranker = create_reranker(cfg, self.store)
 
     @classmethod
     def from_config(cls, cfg: PipelineConfig) -> RAGPipeline:
-        """A pipeline over ``cfg.corpus`` ('demo' is the bundled demo corpus)."""
+        """A pipeline over ``cfg.corpus``: a corpus store directory (with ``cfg.index``), a file, or 'demo' (the
+        bundled demo corpus)."""
         if cfg.corpus is None:
-            raise UserError("the pipeline config names no corpus: set corpus (a file, or 'demo')")
-        return cls(cfg, load_corpus(cfg.corpus))
+            raise UserError("the pipeline config names no corpus: set corpus (a store directory, a file, or 'demo')")
+        return cls(cfg, open_corpus(cfg.corpus))
 
     def warmup(self) -> None:
         """Run one throw-away question so that lazy initialisation (torch kernels, page-ins of the memory-mapped
@@ -110,7 +118,7 @@ class RAGPipeline:
             started = time.perf_counter()
             docs = [
                 RetrievedDoc(id=d.id, title=d.title, text=d.text, score=h.score)
-                for h, d in ((h, self.corpus[h.doc]) for h in hits)
+                for h, d in zip(hits, self.corpus.documents([h.doc for h in hits]), strict=True)
             ]
             messages = build_messages(
                 question, docs, cfg.instruction, cfg.template, cfg.max_chars, cfg.instruction_as_system

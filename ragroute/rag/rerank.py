@@ -61,12 +61,17 @@ class CrossEncoderReranker(Reranker):
             self.model: Any = CrossEncoder(model, device=resolve_device(device))
         except OSError as exc:
             raise hub_error(model, exc) from None
-        self.texts = [document_text(d.title, d.text) for d in store.corpus]
+        self.corpus = store.corpus  # documents are read by position when scored (a store is not held in memory)
+        self.document_text = document_text
         self.batch_size = batch_size
+
+    def _text(self, pos: int) -> str:
+        doc = self.corpus.document(pos)
+        return self.document_text(doc.title, doc.text)
 
     def rerank(self, queries: list[str], candidates: list[list[Hit]]) -> list[list[Hit]]:
         # One predict call for the whole batch: the pairs of all questions share forward passes.
-        pairs = [(q, self.texts[h.doc]) for q, hits in zip(queries, candidates, strict=True) for h in hits]
+        pairs = [(q, self._text(h.doc)) for q, hits in zip(queries, candidates, strict=True) for h in hits]
         if not pairs:
             return [[] for _ in queries]
         scores = iter(

@@ -12,17 +12,21 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ragroute.rag.cache import corpus_fingerprint, default_index_dir, index_key, load_or_build
+from ragroute.errors import UserError
+from ragroute.rag.cache import default_index_dir, index_key, load_or_build
 
 if TYPE_CHECKING:
+    from ragroute.rag.ann import AnnIndex
     from ragroute.rag.bm25 import BM25Index
     from ragroute.rag.config import PipelineConfig
     from ragroute.rag.corpus import Document
     from ragroute.rag.dense import DenseEncoder, DenseIndex
+    from ragroute.rag.sparse import TantivyBM25
+    from ragroute.rag.store import CorpusReader
 
 
 @dataclass
@@ -39,51 +43,99 @@ class Retriever(ABC):
         """The best ``k`` documents for every query, best first."""
 
 
-class IndexStore:
-    """The corpus and its lazily built, disk-cached indexes (one of each kind per store)."""
+def as_corpus(corpus: Any) -> CorpusReader:
+    """A list of documents as an :class:`InMemoryCorpus`; a store (or another reader) as it is."""
+    from ragroute.rag.store import InMemoryCorpus
 
-    def __init__(self, cfg: PipelineConfig, corpus: list[Document]) -> None:
+    return InMemoryCorpus(corpus) if isinstance(corpus, list) else corpus
+
+
+class IndexStore:
+    """The corpus and its indexes (one of each kind per store): those of ``cfg.index`` when set (built by
+    ``ragroute index build``, checked against the store's manifest), else built on first use and cached on disk
+    (small corpora only: above ``cfg.implicit_index_max_docs`` documents that is a UserError)."""
+
+    def __init__(self, cfg: PipelineConfig, corpus: list[Document] | CorpusReader) -> None:
         self.cfg = cfg
-        self.corpus = corpus
+        self.corpus = as_corpus(corpus)
         self.root = Path(cfg.index_dir).expanduser() if cfg.index_dir else default_index_dir()
-        self._fingerprint: str | None = None
-        self._bm25: BM25Index | None = None
+        self._bm25: BM25Index | TantivyBM25 | None = None
         self._encoder: DenseEncoder | None = None
-        self._dense: DenseIndex | None = None
+        self._dense: DenseIndex | AnnIndex | None = None
+        self.built: dict[str, Any] | None = None  # the index manifest of cfg.index
+        self.live: np.ndarray | None = None  # the store's live rows (built indexes hold dead rows too)
+        if cfg.index:
+            self._open_built(cfg.index)
+
+    def _open_built(self, directory: str) -> None:
+        from ragroute.rag.built_index import check_index, doc_model_label, read_index_manifest
+
+        manifest = read_index_manifest(directory)
+        doc_model = doc_model_label(self.cfg.dense_model, self.cfg.dense_doc_model)
+        check_index(directory, manifest, self.corpus.fingerprint, getattr(self.corpus, "directory", None), doc_model)
+        if manifest["store_rows_indexed"] != len(self.corpus):
+            raise UserError(f"the index in {directory} covers {manifest['store_rows_indexed']} rows, the store has "
+                            f"{len(self.corpus)}: run `ragroute index update`")
+        self.built = manifest
+        live = self.corpus.live_mask()
+        self.live = None if live.all() else live
 
     @property
     def fingerprint(self) -> str:
-        if self._fingerprint is None:
-            self._fingerprint = corpus_fingerprint(self.corpus)
-        return self._fingerprint
+        return self.corpus.fingerprint
 
-    def bm25(self) -> BM25Index:
-        if self._bm25 is None:
-            from ragroute.rag.bm25 import BM25Index, BM25Settings
-
-            cfg = self.cfg
-            settings = BM25Settings(
-                k1=cfg.bm25_k1,
-                b=cfg.bm25_b,
-                method=cfg.bm25_method,
-                stemmer=cfg.bm25_stemmer,
-                stopwords=cfg.bm25_stopwords,
+    def _implicit(self, what: str) -> None:
+        """Refuse to build ``what`` as a side effect for a large corpus."""
+        if len(self.corpus) > self.cfg.implicit_index_max_docs:
+            raise UserError(
+                f"the corpus has {len(self.corpus):,} documents: building its {what} on first use is limited to "
+                f"{self.cfg.implicit_index_max_docs:,} (implicit_index_max_docs). Build the indexes once with "
+                "`ragroute corpus build` + `ragroute index build` and set the pipeline's corpus (the store) and "
+                "index"
             )
-            target = self.root / index_key("bm25", self.fingerprint, asdict(settings))
 
-            def build(directory: Path) -> None:
-                # Titles are indexed with the text: for most corpora they are the densest summary of the paper.
-                texts = [f"{d.title}\n{d.text}" if d.title else d.text for d in self.corpus]
-                BM25Index.build(texts, settings, backend=cfg.bm25_backend).save(directory)
+    def _built_part(self, part: str) -> dict[str, Any]:
+        assert self.built is not None
+        settings = self.built.get(part)
+        if not settings:
+            raise UserError(f"the index {self.cfg.index} has no {part} index (retriever {self.cfg.retriever!r}, "
+                            f"reranker {self.cfg.reranker!r}); rebuild it with {part} enabled")
+        return settings
 
-            def load(directory: Path) -> BM25Index:
-                index = BM25Index.load(directory, mmap=True, backend=cfg.bm25_backend)
-                if index.n_docs != len(self.corpus):
-                    raise ValueError(f"index has {index.n_docs} documents, corpus has {len(self.corpus)}")
-                return index
-
-            self._bm25 = load_or_build(target, build, load)
+    def bm25(self) -> BM25Index | TantivyBM25:
+        if self._bm25 is None:
+            self._bm25 = self._open_sparse() if self.built else self._cached_bm25()
         return self._bm25
+
+    def _open_sparse(self) -> TantivyBM25:
+        from ragroute.rag.built_index import SPARSE_DIR
+        from ragroute.rag.sparse import AnalyzerSettings, TantivyBM25
+
+        settings = self._built_part("sparse")
+        analyzer = AnalyzerSettings(stemmer=settings["stemmer"], stopwords=settings["stopwords"])
+        return TantivyBM25(Path(self.cfg.index) / SPARSE_DIR, analyzer, live=self.live)
+
+    def _cached_bm25(self) -> BM25Index:
+        from ragroute.rag.bm25 import BM25Index, BM25Settings
+
+        cfg = self.cfg
+        settings = BM25Settings(
+            k1=cfg.bm25_k1, b=cfg.bm25_b, method=cfg.bm25_method, stemmer=cfg.bm25_stemmer, stopwords=cfg.bm25_stopwords
+        )
+        target = self.root / index_key("bm25", self.fingerprint, asdict(settings))
+
+        def build(directory: Path) -> None:
+            self._implicit("BM25 index")
+            texts = [t for _, _, batch in self.corpus.iter_texts() for t in batch]
+            BM25Index.build(texts, settings, backend=cfg.bm25_backend).save(directory)
+
+        def load(directory: Path) -> BM25Index:
+            index = BM25Index.load(directory, mmap=True, backend=cfg.bm25_backend)
+            if index.n_docs != len(self.corpus):
+                raise ValueError(f"index has {index.n_docs} documents, corpus has {len(self.corpus)}")
+            return index
+
+        return load_or_build(target, build, load)
 
     def encoder(self) -> DenseEncoder:
         if self._encoder is None:
@@ -101,19 +153,36 @@ class IndexStore:
             )
         return self._encoder
 
-    def dense(self) -> DenseIndex:
+    def dense(self) -> DenseIndex | AnnIndex:
         if self._dense is None:
-            from ragroute.rag.dense import DenseIndex
-
-            encoder = self.encoder()
-            settings = {"doc_model": encoder.doc_model_name, "max_seq_length": encoder.max_seq_length}
-            target = self.root / index_key("dense", self.fingerprint, settings)
-            self._dense = load_or_build(
-                target,
-                lambda directory: DenseIndex.build(directory, self.corpus, encoder),
-                lambda directory: DenseIndex.load(directory, encoder, len(self.corpus)),
-            )
+            self._dense = self._open_dense() if self.built else self._cached_dense()
         return self._dense
+
+    def _open_dense(self) -> AnnIndex:
+        from ragroute.rag.ann import AnnIndex
+        from ragroute.rag.shards import EMBEDDINGS_DIR, EmbeddingShards
+
+        settings = self._built_part("dense")
+        directory = Path(self.cfg.index)
+        shards = EmbeddingShards(directory / EMBEDDINGS_DIR, self.built["store_rows_indexed"])
+        return AnnIndex(
+            directory, self.encoder(), shards, live=self.live,
+            nprobe=self.cfg.nprobe or settings.get("nprobe"), ef_search=self.cfg.ef_search or settings.get("ef_search"),
+            refine_k=self.cfg.refine_k,
+        )
+
+    def _cached_dense(self) -> DenseIndex:
+        from ragroute.rag.dense import DenseIndex
+
+        encoder = self.encoder()
+        settings = {"doc_model": encoder.doc_model_name, "max_seq_length": encoder.max_seq_length}
+        target = self.root / index_key("dense", self.fingerprint, settings)
+
+        def build(directory: Path) -> None:
+            self._implicit("document embeddings")
+            DenseIndex.build(directory, self.corpus.documents(range(len(self.corpus))), encoder)
+
+        return load_or_build(target, build, lambda directory: DenseIndex.load(directory, encoder, len(self.corpus)))
 
 
 def _hits(results: list[tuple[np.ndarray, np.ndarray]]) -> list[list[Hit]]:
@@ -121,7 +190,7 @@ def _hits(results: list[tuple[np.ndarray, np.ndarray]]) -> list[list[Hit]]:
 
 
 class BM25Retriever(Retriever):
-    def __init__(self, index: BM25Index) -> None:
+    def __init__(self, index: BM25Index | TantivyBM25) -> None:
         self.index = index
 
     def retrieve(self, queries: list[str], k: int) -> list[list[Hit]]:
@@ -129,7 +198,7 @@ class BM25Retriever(Retriever):
 
 
 class DenseRetriever(Retriever):
-    def __init__(self, index: DenseIndex) -> None:
+    def __init__(self, index: DenseIndex | AnnIndex) -> None:
         self.index = index
 
     def retrieve(self, queries: list[str], k: int) -> list[list[Hit]]:

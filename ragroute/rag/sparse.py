@@ -93,9 +93,10 @@ def open_tantivy(directory: Path, settings: AnalyzerSettings, create: bool = Fal
 class TantivyBM25:
     """Query side: BM25 top-k of analyzed query terms, as (store positions, scores)."""
 
-    def __init__(self, directory: str | Path, settings: AnalyzerSettings) -> None:
+    def __init__(self, directory: str | Path, settings: AnalyzerSettings, live: np.ndarray | None = None) -> None:
         self.directory = Path(directory)
         self.settings = settings
+        self.live = live  # the store's live rows: dead ones are deleted by updates, and filtered here as well
         self.index = open_tantivy(self.directory, settings)
         self.analyzer = make_analyzer(settings)
         self.searcher = self.index.searcher()
@@ -116,16 +117,28 @@ class TantivyBM25:
              for t in terms]
         )
 
-    def search_one(self, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        query = self.query(text)
-        if query is None or k <= 0:
-            return np.empty(0, np.int64), np.empty(0, np.float32)
+    def _top(self, query: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         hits = self.searcher.search(query, limit=k, count=False).hits
         if not hits:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         positions = self.searcher.fast_field_values(POS_FIELD, [address for _, address in hits])
         return np.asarray(positions, dtype=np.int64), np.asarray([s for s, _ in hits], dtype=np.float32)
 
+    def search_one(self, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        query = self.query(text)
+        if query is None or k <= 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        fetch = k
+        while True:
+            positions, scores = self._top(query, fetch)
+            if self.live is None:
+                return positions, scores
+            keep = self.live[positions]
+            if keep.sum() >= k or len(positions) < fetch:
+                return positions[keep][:k], scores[keep][:k]
+            fetch *= 4  # dead rows not yet deleted from the index crowded the top: ask for more
+
     def search(self, queries: list[str], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(store positions, scores) per query, best first, at most ``k``; only documents sharing a term."""
+        """(store positions, scores) per query, best first, at most ``k`` live ones; only documents sharing a
+        term with the query (a query of only stop words finds nothing)."""
         return [self.search_one(q, k) for q in queries]

@@ -19,6 +19,7 @@ SCHEMAS = {
     "serve": "serve.config:ServeConfig",
     "eval": "evaluation.config:EvalConfig",
     "loop": "evaluation.loop:LoopConfig",
+    "index": "index.config:IndexConfig",
 }
 
 ALL_YAMLS = sorted(p for p in CONFIG_ROOT.rglob("*.yaml"))

@@ -23,6 +23,16 @@ from ragroute.rag.store import CorpusStore, is_store
 REPO = Path(__file__).resolve().parents[2]
 
 
+def kill_once_written(proc: subprocess.Popen, marker: Path) -> None:
+    """SIGKILL the process once it has written ``marker`` (it then blocks on a named pipe nobody writes)."""
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
 def test_pubmed_update_adds_replaces_and_deletes(tmp_path: Path, article: Callable, xml_file: Callable) -> None:
     base = xml_file(tmp_path / "pubmed25n0001.xml.gz", [
         article("1", "One", (None, "first")), article("2", "Two", (None, "old two")),
@@ -122,12 +132,7 @@ def test_killed_build_never_opens_and_resumes_from_its_done_files(tmp_path: Path
     cmd = [sys.executable, "-m", "ragroute.cli", "corpus", "build", "--input", str(first), str(second), "--out", str(out)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     marker = tmp_path / "store.partial" / "segments" / "000000.json"
-    deadline = time.monotonic() + 60
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert marker.exists()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_once_written(proc, marker)
     assert not out.exists() and not is_store(tmp_path / "store.partial")
     second.unlink()
     second.write_text('{"id": "100", "text": "doc 100"}\n')
@@ -138,3 +143,41 @@ def test_killed_build_never_opens_and_resumes_from_its_done_files(tmp_path: Path
     store = CorpusStore.open(out)
     assert store.fingerprint == clean["fingerprint"] and len(store) == 101
     assert np.array_equal(store.live_mask(), np.ones(101, bool)) and not (tmp_path / "store.partial").exists()
+
+
+def test_killed_update_leaves_the_previous_store_and_the_next_update_cleans_up(tmp_path: Path) -> None:
+    base = tmp_path / "a.jsonl"
+    base.write_text("".join(json.dumps({"id": str(i), "text": f"doc {i}"}) + "\n" for i in range(10)))
+    build_store([str(base)], tmp_path / "s")
+    before = CorpusStore.open(tmp_path / "s").manifest
+    new = tmp_path / "new.jsonl"
+    new.write_text('{"id": "3", "text": "doc 3 v2"}\n')
+    pipe = tmp_path / "later.jsonl"
+    os.mkfifo(pipe)
+    code = ("from index.corpus_build import update_store; "
+            f"update_store({str(tmp_path / 's')!r}, [{str(new)!r}, {str(pipe)!r}])")
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)})
+    marker = tmp_path / "s" / "segments" / "u000001-000000.json"
+    kill_once_written(proc, marker)
+    store = CorpusStore.open(tmp_path / "s")
+    assert store.manifest == before and store.position_of("3") == 3 and len(store) == 10
+    result = update_store(tmp_path / "s", [str(new)])
+    assert (result.first_new_pos, result.n_new, result.dead_positions.tolist()) == (10, 1, [3])
+    store = CorpusStore.open(tmp_path / "s")
+    assert store.document(store.position_of("3")).text == "doc 3 v2"
+    files = sorted(p.name for p in (tmp_path / "s" / "segments").iterdir())
+    assert files == ["000000.arrow", "000000.idhash.npy", "000000.json",
+                     "u000001-000000.arrow", "u000001-000000.idhash.npy", "u000001-000000.json"]
+
+
+def test_a_second_concurrent_update_is_refused(tmp_path: Path) -> None:
+    import fcntl
+
+    src = tmp_path / "a.jsonl"
+    src.write_text('{"id": "a", "text": "x"}\n')
+    build_store([str(src)], tmp_path / "s")
+    with (tmp_path / "s" / "update.lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(UserError, match="another update"):
+            update_store(tmp_path / "s", [str(src)])
+    assert update_store(tmp_path / "s", [str(src)]).dead_positions.tolist() == [0]

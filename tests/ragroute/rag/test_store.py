@@ -78,6 +78,7 @@ def test_position_of_confirms_the_id_when_hashes_collide(tmp_path: Path, monkeyp
     assert store.live_mask().all()
     assert [store.position_of(str(i)) for i in range(20)] == list(range(20))
     assert store.position_of("20") is None
+    assert store.document(5) == Document("5", "", "doc 5")  # a column of empty strings has no data buffer
 
 
 def test_opening_a_directory_that_is_not_a_store_is_a_user_error(tmp_path: Path) -> None:
@@ -93,3 +94,20 @@ def test_documents_of_an_empty_list_and_in_memory_protocol() -> None:
     memory = InMemoryCorpus(docs)
     assert memory.documents([]) == [] and memory.position_of("zz") is None
     assert list(memory.iter_texts()) == [(0, ["a", "b"], ["x", "T\ny"])]
+
+
+def test_rows_across_many_record_batches_and_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Record batches of 7 rows and two segments: reads that start, end and cross batch and segment bounds."""
+    import index.corpus_write
+
+    monkeypatch.setattr(index.corpus_write, "BATCH_ROWS", 7)
+    docs = [Document(str(i), f"title {i}" if i % 3 else "", "text é " * (i % 5 + 1) + str(i)) for i in range(50)]
+    first = write_jsonl(tmp_path / "a.jsonl", [vars(d) for d in docs[:23]])
+    second = write_jsonl(tmp_path / "b.jsonl", [vars(d) for d in docs[23:]])
+    build_store([str(first), str(second)], tmp_path / "s")
+    store, memory = CorpusStore.open(tmp_path / "s"), InMemoryCorpus(docs)
+    assert len(store.manifest["segments"]) == 2
+    assert store.documents(range(50)) == docs and store.documents([49, 0, 22, 23]) == [docs[i] for i in (49, 0, 22, 23)]
+    for start, stop, batch in ((0, None, 5), (6, 30, 9), (20, 26, 100), (0, 50, 50)):
+        assert list(store.iter_texts(start, stop, batch)) == list(memory.iter_texts(start, stop, batch))
+    assert [store.position_of(str(i)) for i in range(50)] == list(range(50))

@@ -1,0 +1,192 @@
+"""``ragroute index build|update`` on real stores (PubMed XML written by the tests), real tantivy indexes and, in
+the slow tests, real MiniLM embeddings and FAISS indexes; the pipeline then queries them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index.config import IndexConfig
+from index.corpus_build import build_store, update_store
+from index.index_build import build_index, update_index
+from ragroute.errors import UserError
+from ragroute.rag.pipeline import PipelineConfig, RAGPipeline
+from ragroute.rag.store import CorpusStore
+
+REPO = Path(__file__).resolve().parents[2]
+TOPICS = [
+    ("Statins lower LDL cholesterol", "Atorvastatin reduced low-density lipoprotein cholesterol in adults."),
+    ("Aspirin after myocardial infarction", "Low-dose aspirin prevented reinfarction after a heart attack."),
+    ("Metformin in type 2 diabetes", "Metformin improved glycaemic control and HbA1c in diabetic patients."),
+    ("Asthma and inhaled corticosteroids", "Inhaled budesonide reduced asthma exacerbations in children."),
+    ("Malaria vaccine efficacy", "The RTS,S vaccine protected infants against Plasmodium falciparum malaria."),
+    ("Smoking cessation with varenicline", "Varenicline doubled quit rates among heavy tobacco smokers."),
+    ("Hip fracture surgery timing", "Early surgery lowered mortality in elderly patients with hip fractures."),
+    ("Migraine prophylaxis", "Topiramate decreased monthly migraine days versus placebo."),
+    ("Sepsis and early antibiotics", "Each hour of antibiotic delay raised sepsis mortality in emergency wards."),
+    ("Vitamin D and bone density", "Cholecalciferol supplements did not change bone mineral density."),
+]
+SPARSE_ONLY = IndexConfig(dense=False)
+BM25_PIPELINE = {"retriever": "bm25", "reranker": "none", "retrieval_n": 5, "final_n": 3}
+
+
+def make_store(tmp_path: Path, xml_file: Callable, article: Callable, n: int = len(TOPICS)) -> Path:
+    articles = [article(str(1000 + i), title, (None, text)) for i, (title, text) in enumerate(TOPICS[:n])]
+    store = tmp_path / "store"
+    build_store([str(xml_file(tmp_path / "base.xml", articles))], store)
+    return store
+
+
+def top_ids(pipeline: RAGPipeline, question: str) -> list[str]:
+    return [d.id for d in pipeline.prepare(question).docs]
+
+
+def test_sparse_build_answers_by_store_position(tmp_path: Path, xml_file: Callable, article: Callable) -> None:
+    store = make_store(tmp_path, xml_file, article)
+    manifest = build_index(store, tmp_path / "index", SPARSE_ONLY)
+    assert manifest["state"] == "complete" and manifest["store_rows_indexed"] == len(TOPICS)
+    assert manifest["store_fingerprint"] == CorpusStore.open(store).fingerprint
+    pipeline = RAGPipeline.from_config(PipelineConfig(corpus=str(store), index=str(tmp_path / "index"), **BM25_PIPELINE))
+    assert top_ids(pipeline, "Does varenicline help smokers quit tobacco?")[0] == "1005"
+    assert top_ids(pipeline, "malaria vaccine in infants")[0] == "1004"
+    # Query syntax of tantivy's parser is plain text here: it neither errors nor changes the match.
+    assert top_ids(pipeline, 'malaria: "vaccine" AND (infants) OR -x*')[0] == "1004"
+    assert pipeline.prepare("the of and").docs == []  # stop words only: nothing matches
+
+
+def test_update_never_returns_deleted_or_superseded_rows(tmp_path: Path, xml_file: Callable, article: Callable) -> None:
+    store = make_store(tmp_path, xml_file, article)
+    build_index(store, tmp_path / "index", SPARSE_ONLY)
+    update = xml_file(tmp_path / "update.xml", [
+        article("1000", "Statins and muscle pain", (None, "Simvastatin caused myalgia in a minority of users.")),
+        article("2000", "Zinc for the common cold", (None, "Zinc lozenges shortened rhinovirus colds.")),
+    ], deleted=["1004"])
+    manifest = update_index(store, tmp_path / "index", [str(update)])
+    assert manifest["store_rows_indexed"] == len(TOPICS) + 2 and manifest["history"][-1]["dead"] == 2
+    cfg = PipelineConfig(corpus=str(store), index=str(tmp_path / "index"), **BM25_PIPELINE)
+    pipeline = RAGPipeline.from_config(cfg)
+    assert top_ids(pipeline, "zinc lozenges for colds")[0] == "2000"
+    for question in ("atorvastatin low-density lipoprotein cholesterol", "RTS,S malaria vaccine Plasmodium"):
+        docs = pipeline.prepare(question).docs
+        assert "1004" not in [d.id for d in docs]
+        assert all("Atorvastatin" not in d.text for d in docs)  # the superseded text of 1000
+    statin = pipeline.prepare("simvastatin myalgia statins").docs[0]
+    assert statin.id == "1000" and "myalgia" in statin.text
+
+
+def test_live_mask_filters_rows_the_index_still_holds(tmp_path: Path, xml_file: Callable, article: Callable) -> None:
+    """Deleted rows are filtered at query time too: an index whose deletions were not applied (its tantivy
+    files from before the update, the manifest brought to the new store) still returns no dead row."""
+    store = make_store(tmp_path, xml_file, article)
+    build_index(store, tmp_path / "index", SPARSE_ONLY)
+    update_store(store, [str(xml_file(tmp_path / "u.xml", [], deleted=["1004"]))])
+    manifest_path = tmp_path / "index" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["store_fingerprint"] = CorpusStore.open(store).fingerprint
+    manifest_path.write_text(json.dumps(manifest))
+    pipeline = RAGPipeline.from_config(PipelineConfig(corpus=str(store), index=str(tmp_path / "index"), **BM25_PIPELINE))
+    docs = pipeline.prepare("RTS,S malaria vaccine for infants and children with asthma").docs
+    assert docs and "1004" not in [d.id for d in docs]
+
+
+def test_an_index_of_another_store_version_is_refused(tmp_path: Path, xml_file: Callable, article: Callable) -> None:
+    store = make_store(tmp_path, xml_file, article)
+    built = build_index(store, tmp_path / "index", SPARSE_ONLY)["store_fingerprint"]
+    update_store(store, [str(xml_file(tmp_path / "u.xml", [article("3000", "New", (None, "Novel text."))]))])
+    now = CorpusStore.open(store).fingerprint
+    cfg = PipelineConfig(corpus=str(store), index=str(tmp_path / "index"), **BM25_PIPELINE)
+    with pytest.raises(UserError, match=f"{built}.*{now}.*ragroute index update"):
+        RAGPipeline.from_config(cfg)
+    with pytest.raises(UserError, match="ragroute index update"):
+        build_index(store, tmp_path / "index", SPARSE_ONLY)  # a build does not silently rebuild over it
+    update_index(store, tmp_path / "index", [])  # brings the index up to the store without new input
+    assert top_ids(RAGPipeline.from_config(cfg), "novel text")[0] == "3000"
+    (tmp_path / "other").mkdir()
+    other = make_store(tmp_path / "other", xml_file, article, n=3)
+    with pytest.raises(UserError, match="another store"):
+        update_index(other, tmp_path / "index", [])
+
+
+def test_large_corpus_without_index_is_refused(tmp_path: Path, xml_file: Callable, article: Callable) -> None:
+    store = make_store(tmp_path, xml_file, article)
+    cfg = PipelineConfig(corpus=str(store), index_dir=str(tmp_path / "cache"), implicit_index_max_docs=5,
+                         **BM25_PIPELINE)
+    with pytest.raises(UserError, match="ragroute index build"):
+        RAGPipeline.from_config(cfg)
+
+
+def test_cli_build_prints_the_manifest_and_bad_store_exits_2(tmp_path: Path, xml_file: Callable, article: Callable) -> None:
+    store = make_store(tmp_path, xml_file, article)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, "-m", "ragroute.cli", "index", "build", "--store", str(store), "--out",
+                          str(tmp_path / "index"), "--dense", "false"], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert '"store_rows_indexed": 10' in run.stdout
+    bad = subprocess.run([sys.executable, "-m", "ragroute.cli", "index", "build", "--store", str(tmp_path / "nope"),
+                          "--out", str(tmp_path / "i2")], capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2 and "not a corpus store" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ------------------------------------------------------------------------------------ dense (real MiniLM)
+
+DENSE_ARGS = ["--rows-per-shard", "4", "--dense-batch-size", "4", "--device", "cpu", "--factory", "IVF4,Flat",
+              "--train-size", "40", "--nprobe", "2"]
+
+
+def cli_build(store: Path, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "ragroute.cli", "index", "build", "--store", str(store), "--out",
+                             str(out), *DENSE_ARGS], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_killed_build_resumes_to_the_same_index_and_the_pipeline_uses_it(
+    tmp_path: Path, xml_file: Callable, article: Callable
+) -> None:
+    import faiss
+
+    store = make_store(tmp_path, xml_file, article)
+    killed = cli_build(store, tmp_path / "resumed")
+    wait_for(tmp_path / "resumed" / "embeddings" / "shard_000000.done", killed)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    emb = tmp_path / "resumed" / "embeddings"
+    assert not (emb / "shard_000002.done").exists(), "the build finished before it was killed"
+    assert json.loads((tmp_path / "resumed" / "manifest.json").read_text())["state"] == "building"
+    first_shard = (emb / "shard_000000.npy").stat().st_mtime_ns
+    for out in ("resumed", "straight"):
+        proc = cli_build(store, tmp_path / out)
+        assert proc.wait(timeout=600) == 0, proc.stdout.read().decode()[-3000:]
+    assert (emb / "shard_000000.npy").stat().st_mtime_ns == first_shard  # a done shard is never recomputed
+    for k in range(3):
+        np.testing.assert_array_equal(np.load(emb / f"shard_{k:06d}.npy"),
+                                      np.load(tmp_path / "straight" / "embeddings" / f"shard_{k:06d}.npy"))
+    a, b = (faiss.serialize_index(faiss.read_index(str(tmp_path / d / "dense.faiss"))) for d in ("resumed", "straight"))
+    np.testing.assert_array_equal(a, b)
+
+    cfg = PipelineConfig(corpus=str(store), index=str(tmp_path / "resumed"), retriever="hybrid", reranker="bi-encoder",
+                         retrieval_n=5, final_n=3, refine_k=6)
+    pipeline = RAGPipeline.from_config(cfg)
+    assert top_ids(pipeline, "Does topiramate prevent migraine headaches?")[0] == "1007"
+    dense_only = RAGPipeline.from_config(PipelineConfig(**{**vars(cfg), "retriever": "dense"}))
+    assert top_ids(dense_only, "heart attack and aspirin")[0] == "1001"
+    with pytest.raises(UserError, match="all-MiniLM-L6-v2 \\(bundled\\).*other/encoder"):
+        RAGPipeline.from_config(PipelineConfig(**{**vars(cfg), "dense_model": "other/encoder"}))
