@@ -146,12 +146,23 @@ def prefill_shards(index_dir: Path, first: int, stop: int, real: np.ndarray, sam
 
 
 def measured_row(m: Measured) -> dict:
-    return {"s": round(m.seconds, 1), "peak_rss_gb": round(m.peak_rss_bytes / GB, 2), "rc": m.returncode}
+    return {
+        "s": round(m.seconds, 1),
+        "cpu_s": round(m.cpu_s, 1),
+        "peak_rss_gb": round(m.peak_rss_bytes / GB, 2),
+        "rc": m.returncode,
+    }
 
 
-def stage_peaks(m: Measured, markers: dict[str, str]) -> dict[str, dict]:
-    """Seconds and peak RSS between the log lines that start each stage (markers: stage -> text of its first line)."""
-    starts = sorted((t, name) for name, needle in markers.items() if (t := m.first_line(needle)) is not None)
+def stage_peaks(m: Measured, markers: dict[str, tuple[str, ...]]) -> dict[str, dict]:
+    """Seconds and peak RSS of each stage, from the log line that starts it (the first of its needles to appear)
+    to the start of the next stage."""
+    found = {
+        name: [t for n in needles if (t := m.first_line(n)) is not None] for name, needles in markers.items()
+    }
+    starts = sorted((min(ts), name) for name, ts in found.items() if ts)
+    # Before the first stage: startup, and for an update the store update (its log line comes at its end).
+    starts.insert(0, (0.0, "start"))
     out = {}
     for i, (t, name) in enumerate(starts):
         stop = starts[i + 1][0] if i + 1 < len(starts) else m.seconds
@@ -243,36 +254,16 @@ def ann_worker(store: Path, index: Path, config: str, dataset: str, out: Path, k
     """In its own process: the dense retriever of a built index (FAISS candidates + exact refine from the shards,
     as the pipeline searches it) against exact inner-product search over every shard vector, for the dataset's
     questions encoded by the pipeline's own query encoder. Also FAISS alone (no refine)."""
-    from ragroute.rag.ann import AnnIndex
     from ragroute.rag.corpus import load_questions
-    from ragroute.rag.dense import DenseEncoder
-    from ragroute.rag.pipeline import load_pipeline_config
-    from ragroute.rag.shards import EMBEDDINGS_DIR, EmbeddingShards
-    from ragroute.rag.store import CorpusStore
+    from ragroute.rag.pipeline import RAGPipeline, load_pipeline_config
+    from ragroute.rag.shards import EMBEDDINGS_DIR
 
-    cfg = load_pipeline_config(config, [f"corpus={store}", f"index={index}", *PIPELINE_SET])
-    corpus = CorpusStore.open(store)
-    live = corpus.live_mask()
-    encoder = DenseEncoder(
-        cfg.dense_model,
-        cfg.dense_doc_model,
-        cfg.device,
-        cfg.dense_batch_size,
-        cfg.dense_max_seq_length,
-        cfg.query_threads,
-        cfg.query_quantization,
+    pipeline = RAGPipeline.from_config(
+        load_pipeline_config(config, [f"corpus={store}", f"index={index}", *PIPELINE_SET, "retriever=dense"])
     )
-    shards = EmbeddingShards(index / EMBEDDINGS_DIR, len(live))
-    dense_cfg = json.loads((index / "manifest.json").read_text())["dense"]
-    ann = AnnIndex(
-        index,
-        encoder,
-        shards,
-        None if live.all() else live,
-        cfg.nprobe if cfg.nprobe is not None else dense_cfg.get("nprobe"),
-        cfg.ef_search if cfg.ef_search is not None else dense_cfg.get("ef_search"),
-        cfg.refine_k,
-    )
+    live = pipeline.corpus.live_mask()
+    ann = pipeline.store.dense()  # the pipeline's own dense index: FAISS candidates + exact refine
+    encoder = ann.encoder
     questions = [q.question for q in load_questions(dataset).items]
     vectors = encoder.encode_queries(questions)
     started = time.perf_counter()
@@ -282,6 +273,10 @@ def ann_worker(store: Path, index: Path, config: str, dataset: str, out: Path, k
     started = time.perf_counter()
     exact = exact_top_k(index / EMBEDDINGS_DIR, len(live), vectors, k, None if live.all() else live)
     exact_s = time.perf_counter() - started
+    sweep = nprobe_sweep(ann, questions, k, exact)
+    peer = (
+        exact_in_memory_ms(index / EMBEDDINGS_DIR, len(live), vectors[:50]) if len(live) <= 2_000_000 else {}
+    )
 
     def recall(got) -> float:  # noqa: ANN001
         hits = sum(len(set(map(int, g[:k])) & set(map(int, e))) for g, e in zip(got, exact, strict=True))
@@ -292,15 +287,71 @@ def ann_worker(store: Path, index: Path, config: str, dataset: str, out: Path, k
             {
                 "ann_recall_at_10": recall(found),
                 "faiss_only_recall_at_10": recall(raw),
-                "ann_factory": dense_cfg.get("factory"),
-                "ann_refine_k": cfg.refine_k,
+                "ann_factory": pipeline.store.built["dense"]["factory"],
+                "ann_nprobe": ann_nprobe(ann.index),
+                "ann_refine_k": ann.refine_k,
                 "ann_search_ms_per_q": round(ann_ms, 2),
                 "exact_batch_s": round(exact_s, 1),
                 "ann_n_queries": len(questions),
+                "ann_nprobe_sweep": sweep,
+                **peer,
             },
             indent=2,
         )
     )
+
+
+def nprobe_sweep(ann, questions: list[str], k: int, exact: np.ndarray) -> list[dict]:  # noqa: ANN001
+    """ANN recall@k and search ms per question (FAISS + exact refine, as the pipeline searches) at other nprobe
+    values than the configured one: what the knob costs and buys on these vectors."""
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(ann.index)
+    if ivf is None:
+        return []
+    configured, rows = int(ivf.nprobe), []
+    for nprobe in sorted({configured, 64, 128, 256} & set(range(1, ivf.nlist + 1))):
+        ivf.nprobe = nprobe
+        started = time.perf_counter()
+        found = [positions for positions, _ in ann.search(questions, k)]
+        ms = (time.perf_counter() - started) / len(questions) * 1000
+        hits = sum(len(set(map(int, f[:k])) & set(map(int, e))) for f, e in zip(found, exact, strict=True))
+        rows.append(
+            {
+                "nprobe": nprobe,
+                "recall_at_10": round(hits / (k * len(questions)), 4),
+                "ms_per_q": round(ms, 2),
+            }
+        )
+    ivf.nprobe = configured
+    return rows
+
+
+def exact_in_memory_ms(shard_dir: Path, rows: int, queries: np.ndarray) -> dict:
+    """The peer: today's DenseIndex (every embedding as one float32 matrix in memory, exact search per question),
+    timed one question at a time over the same vectors."""
+    from ragroute.rag.shards import EmbeddingShards
+
+    shards = EmbeddingShards(shard_dir, rows)
+    matrix = np.concatenate([np.asarray(shards.shard(k), dtype=np.float32) for k in range(shards.n_shards)])
+    latencies = []
+    for q in queries:
+        started = time.perf_counter()
+        scores = q[None, :] @ matrix.T
+        top = np.argpartition(-scores[0], 9)[:10]
+        top[np.argsort(-scores[0][top])]
+        latencies.append(time.perf_counter() - started)
+    return {
+        "peer_exact_dense_p50_ms": round(float(np.median(latencies)) * 1000, 2),
+        "peer_exact_dense_matrix_gb": round(matrix.nbytes / GB, 2),
+    }
+
+
+def ann_nprobe(index) -> int | None:  # noqa: ANN001
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(index)
+    return None if ivf is None else int(ivf.nprobe)
 
 
 def run_worker(kind: str, args: list[str], work: Path) -> dict:
@@ -368,9 +419,13 @@ def build_step(work: Path, size: int, previous: int, files: list[Path], index_ar
     return {"index_update": measured_step(work, f"index_update_{size}", cmd)}
 
 
-INDEX_STAGE_MARKERS: dict[
-    str, str
-] = {}  # stage -> text of the log line that starts it (set from INDEX's logs)
+# Stage -> log lines of index/index_build.py and index/dense_build.py that start it (the first one seen).
+INDEX_STAGE_MARKERS = {
+    "sparse": ("sparse index: adding rows",),
+    "embed": ("embedding ",),
+    "faiss_train": ("training ",),
+    "faiss_add": ("trained in", "added "),
+}
 
 
 def size_breakdown(work: Path) -> dict[str, float]:
@@ -382,12 +437,31 @@ def size_breakdown(work: Path) -> dict[str, float]:
     return {"store_gb": round(disk_gb(work / "store"), 3), **{f"index/{k}_gb": v for k, v in parts.items()}}
 
 
-def measure_size(work: Path, size: int, config: str, dataset: str) -> dict:
+def measure_size(work: Path, config: str, also: list[str], dataset: str) -> dict:
+    """The serving side of one size: the main pipeline config, each other config (keys prefixed by its name),
+    then the ANN check."""
     store, index = work / "store", work / "index"
-    common = [f"--store={store}", f"--index={index}", f"--config={config}", f"--dataset={dataset}"]
-    serve = run_worker("serve", common, work)
-    ann = run_worker("ann", common, work)
-    return {**serve, **ann}
+    common = [f"--store={store}", f"--index={index}", f"--dataset={dataset}"]
+    row = run_worker("serve", [*common, f"--config={config}"], work)
+    for other in also:
+        served = run_worker("serve", [*common, f"--config={other}"], work)
+        row[Path(other).stem] = served
+    return {**row, **run_worker("ann", [*common, f"--config={config}"], work)}
+
+
+def cached_measure(work: Path, size: int, config: str, also: list[str], dataset: str) -> dict:
+    """measure_size, kept in work/steps/ per size and serving settings (a rerun that grows the corpus does not
+    re-measure the sizes it already measured with the same settings)."""
+    import hashlib
+
+    key = hashlib.sha256(json.dumps([config, also, dataset, PIPELINE_SET]).encode()).hexdigest()[:12]
+    saved = work / "steps" / f"measure_{size}_{key}.json"
+    if saved.is_file():
+        return json.loads(saved.read_text())
+    row = measure_size(work, config, also, dataset)
+    saved.parent.mkdir(exist_ok=True)
+    saved.write_text(json.dumps(row, indent=2))
+    return row
 
 
 def run(
@@ -396,6 +470,7 @@ def run(
     dataset: str,
     index_args: list[str],
     config: str,
+    also: list[str],
     out: Path | None,
     keep_inputs: bool,
 ) -> dict:
@@ -412,6 +487,7 @@ def run(
         "dataset": dataset,
         "index_args": index_args,
         "pipeline_config": config,
+        "other_pipeline_configs": also,
         "pipeline_set": PIPELINE_SET,
         "n_real": len(real_docs),
         "distractor_vectors": {
@@ -438,7 +514,7 @@ def run(
             "build_s": round(build_s, 1),
             "build_peak_rss_gb": build_peak,
             "index_disk_gb": round(disk_gb(work / "index"), 3),
-            **measure_size(work, size, config, dataset),
+            **cached_measure(work, size, config, also, dataset),
             "steps": step,
             "prefill_s": round(prefill_s, 1),
             "disk": size_breakdown(work),
@@ -451,6 +527,120 @@ def run(
             out.write_text(json.dumps(result, indent=2) + "\n")
         log.info("size %d: %s", size, json.dumps({k: v for k, v in row.items() if k != "steps"}))
     return result
+
+
+# ------------------------------------------------------------------------------------------------ killed build
+
+
+def index_fingerprint(index: Path) -> dict[str, str]:
+    """sha256 of every file of the dense side (embedding shards, info, FAISS index). The sparse side is compared
+    by its search results instead: tantivy names segment files by random UUIDs, so equal indexes differ by name."""
+    import hashlib
+
+    return {
+        str(f.relative_to(index)): hashlib.sha256(f.read_bytes()).hexdigest()[:16]
+        for f in sorted(index.rglob("*"))
+        if f.is_file() and f.name != "manifest.json" and "sparse" not in f.relative_to(index).parts
+    }
+
+
+def build_attempts(work: Path, name: str, cmd: list[str], markers: list[str]) -> list[dict]:
+    """Runs the build once per kill marker (SIGKILL of its process tree when the marker is logged), then once to
+    the end; kept in work/steps/resume_NAME.json so a rerun of the check only redoes the comparison."""
+    saved = work / "steps" / f"resume_{name}.json"
+    if saved.is_file():
+        return json.loads(saved.read_text())
+    attempts: list[dict] = []
+    for marker in [*markers, None]:
+        m = run_measured(cmd, work / f"{name}_{len(attempts)}.log", env=child_env(), kill_when=marker)
+        attempts.append(
+            {"killed_at": marker if m.killed else None, "rc": m.returncode, "s": round(m.seconds, 1)}
+        )
+        if marker and not m.killed:
+            attempts[-1]["note"] = "the marker never appeared: the build finished before it could be killed"
+    saved.parent.mkdir(exist_ok=True)
+    saved.write_text(json.dumps(attempts, indent=2))
+    return attempts
+
+
+def resume_check(
+    work: Path,
+    real_docs: list,
+    text: TextSampler,
+    real: np.ndarray,
+    sampler: VectorSampler,
+    index_args: list[str],
+    config: str,
+    dataset: str,
+    kill_markers: list[str],
+) -> dict:
+    """Builds one index uninterrupted and one killed (SIGKILL of the whole process tree) at each marker in turn,
+    then rerun to the end; compares the dense files byte for byte and what every question retrieves (BM25 top 50
+    with scores, dense top 50 with scores, the pipeline's final documents). The corpus is one pre-filled shard
+    plus a short second one that the build embeds itself (on the CPU), so a kill can land mid-embedding too."""
+    n_docs = ROWS_PER_SHARD + 300
+    files = grow_to(work, n_docs, 0, real_docs, text)
+    store = work / "store"
+    if not store.is_dir():
+        cmd = ragroute_cmd("corpus", "build", "--input", *map(str, files), "--out", str(store))
+        measured_step(work, "corpus_build", cmd)
+    runs = {}
+    for name, markers in (("reference", []), ("killed", kill_markers)):
+        index = work / f"index_{name}"
+        if not (work / "steps" / f"resume_{name}.json").is_file():
+            shutil.rmtree(index, ignore_errors=True)
+            prefill_shards(index, 0, ROWS_PER_SHARD, real, sampler)
+        cmd = ragroute_cmd("index", "build", "--store", str(store), "--out", str(index), *index_args)
+        attempts = build_attempts(work, name, cmd, markers)
+        runs[name] = {"attempts": attempts, "files": index_fingerprint(index)}
+        common = [f"--store={store}", f"--index={index}", f"--config={config}", f"--dataset={dataset}"]
+        runs[name]["retrieved"] = run_worker("retrieved", common, work)
+    ref, killed = runs["reference"]["files"], runs["killed"]["files"]
+    different = sorted(k for k in ref.keys() | killed.keys() if ref.get(k) != killed.get(k))
+    same = {
+        part: runs["reference"]["retrieved"][part] == runs["killed"]["retrieved"][part]
+        for part in ref_parts()
+    }
+    return {
+        "docs": n_docs,
+        "attempts": runs["killed"]["attempts"],
+        "reference_attempts": runs["reference"]["attempts"],
+        "dense_files_compared": sorted(ref),
+        "dense_files_different": different,
+        "same_retrieved": same,
+        "same_index": not different and all(same.values()),
+    }
+
+
+def ref_parts() -> tuple[str, ...]:
+    return ("bm25_top50", "dense_top50", "pipeline_docs")
+
+
+def retrieved_worker(store: Path, index: Path, config: str, dataset: str, out: Path) -> None:
+    """What every question retrieves from an index: BM25 and dense top 50 (positions, scores) and the
+    pipeline's final documents (for comparing two builds)."""
+    from ragroute.rag.corpus import load_questions
+    from ragroute.rag.pipeline import RAGPipeline, load_pipeline_config
+
+    pipeline = RAGPipeline.from_config(
+        load_pipeline_config(config, [f"corpus={store}", f"index={index}", *PIPELINE_SET])
+    )
+    questions = [q.question for q in load_questions(dataset).items]
+
+    def listed(results) -> list:  # noqa: ANN001
+        return [
+            [(int(d), round(float(s), 5)) for d, s in zip(docs, scores, strict=True)]
+            for docs, scores in results
+        ]
+
+    retrieved = {
+        "bm25_top50": listed(pipeline.store.bm25().search(questions, 50)),
+        "dense_top50": listed(pipeline.store.dense().search(questions, 50)),
+        "pipeline_docs": [
+            [(d.id, round(d.score, 5)) for d in p.docs] for p in pipeline.prepare_batch(questions)
+        ],
+    }
+    out.write_text(json.dumps(retrieved))
 
 
 def run_resume_check(args: argparse.Namespace) -> dict:
@@ -489,8 +679,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index-config", default=str(REPO / "configs/index/pubmed-ivfpq.yaml"))
     parser.add_argument(
         "--config",
-        default=str(REPO / "configs/pipeline/large-corpus.yaml"),
+        default=str(REPO / "configs/pipeline/v3.1.yaml"),
         help="pipeline config the serving side uses (corpus and index are set to the built ones)",
+    )
+    parser.add_argument(
+        "--also-config",
+        default=str(REPO / "configs/pipeline/large-corpus.yaml"),
+        help="comma-separated other pipeline configs measured the same way (reported under their names)",
     )
     parser.add_argument(
         "--index-set",
@@ -543,6 +738,7 @@ def main(argv: list[str] | None = None) -> int:
         args.dataset,
         ["--config", args.index_config, *args.index_set],
         args.config,
+        [c for c in args.also_config.split(",") if c],
         Path(args.json) if args.json else None,
         args.keep_inputs,
     )
@@ -552,98 +748,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-# ------------------------------------------------------------------------------------------------ killed build
-
-
-def index_fingerprint(index: Path) -> dict[str, str]:
-    """sha256 of every file of the index except its manifest (which holds times) and tantivy's lock/meta files."""
-    import hashlib
-
-    out = {}
-    for f in sorted(index.rglob("*")):
-        if f.is_file() and f.name not in (
-            "manifest.json",
-            "meta.json",
-            ".tantivy-meta.lock",
-            ".tantivy-writer.lock",
-        ):
-            out[str(f.relative_to(index))] = hashlib.sha256(f.read_bytes()).hexdigest()[:16]
-    return out
-
-
-def resume_check(
-    work: Path,
-    real_docs: list,
-    text: TextSampler,
-    real: np.ndarray,
-    sampler: VectorSampler,
-    index_args: list[str],
-    config: str,
-    dataset: str,
-    kill_markers: list[str],
-) -> dict:
-    """Builds one index uninterrupted and one killed (SIGKILL of the whole process tree) at each marker in turn,
-    then rerun to the end; compares files, manifests and the retrieved documents of every question. The corpus
-    is one shard plus a short second one that the build embeds itself (on the CPU), so a kill can land
-    mid-embedding as well as mid-fill."""
-    n_docs = ROWS_PER_SHARD + 300
-    files = grow_to(work, n_docs, 0, real_docs, text)
-    store = work / "store"
-    if not store.is_dir():
-        measured_step(
-            work,
-            "corpus_build",
-            ragroute_cmd("corpus", "build", "--input", *map(str, files), "--out", str(store)),
-        )
-    runs = {}
-    for name, markers in (("reference", []), ("killed", kill_markers)):
-        index = work / f"index_{name}"
-        shutil.rmtree(index, ignore_errors=True)
-        prefill_shards(index, 0, ROWS_PER_SHARD, real, sampler)
-        cmd = ragroute_cmd("index", "build", "--store", str(store), "--out", str(index), *index_args)
-        attempts = []
-        for marker in [*markers, None]:
-            m = run_measured(cmd, work / f"{name}_{len(attempts)}.log", env=child_env(), kill_when=marker)
-            attempts.append(
-                {"killed_at": marker if m.killed else None, "rc": m.returncode, "s": round(m.seconds, 1)}
-            )
-            if marker and not m.killed:
-                attempts[-1]["note"] = (
-                    "the marker never appeared: the build finished before it could be killed"
-                )
-        runs[name] = {"attempts": attempts, "files": index_fingerprint(index)}
-    ref, killed = runs["reference"]["files"], runs["killed"]["files"]
-    different = sorted(k for k in ref.keys() | killed.keys() if ref.get(k) != killed.get(k))
-    results = {}
-    for name in runs:
-        common = [
-            f"--store={store}",
-            f"--index={work / f'index_{name}'}",
-            f"--config={config}",
-            f"--dataset={dataset}",
-        ]
-        results[name] = run_worker("retrieved", common, work)
-    return {
-        "docs": n_docs,
-        "attempts": runs["killed"]["attempts"],
-        "reference_attempts": runs["reference"]["attempts"],
-        "files_compared": len(ref),
-        "files_different": different,
-        "same_retrieved_docs": results["reference"]["retrieved"] == results["killed"]["retrieved"],
-        "same_files": not different,
-    }
-
-
-def retrieved_worker(store: Path, index: Path, config: str, dataset: str, out: Path) -> None:
-    """The pipeline's retrieved (id, score) lists for every question (for comparing two builds)."""
-    from ragroute.rag.corpus import load_questions
-    from ragroute.rag.pipeline import RAGPipeline, load_pipeline_config
-
-    pipeline = RAGPipeline.from_config(
-        load_pipeline_config(config, [f"corpus={store}", f"index={index}", *PIPELINE_SET])
-    )
-    questions = [q.question for q in load_questions(dataset).items]
-    retrieved = [[(d.id, round(d.score, 5)) for d in p.docs] for p in pipeline.prepare_batch(questions)]
-    out.write_text(json.dumps({"retrieved": retrieved}))

@@ -79,8 +79,13 @@ def summary(rows: list[dict[str, float]], keys: tuple[str, ...] = ("gen_s", "tot
     for key in keys:
         values = [r[key] for r in rows if r.get(key) is not None]
         if values:
-            out.update({f"{key[:-2]}_p50_s": pct(values, 50), f"{key[:-2]}_p95_s": pct(values, 95),
-                        f"{key[:-2]}_mean_s": sum(values) / len(values)})
+            out.update(
+                {
+                    f"{key[:-2]}_p50_s": pct(values, 50),
+                    f"{key[:-2]}_p95_s": pct(values, 95),
+                    f"{key[:-2]}_mean_s": sum(values) / len(values),
+                }
+            )
     for key in ("retrieval_s", "rerank_s", "route_s", "prompt_tokens"):
         values = [r[key] for r in rows if r.get(key) is not None]
         if values:
@@ -149,14 +154,18 @@ def load_inputs_and_pipelines(args: argparse.Namespace) -> tuple[list[Any], dict
 # ------------------------------------------------------------------------------------------------ batch-1 rows
 
 
-def ragroute_one(pipeline: Any, engine: Any, question: str, sampling: Any, router: Any = None,
-                 student: Any = None) -> dict[str, Any]:
+def ragroute_one(
+    pipeline: Any, engine: Any, question: str, sampling: Any, router: Any = None, student: Any = None
+) -> dict[str, Any]:
     """One question through the product path: pipeline ▶ (router ▶) engine. Seconds per stage."""
     from ragroute.engines.base import GenerationRequest
 
     started = time.perf_counter()
     prepared = pipeline.prepare(question)
-    row: dict[str, Any] = {"retrieval_s": prepared.timings["retrieval"], "rerank_s": prepared.timings["rerank"]}
+    row: dict[str, Any] = {
+        "retrieval_s": prepared.timings["retrieval"],
+        "rerank_s": prepared.timings["rerank"],
+    }
     chosen = engine
     if router is not None:
         t = time.perf_counter()
@@ -167,8 +176,12 @@ def ragroute_one(pipeline: Any, engine: Any, question: str, sampling: Any, route
     t = time.perf_counter()
     [result] = chosen.generate([GenerationRequest(messages=prepared.messages)], sampling)
     finished = time.perf_counter()
-    row.update(gen_s=finished - t, total_s=finished - started, prompt_tokens=result.prompt_tokens,
-               completion_tokens=result.completion_tokens)
+    row.update(
+        gen_s=finished - t,
+        total_s=finished - started,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+    )
     row["messages"] = prepared.messages
     return row
 
@@ -179,8 +192,9 @@ def raw_one(engine: Any, messages: list[dict[str, str]], params: Any) -> float:
     return time.perf_counter() - started
 
 
-def measure_rows(args: argparse.Namespace, engine: Any, pipeline: Any, questions: list[Any], pipeline_name: str,
-                 raw: bool) -> dict[str, Any]:
+def measure_rows(
+    args: argparse.Namespace, engine: Any, pipeline: Any, questions: list[Any], pipeline_name: str, raw: bool
+) -> dict[str, Any]:
     """Batch-1 latency of ragroute's path, and (``raw``) of raw vLLM on the very same messages, interleaved
     question by question so drift hits both alike."""
     sampling = sampling_for(args, pipeline_name)
@@ -200,7 +214,9 @@ def measure_rows(args: argparse.Namespace, engine: Any, pipeline: Any, questions
     return out
 
 
-def decode_split(args: argparse.Namespace, engine: Any, pipeline: Any, questions: list[Any]) -> dict[str, float]:
+def decode_split(
+    args: argparse.Namespace, engine: Any, pipeline: Any, questions: list[Any]
+) -> dict[str, float]:
     """Prefill vs decode of the V3.1 answer: the same prompt answered with 1 token and with 384 (no prefix
     cache on this engine), so per-token decode time = (t_384 - t_1) / 383."""
     sampling = sampling_for(args, "v3.1")
@@ -212,9 +228,12 @@ def decode_split(args: argparse.Namespace, engine: Any, pipeline: Any, questions
         total.append(raw_one(engine, messages, full))
     n = sampling.max_tokens
     p50_prefill, p50_total = pct(prefill, 50), pct(total, 50)
-    return {"prefill_p50_s": p50_prefill, "answer_p50_s": p50_total,
-            "decode_ms_per_token": 1000 * (p50_total - p50_prefill) / max(n - 1, 1),
-            "decode_share_of_generation": (p50_total - p50_prefill) / p50_total}
+    return {
+        "prefill_p50_s": p50_prefill,
+        "answer_p50_s": p50_total,
+        "decode_ms_per_token": 1000 * (p50_total - p50_prefill) / max(n - 1, 1),
+        "decode_share_of_generation": (p50_total - p50_prefill) / p50_total,
+    }
 
 
 def hbm_copy_bandwidth() -> dict[str, float] | None:
@@ -224,7 +243,10 @@ def hbm_copy_bandwidth() -> dict[str, float] | None:
     if not torch.cuda.is_available():
         return None
     n = 1 << 30  # 2 GiB of bf16
-    src, dst = torch.randn(n, device="cuda", dtype=torch.bfloat16), torch.empty(n, device="cuda", dtype=torch.bfloat16)
+    src, dst = (
+        torch.randn(n, device="cuda", dtype=torch.bfloat16),
+        torch.empty(n, device="cuda", dtype=torch.bfloat16),
+    )
     times = []
     for _ in range(12):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -255,8 +277,9 @@ def decode_weight_bytes(model: str) -> float:
 # ------------------------------------------------------------------------------------------------ parts
 
 
-def part_teacher(args: argparse.Namespace, questions: list[Any], pipelines: dict[str, Any],
-                 out: dict[str, Any]) -> None:
+def part_teacher(
+    args: argparse.Namespace, questions: list[Any], pipelines: dict[str, Any], out: dict[str, Any]
+) -> None:
     """The seed's table for the 7B teacher, one engine per setting, prefix caching off (its row runs in the
     students part, on the other GPU, to balance the two processes). Most wanted rows first."""
     v31 = pipelines["v3.1"]
@@ -270,8 +293,11 @@ def part_teacher(args: argparse.Namespace, questions: list[Any], pipelines: dict
             if out["hbm"]:
                 hbm, roof_bytes = dict(out["hbm"]), decode_weight_bytes("qwen2.5-7b")
                 roof_s = roof_bytes / (hbm["bandwidth_gb_s"] * 1e9)
-                hbm.update(weight_bytes=roof_bytes, roof_ms_per_token=1000 * roof_s,
-                           decode_share_of_roof=roof_s / (out["v3.1_decode"]["decode_ms_per_token"] / 1000))
+                hbm.update(
+                    weight_bytes=roof_bytes,
+                    roof_ms_per_token=1000 * roof_s,
+                    decode_share_of_roof=roof_s / (out["v3.1_decode"]["decode_ms_per_token"] / 1000),
+                )
                 out["hbm"] = hbm
 
     def fp8() -> None:
@@ -279,8 +305,9 @@ def part_teacher(args: argparse.Namespace, questions: list[Any], pipelines: dict
             out["v3.1_fp8"] = measure_rows(args, engine, v31, questions, "v3.1", raw=True)
 
     def ngram() -> None:
-        with make_engine(args, "7b", enable_prefix_caching=False, speculative_method="ngram",
-                         num_speculative_tokens=4) as engine:
+        with make_engine(
+            args, "7b", enable_prefix_caching=False, speculative_method="ngram", num_speculative_tokens=4
+        ) as engine:
             out["v3.1_ngram_timing_only"] = measure_rows(args, engine, v31, questions, "v3.1", raw=False)
 
     guarded(out, "bf16", bf16)
@@ -305,17 +332,32 @@ def stand_in_router(questions: list[Any]):
     n = len(texts)
     ones = np.ones(n)
     labelled = LabelledSet(
-        ids=[q.id for q in questions], questions=texts, signals=[{} for _ in texts], student_quality=np.where(hard, 0.2, 0.8),
-        teacher_quality=ones * 0.8, teacher_needed=hard, student_generation_s=ones, teacher_generation_s=3 * ones,
-        student_total_s=ones, teacher_total_s=3 * ones, teacher_records=[], data_hash="gpu-bench-stand-in",
+        ids=[q.id for q in questions],
+        questions=texts,
+        signals=[{} for _ in texts],
+        student_quality=np.where(hard, 0.2, 0.8),
+        teacher_quality=ones * 0.8,
+        teacher_needed=hard,
+        student_generation_s=ones,
+        teacher_generation_s=3 * ones,
+        student_total_s=ones,
+        teacher_total_s=3 * ones,
+        teacher_records=[],
+        data_hash="gpu-bench-stand-in",
     )
     cfg = RouterConfig(cv_folds=3, features=FeatureConfig(retrieval_signals=False))
     bundle = fit_router(labelled, cfg)
     return bundle, fitted
 
 
-def routed_rows(args: argparse.Namespace, teacher: Any, student: Any, pipeline: Any, questions: list[Any],
-                fit_on: list[Any]) -> dict[str, Any]:
+def routed_rows(
+    args: argparse.Namespace,
+    teacher: Any,
+    student: Any,
+    pipeline: Any,
+    questions: list[Any],
+    fit_on: list[Any],
+) -> dict[str, Any]:
     """Teacher-only, then routed at each teacher share, on the same questions (V3.1)."""
     import numpy as np
 
@@ -325,8 +367,10 @@ def routed_rows(args: argparse.Namespace, teacher: Any, student: Any, pipeline: 
     ragroute_one(pipeline, teacher, questions[0].question, sampling)
     ragroute_one(pipeline, student, questions[0].question, sampling)
     rows = [ragroute_one(pipeline, teacher, q.question, sampling) for q in questions]
-    out: dict[str, Any] = {"teacher_only": summary(rows), "student_only": summary(
-        [ragroute_one(pipeline, student, q.question, sampling) for q in questions])}
+    out: dict[str, Any] = {
+        "teacher_only": summary(rows),
+        "student_only": summary([ragroute_one(pipeline, student, q.question, sampling) for q in questions]),
+    }
     for share in args.shares:
         router = router_cls(bundle, float(np.quantile(scores, 1 - share)))
         rows = [ragroute_one(pipeline, teacher, q.question, sampling, router, student) for q in questions]
@@ -338,13 +382,20 @@ def routed_rows(args: argparse.Namespace, teacher: Any, student: Any, pipeline: 
     return out
 
 
-def part_students(args: argparse.Namespace, questions: list[Any], pipelines: dict[str, Any],
-                  fit_on: list[Any], out: dict[str, Any]) -> None:
+def part_students(
+    args: argparse.Namespace,
+    questions: list[Any],
+    pipelines: dict[str, Any],
+    fit_on: list[Any],
+    out: dict[str, Any],
+) -> None:
     v31 = pipelines["v3.1"]
 
     def routed() -> None:  # both models in one GPU: the teacher takes 55% of its memory, the student 30%
-        with make_engine(args, "7b", gpu_memory_utilization=0.55) as teacher, \
-                make_engine(args, "1.5b", gpu_memory_utilization=0.3) as student:
+        with (
+            make_engine(args, "7b", gpu_memory_utilization=0.55) as teacher,
+            make_engine(args, "1.5b", gpu_memory_utilization=0.3) as student,
+        ):
             out["routed_one_gpu"] = routed_rows(args, teacher, student, v31, questions, fit_on)
 
     def alone(size: str) -> None:
@@ -363,15 +414,21 @@ def part_students(args: argparse.Namespace, questions: list[Any], pipelines: dic
             guarded(out, "routed_one_gpu" if name == "routed" else name, blocks[name])
 
 
-def part_routed2(args: argparse.Namespace, questions: list[Any], pipelines: dict[str, Any],
-                 fit_on: list[Any], out: dict[str, Any]) -> None:
+def part_routed2(
+    args: argparse.Namespace,
+    questions: list[Any],
+    pipelines: dict[str, Any],
+    fit_on: list[Any],
+    out: dict[str, Any],
+) -> None:
     """Teacher alone on GPU 0, student alone on GPU 1 (engine.devices), one process routing between them."""
     with make_engine(args, "7b", devices=[0]) as teacher, make_engine(args, "1.5b", devices=[1]) as student:
         out["routed_two_gpus"] = routed_rows(args, teacher, student, pipelines["v3.1"], questions, fit_on)
 
 
-def part_datagen(args: argparse.Namespace, questions: list[Any], pipelines: dict[str, Any],
-                 out: dict[str, Any]) -> None:
+def part_datagen(
+    args: argparse.Namespace, questions: list[Any], pipelines: dict[str, Any], out: dict[str, Any]
+) -> None:
     """data_gen's answering loop (pipeline ▶ engine ▶ durable records, batches of --batch-size, the next
     batch's prompts built while this one generates) vs raw vLLM on the same messages in the same batches, same
     engine; questions/min after start-up. With --shard i/N only ragroute's loop runs, on this process's share
@@ -388,14 +445,32 @@ def part_datagen(args: argparse.Namespace, questions: list[Any], pipelines: dict
     out.update(questions=len(mine), shard=args.shard, batch_size=args.batch_size)
     # Prefix caching off: the raw pass repeats ragroute's prompts and would otherwise find them all cached.
     with make_engine(args, "7b", enable_prefix_caching=False) as engine, tempfile.TemporaryDirectory() as tmp:
-        answer_questions(mine[:4], pipeline, engine, sampling, JsonlWriter(Path(tmp) / "warm.jsonl"), 4,
-                         engine.model_name, "bench")
+        answer_questions(
+            mine[:4],
+            pipeline,
+            engine,
+            sampling,
+            JsonlWriter(Path(tmp) / "warm.jsonl"),
+            4,
+            engine.model_name,
+            "bench",
+        )
+
         def loop(name: str, prefetch: bool) -> tuple[int, list[str], float]:
             path = Path(tmp) / f"{name}.jsonl"
             with JsonlWriter(path) as writer:
                 started = time.perf_counter()
-                written, problems = answer_questions(mine, pipeline, engine, sampling, writer, args.batch_size,
-                                                     engine.model_name, "bench", prefetch=prefetch)
+                written, problems = answer_questions(
+                    mine,
+                    pipeline,
+                    engine,
+                    sampling,
+                    writer,
+                    args.batch_size,
+                    engine.model_name,
+                    "bench",
+                    prefetch=prefetch,
+                )
                 wall = time.perf_counter() - started
             out[f"{name}_split"] = wall_split(path, wall)
             return written, problems, wall
@@ -408,7 +483,9 @@ def part_datagen(args: argparse.Namespace, questions: list[Any], pipelines: dict
             out["ragroute_no_prefetch_q_per_min"] = 60 * written / out["ragroute_no_prefetch_wall_s"]
         if count == 1:  # raw vLLM on the SAME batches (messages built beforehand, outside its time)
             batches = [mine[i : i + args.batch_size] for i in range(0, len(mine), args.batch_size)]
-            messages = [[p.messages for p in pipeline.prepare_batch([q.question for q in b])] for b in batches]
+            messages = [
+                [p.messages for p in pipeline.prepare_batch([q.question for q in b])] for b in batches
+            ]
             started = time.perf_counter()
             for batch in messages:
                 engine.llm.chat(batch, raw_params(sampling), use_tqdm=False)
@@ -431,8 +508,12 @@ def wall_split(records_path: Path, wall_s: float) -> dict[str, float]:
         timings = record["timings"]
         engine_s += timings.get("generation_share", 0.0)
         stages_s += sum(timings.get(k, 0.0) for k in ("retrieval", "rerank", "filter", "prompt"))
-    return {"wall_s": wall_s, "engine_calls_s": engine_s, "outside_engine_s": wall_s - engine_s,
-            "pipeline_stages_s": stages_s}
+    return {
+        "wall_s": wall_s,
+        "engine_calls_s": engine_s,
+        "outside_engine_s": wall_s - engine_s,
+        "pipeline_stages_s": stages_s,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ results
@@ -492,7 +573,11 @@ def merge(paths: list[str], keep: str | None = None) -> tuple[dict[str, Any], di
         previous = json.loads(Path(keep).read_text())
         kept = [k for k in order[3:] if flat[k] is None and previous.get(k) is not None]
         flat.update({k: previous[k] for k in kept})
-        flat["kept_from_previous_run"] = {"keys": kept, "device": previous.get("device"), "date": previous.get("date")}
+        flat["kept_from_previous_run"] = {
+            "keys": kept,
+            "device": previous.get("device"),
+            "date": previous.get("date"),
+        }
     return flat, results
 
 
@@ -505,29 +590,56 @@ def environment() -> dict[str, Any]:
         version = vllm.__version__
     except ImportError:
         version = None
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
-    return {"device": device, "gpus": torch.cuda.device_count(), "date": time.strftime("%Y-%m-%d"),
-            "vllm": version, "torch": torch.__version__, "python": platform.python_version()}
+    device = (
+        torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else f"CPU ({platform.processor() or platform.machine()})"
+    )
+    return {
+        "device": device,
+        "gpus": torch.cuda.device_count(),
+        "date": time.strftime("%Y-%m-%d"),
+        "vllm": version,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--part", choices=("teacher", "students", "routed2", "datagen"))
-    parser.add_argument("--merge", nargs="+", metavar="PART_JSON", help="combine part files into the contract")
+    parser.add_argument(
+        "--merge", nargs="+", metavar="PART_JSON", help="combine part files into the contract"
+    )
     parser.add_argument("--details", help="with --merge: write every part's numbers here")
-    parser.add_argument("--keep", help="with --merge: an earlier contract file; its values fill keys not measured")
+    parser.add_argument(
+        "--keep", help="with --merge: an earlier contract file; its values fill keys not measured"
+    )
     parser.add_argument("--out", required=True, help="JSON to write")
     parser.add_argument("--dataset", help="PubMedQA json (default: ragroute.config.shared_pubmedqa_dev())")
     parser.add_argument("--n", type=int, default=12, help="questions per batch-1 row")
     parser.add_argument("--datagen-n", type=int, default=256, help="questions for the data_gen part")
     parser.add_argument("--batch-size", type=int, default=256, help="data_gen questions per engine call")
-    parser.add_argument("--no-prefetch-too", action="store_true",
-                        help="datagen part: also time the loop without prefetching the next batch")
-    parser.add_argument("--shares", type=float, nargs="+", default=list(SHARES),
-                        help="routed rows: teacher shares to measure")
-    parser.add_argument("--parts-students", nargs="+", default=["routed", "1.5b", "3b", "prefix"],
-                        choices=["routed", "1.5b", "3b", "prefix"], help="students part: which blocks to run")
-    parser.add_argument("--shard", default="0/1", help="data_gen part: this process's share i/N (one per GPU)")
+    parser.add_argument(
+        "--no-prefetch-too",
+        action="store_true",
+        help="datagen part: also time the loop without prefetching the next batch",
+    )
+    parser.add_argument(
+        "--shares", type=float, nargs="+", default=list(SHARES), help="routed rows: teacher shares to measure"
+    )
+    parser.add_argument(
+        "--parts-students",
+        nargs="+",
+        default=["routed", "1.5b", "3b", "prefix"],
+        choices=["routed", "1.5b", "3b", "prefix"],
+        help="students part: which blocks to run",
+    )
+    parser.add_argument(
+        "--shard", default="0/1", help="data_gen part: this process's share i/N (one per GPU)"
+    )
     parser.add_argument("--dense-model", help="sentence-transformers path for the pipelines' dense retrieval")
     parser.add_argument("--index-dir", default="/tmp/ragroute-gpu-bench-index")
     parser.add_argument("--bm25-only", action="store_true", help="BM25 retrieval, no reranker (smoke runs)")
@@ -552,7 +664,13 @@ def main(argv: list[str] | None = None) -> int:
     all_questions, pipelines = load_inputs_and_pipelines(args)
     questions = all_questions[1 : 1 + args.n]  # the first is the warm-up question
     fit_on = all_questions[1 + args.n :]  # the stand-in router never sees the measured questions
-    header = {"part": args.part, **environment(), "smoke": args.smoke, "n": args.n, "command": " ".join(sys.argv)}
+    header = {
+        "part": args.part,
+        **environment(),
+        "smoke": args.smoke,
+        "n": args.n,
+        "command": " ".join(sys.argv),
+    }
     out = Checkpointed(args.out, header)
     if args.part == "teacher":
         part_teacher(args, questions, pipelines, out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import subprocess
 import threading
@@ -27,6 +28,7 @@ class Measured:
     rss_samples: list[tuple[float, int]] = field(default_factory=list)  # (seconds since start, tree RSS)
     lines: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, stderr/stdout line)
     killed: bool = False
+    cpu_s: float = 0.0  # user + system seconds of the command and every descendant it waited for
 
     def peak_between(self, start_s: float, stop_s: float) -> int:
         return max((rss for t, rss in self.rss_samples if start_s <= t <= stop_s), default=0)
@@ -56,6 +58,7 @@ def run_measured(
     """Runs ``cmd`` (niced), tees its merged output to ``log_path``; with ``kill_when``, SIGKILLs the whole tree
     as soon as an output line contains that text (the killed-build check)."""
     started = time.perf_counter()
+    usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
@@ -99,6 +102,8 @@ def run_measured(
                 os.killpg(proc.pid, signal.SIGKILL)
                 result.killed = True
     result.returncode = proc.wait()
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result.cpu_s = usage.ru_utime + usage.ru_stime - usage_before.ru_utime - usage_before.ru_stime
     done.set()
     poller.join()
     result.seconds = time.perf_counter() - started

@@ -171,7 +171,9 @@ def summarize(
     return result
 
 
-async def run_direct_backend(config: str, n_requests: int, concurrency: int, max_tokens: int, warmup: int) -> dict:
+async def run_direct_backend(
+    config: str, n_requests: int, concurrency: int, max_tokens: int, warmup: int
+) -> dict:
     """The real-mode baseline: the configured teacher backend driven in this process, no HTTP in between."""
     from ragroute.config import load_config
     from ragroute.engines.base import SamplingConfig
@@ -181,7 +183,9 @@ async def run_direct_backend(config: str, n_requests: int, concurrency: int, max
     cfg = load_config(ServeConfig, config)
     backend = create_backend(cfg.teacher)
     await backend.start()
-    sampling = SamplingConfig(max_tokens=max_tokens, temperature=(cfg.sampling or SamplingConfig()).temperature)
+    sampling = SamplingConfig(
+        max_tokens=max_tokens, temperature=(cfg.sampling or SamplingConfig()).temperature
+    )
     for i in range(warmup):  # same warm-up as the served run: first calls pay for lazy kernel setup
         await backend.complete([{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}], sampling)
     latencies, ttfts, errors = [], [], []
@@ -209,7 +213,9 @@ async def run_direct_backend(config: str, n_requests: int, concurrency: int, max
     return summarize(latencies, ttfts, errors, n_requests, concurrency, wall)
 
 
-async def run_answer_load(url: str, model: str, questions: list[str], concurrency: int, max_tokens: int) -> dict:
+async def run_answer_load(
+    url: str, model: str, questions: list[str], concurrency: int, max_tokens: int
+) -> dict:
     """Closed-loop load on /v1/answer: ``concurrency`` clients, one question each at a time, all different."""
     latencies: list[float] = []
     errors: list[str] = []
@@ -234,8 +240,16 @@ async def run_answer_load(url: str, model: str, questions: list[str], concurrenc
     return summarize(latencies, [], errors, len(questions), concurrency, wall)
 
 
-async def run_open_loop(url: str, model: str, questions: list[str], rate: float, duration_s: float,
-                        max_tokens: int, slo_s: float, seed: int = 0) -> dict:
+async def run_open_loop(
+    url: str,
+    model: str,
+    questions: list[str],
+    rate: float,
+    duration_s: float,
+    max_tokens: int,
+    slo_s: float,
+    seed: int = 0,
+) -> dict:
     """Open-loop load on /v1/answer: Poisson arrivals at ``rate`` requests/s for ``duration_s`` (at least 40
     requests), each sent when its time comes whatever the server is doing. Stops early, cancelling what is in
     flight, once so many requests are (or must end up) over ``slo_s`` that p99 cannot meet it."""
@@ -255,14 +269,19 @@ async def run_open_loop(url: str, model: str, questions: list[str], rate: float,
 
         async def one(i: int) -> None:
             await asyncio.sleep(max(0.0, arrivals[i] - (time.perf_counter() - t0)))
-            body = {"question": questions[i % len(questions)], "options": {"model": model, "max_tokens": max_tokens}}
+            body = {
+                "question": questions[i % len(questions)],
+                "options": {"model": model, "max_tokens": max_tokens},
+            }
             began[i] = time.perf_counter()
             try:
                 response = await client.post(url, json=body)
                 response.raise_for_status()
                 latencies.append(time.perf_counter() - began.pop(i))
                 reply = response.json()
-                answered.append((reply["answered_by"], latencies[-1], reply["timings"].get("generation", 0.0)))
+                answered.append(
+                    (reply["answered_by"], latencies[-1], reply["timings"].get("generation", 0.0))
+                )
             except Exception as exc:  # counted, not fatal
                 began.pop(i, None)
                 errors.append(f"{type(exc).__name__}: {exc}")
@@ -272,7 +291,9 @@ async def run_open_loop(url: str, model: str, questions: list[str], rate: float,
         while not all(t.done() for t in tasks):
             await asyncio.wait(tasks, timeout=0.25)
             now = time.perf_counter()
-            over = len(errors) + sum(x > slo_s for x in latencies) + sum(now - b > slo_s for b in began.values())
+            over = (
+                len(errors) + sum(x > slo_s for x in latencies) + sum(now - b > slo_s for b in began.values())
+            )
             if over >= n - lo:
                 stopped = True
                 for task in tasks:
@@ -282,8 +303,13 @@ async def run_open_loop(url: str, model: str, questions: list[str], rate: float,
         wall = time.perf_counter() - t0
     row = summarize(latencies, [], errors, n, 0, wall)
     row.pop("concurrency")
-    row.update(rate_rps=rate, completed=len(latencies), stopped_early=stopped,
-               meets_slo=not stopped and not errors and row["p99_ms"] <= 1000 * slo_s, by_model=by_model(answered))
+    row.update(
+        rate_rps=rate,
+        completed=len(latencies),
+        stopped_early=stopped,
+        meets_slo=not stopped and not errors and row["p99_ms"] <= 1000 * slo_s,
+        by_model=by_model(answered),
+    )
     if stopped:
         row["p99_ms"] = None
     return row
@@ -296,10 +322,13 @@ def by_model(answered: list[tuple[str, float, float]]) -> dict[str, dict[str, fl
     for model in sorted({m for m, _, _ in answered}):
         total = [t * 1000 for m, t, _ in answered if m == model]
         gen = [g * 1000 for m, _, g in answered if m == model]
-        out[model] = {"n": len(total), "p50_ms": round(float(np.percentile(total, 50)), 1),
-                      "p99_ms": round(float(np.percentile(total, 99)), 1),
-                      "gen_p50_ms": round(float(np.percentile(gen, 50)), 1),
-                      "gen_p99_ms": round(float(np.percentile(gen, 99)), 1)}
+        out[model] = {
+            "n": len(total),
+            "p50_ms": round(float(np.percentile(total, 50)), 1),
+            "p99_ms": round(float(np.percentile(total, 99)), 1),
+            "gen_p50_ms": round(float(np.percentile(gen, 50)), 1),
+            "gen_p99_ms": round(float(np.percentile(gen, 99)), 1),
+        }
     return out
 
 
@@ -316,16 +345,24 @@ def wait_idle(server: str, timeout_s: float = 120) -> None:
         time.sleep(0.5)
 
 
-def goodput_search(args: argparse.Namespace, server: str, model: str, questions: list[str],
-                   on_level: Callable[[dict], None] = lambda rows: None) -> dict:
+def goodput_search(
+    args: argparse.Namespace,
+    server: str,
+    model: str,
+    questions: list[str],
+    on_level: Callable[[dict], None] = lambda rows: None,
+) -> dict:
     """The highest Poisson rate whose p99 total latency stays <= the SLO: rates grow by ``--rate-factor`` from
     ``--rate-start`` until one fails, then ``--refine`` bisections between the last pass and the first fail."""
     url, rows = f"{server}/v1/answer", {}
 
     def level(rate: float) -> bool:
         rate = round(rate, 2)
-        row = asyncio.run(run_open_loop(url, model, questions, rate, args.level_s, args.max_tokens, args.slo_s,
-                                        seed=len(rows)))
+        row = asyncio.run(
+            run_open_loop(
+                url, model, questions, rate, args.level_s, args.max_tokens, args.slo_s, seed=len(rows)
+            )
+        )
         wait_idle(server)
         print(model, json.dumps(row), flush=True)
         rows[f"{rate}"] = row
@@ -358,13 +395,18 @@ def gpu_serve_config(args: argparse.Namespace, questions: list, workdir: Path) -
     threshold = float(np.quantile(bundle.score([q.question for q in questions]), 1 - args.share))
     router = save_router(bundle, workdir / "router.skops")
     pipeline = workdir / "pipeline.yaml"
-    pipeline.write_text((REPO / "configs/pipeline/v3.1.yaml").read_text()
-                        + f"index_dir: {workdir / 'index'}\n"
-                        + (f"dense_model: {args.dense_model}\n" if args.dense_model else ""))
+    pipeline.write_text(
+        (REPO / "configs/pipeline/v3.1.yaml").read_text()
+        + f"index_dir: {workdir / 'index'}\n"
+        + (f"dense_model: {args.dense_model}\n" if args.dense_model else "")
+    )
     config = workdir / "serve.yaml"
     # One GPU: the two engines split it. Two: each on its own card (engine.devices), most of its memory.
-    student, teacher = ("devices: [1], gpu_memory_utilization: 0.85", "devices: [0], gpu_memory_utilization: 0.85") \
-        if args.gpus == 2 else ("gpu_memory_utilization: 0.3", "gpu_memory_utilization: 0.55")
+    student, teacher = (
+        ("devices: [1], gpu_memory_utilization: 0.85", "devices: [0], gpu_memory_utilization: 0.85")
+        if args.gpus == 2
+        else ("gpu_memory_utilization: 0.3", "gpu_memory_utilization: 0.55")
+    )
     if args.student_mps_percentage:  # under CUDA MPS: the student's share of the SMs
         student += f", mps_thread_percentage: {args.student_mps_percentage}"
     config.write_text(f"""student: {{model: {args.student}, engine: {{name: vllm, {student}}}, timeout_s: 600}}
@@ -385,20 +427,32 @@ def gpu_sweep(args: argparse.Namespace, server: str, questions: list[str]) -> di
     asyncio.run(run_answer_load(url, "router", questions[:8], 4, args.max_tokens))  # warm-up
     from ragroute.hardware import mps_active
 
-    result: dict = {"slo_s": args.slo_s, "share": args.share, "max_tokens": args.max_tokens, "gpus": args.gpus,
-                    "cuda_mps": mps_active(), "student_mps_percentage": args.student_mps_percentage, "levels": {}}
+    result: dict = {
+        "slo_s": args.slo_s,
+        "share": args.share,
+        "max_tokens": args.max_tokens,
+        "gpus": args.gpus,
+        "cuda_mps": mps_active(),
+        "student_mps_percentage": args.student_mps_percentage,
+        "levels": {},
+    }
     if args.open_loop:  # the same Poisson schedules for both, teacher-only first
         for model, key in (("teacher", "teacher"), ("router", "routed")):
+
             def save(rows: dict, key: str = key) -> None:  # a run stopped by a time limit keeps its levels
                 result[f"open_loop_{key}"] = {"levels": rows}
                 if args.json:
-                    Path(args.json).write_text(json.dumps({**result, "mode": "gpu", "partial": True}, indent=2))
+                    Path(args.json).write_text(
+                        json.dumps({**result, "mode": "gpu", "partial": True}, indent=2)
+                    )
 
             found = goodput_search(args, server, model, questions, save)
             result[f"goodput_{key}_rps"] = found["goodput_rps"]
             result[f"open_loop_{key}"] = found
-        result["goodput_method"] = (f"open loop: Poisson arrivals, {args.level_s:g} s (>= 40 requests) a rate, "
-                                    f"p99 total <= {args.slo_s:g} s, 0 errors")
+        result["goodput_method"] = (
+            f"open loop: Poisson arrivals, {args.level_s:g} s (>= 40 requests) a rate, "
+            f"p99 total <= {args.slo_s:g} s, 0 errors"
+        )
         return result
     for model in ("teacher", "router"):
         good = 0.0
@@ -437,15 +491,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", help="gpu mode: PubMedQA json (default: the shared dev set)")
     parser.add_argument("--dense-model", help="gpu mode: sentence-transformers path for dense retrieval")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64, 256])
-    parser.add_argument("--rounds", type=int, default=3, help="gpu mode: requests per level = rounds x concurrency")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="gpu mode: requests per level = rounds x concurrency"
+    )
     parser.add_argument("--share", type=float, default=0.3, help="gpu mode: routed teacher share")
     parser.add_argument("--slo-s", type=float, default=3.0, help="gpu mode: p99 bound for goodput")
-    parser.add_argument("--gpus", type=int, choices=(1, 2), default=1,
-                        help="gpu mode: 1 = both models on GPU 0; 2 = teacher on GPU 0, student on GPU 1")
-    parser.add_argument("--student-mps-percentage", type=int,
-                        help="gpu mode: the student's engine.mps_thread_percentage (run under a CUDA MPS daemon)")
-    parser.add_argument("--open-loop", action="store_true",
-                        help="gpu mode: goodput from Poisson arrivals at a swept rate instead of closed-loop levels")
+    parser.add_argument(
+        "--gpus",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="gpu mode: 1 = both models on GPU 0; 2 = teacher on GPU 0, student on GPU 1",
+    )
+    parser.add_argument(
+        "--student-mps-percentage",
+        type=int,
+        help="gpu mode: the student's engine.mps_thread_percentage (run under a CUDA MPS daemon)",
+    )
+    parser.add_argument(
+        "--open-loop",
+        action="store_true",
+        help="gpu mode: goodput from Poisson arrivals at a swept rate instead of closed-loop levels",
+    )
     parser.add_argument("--rate-start", type=float, default=2.0, help="open loop: first rate (requests/s)")
     parser.add_argument("--rate-factor", type=float, default=1.5, help="open loop: growth until a rate fails")
     parser.add_argument("--rate-max", type=float, default=64.0, help="open loop: highest rate tried")
@@ -520,7 +587,9 @@ def main(argv: list[str] | None = None) -> int:
             load(direct_url, "echo", args.warmup)
             direct = load(direct_url, "echo", args.requests)
         else:
-            direct = asyncio.run(run_direct_backend(config, args.requests, args.concurrency, args.max_tokens, args.warmup))
+            direct = asyncio.run(
+                run_direct_backend(config, args.requests, args.concurrency, args.max_tokens, args.warmup)
+            )
         served_url = f"{server}/v1/chat/completions"
         load(served_url, args.model, args.warmup)
         served = load(served_url, args.model if args.mode == "echo" else "teacher", args.requests)
