@@ -80,8 +80,19 @@ def child_env() -> dict:
     return {"PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}".rstrip(os.pathsep)}
 
 
-def disk_gb(path: Path) -> float:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / GB
+def disk_gb(path: Path, rows: int | None = None) -> float:
+    """Bytes under ``path``; with ``rows``, embedding shards beyond those rows (pre-filled for a later size) are
+    not counted."""
+    last_shard = None if rows is None else -(-rows // ROWS_PER_SHARD) - 1
+
+    def counted(f: Path) -> bool:
+        if not f.is_file():
+            return False
+        if last_shard is not None and f.name.startswith("shard_") and f.parent.name == "embeddings":
+            return int(f.name[6:12]) <= last_shard
+        return True
+
+    return sum(f.stat().st_size for f in path.rglob("*") if counted(f)) / GB
 
 
 def real_vectors(dataset: str, work: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -428,10 +439,10 @@ INDEX_STAGE_MARKERS = {
 }
 
 
-def size_breakdown(work: Path) -> dict[str, float]:
+def size_breakdown(work: Path, rows: int) -> dict[str, float]:
     index = work / "index"
     parts = {
-        p.name: round(disk_gb(p), 3) if p.is_dir() else round(p.stat().st_size / GB, 3)
+        p.name: round(disk_gb(p, rows), 3) if p.is_dir() else round(p.stat().st_size / GB, 3)
         for p in index.iterdir()
     }
     return {"store_gb": round(disk_gb(work / "store"), 3), **{f"index/{k}_gb": v for k, v in parts.items()}}
@@ -499,7 +510,11 @@ def run(
     }
     previous, build_s, build_peak = 0, 0.0, 0.0
     for size in sizes:
-        files = grow_to(work, size, previous, real_docs, text)
+        names = [f"corpus_build_{size}", f"index_build_{size}"] if previous == 0 else [f"index_update_{size}"]
+        built = all((work / "steps" / f"{name}.json").is_file() for name in names)
+        files = (
+            [] if built else grow_to(work, size, previous, real_docs, text)
+        )  # inputs are deleted once built
         prefill_s = prefill_shards(work / "index", previous, size, doc_vectors, vectors)
         step = build_step(work, size, previous, files, index_args)
         if not keep_inputs:
@@ -513,11 +528,11 @@ def run(
             "date": result["date"],
             "build_s": round(build_s, 1),
             "build_peak_rss_gb": build_peak,
-            "index_disk_gb": round(disk_gb(work / "index"), 3),
+            "index_disk_gb": round(disk_gb(work / "index", size), 3),
             **cached_measure(work, size, config, also, dataset),
             "steps": step,
             "prefill_s": round(prefill_s, 1),
-            "disk": size_breakdown(work),
+            "disk": size_breakdown(work, size),
         }
         result["rows"].append(row)
         result.update({k: v for k, v in row.items() if k not in ("steps", "disk")})
