@@ -7,11 +7,13 @@ before `ragroute index build` runs (a done shard is never recomputed), the real 
 embeddings, computed here by the pipeline's own encoder. Sizes grow: the first is built, each next one is added with
 `ragroute index update` (so updates at scale are measured too).
 
-Per size: build seconds and peak RSS of each command's whole process tree (psutil polling), index size on disk; then
-in a fresh process the pipeline over the store + index: one question at a time p50/p99, that process's RSS,
-recall@1/@10 of each question's own abstract; then, in another process, ANN recall@10 against exact inner-product
-search over the same (memory-mapped) shard vectors. Once, at the first size: a build killed mid-way and rerun,
-compared with the uninterrupted one.
+Per size: build wall seconds, CPU-seconds and peak RSS of each command's whole process tree (psutil polling; per
+stage from the build's log lines), index size on disk; then in a fresh process the pipeline over the store + index:
+one question at a time p50/p99, that process's RSS, recall@1/@10 of each question's own abstract (also for the
+--also-config pipelines); then, in another process, ANN recall@10 of the pipeline's dense index against exact
+inner-product search over the same (memory-mapped) shard vectors, with an nprobe sweep. Every finished build step
+and measurement is kept in WORKDIR/steps/, so a rerun continues where a failed one stopped. `--resume-check`: a
+build SIGKILLed at each `--kill-at` log text in turn, rerun, compared with an uninterrupted one.
 
     nice .venv/bin/python bench/corpus_scale.py --docs 1000000,5000000,10000000 --workdir /tmp/rr-scale \\
         --json bench/results/retrieval_scale.json
