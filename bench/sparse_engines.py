@@ -101,16 +101,40 @@ def build_at_scale(dataset: str, n_docs: int, workdir: Path, heap_mb: int) -> di
     }
 
 
+def latency_vs_bm25s(dataset: str, n_docs: int, workdir: Path) -> dict:
+    """Both engines over the same ``n_docs`` synthetic texts (held in memory: keep n_docs modest), the dev
+    questions timed one at a time, alternating engines question by question so both see the same machine load."""
+    texts = [t for _, _, batch in synthetic_batches(dataset, n_docs) for t in batch]
+    add_documents(workdir / "cmp", AnalyzerSettings(), [(0, [], texts)])
+    tantivy = TantivyBM25(workdir / "cmp", AnalyzerSettings())
+    bm25 = BM25Index.build(texts, BM25Settings())
+    del texts
+    questions = [q.question for q in load_questions(dataset).items]
+    times: dict[str, list[float]] = {"bm25s": [], "tantivy": []}
+    for engine in (bm25, tantivy):
+        engine.search(questions[:1], 20)  # JIT / page-in before timing
+    for q in questions:
+        for name, engine in (("bm25s", bm25), ("tantivy", tantivy)):
+            t0 = time.perf_counter()
+            engine.search([q], 20)
+            times[name].append(time.perf_counter() - t0)
+    return {"docs": n_docs, **{f"{name}_p50_ms": round(float(np.median(t)) * 1000, 2) for name, t in times.items()},
+            **{f"{name}_p99_ms": round(float(np.percentile(t, 99)) * 1000, 2) for name, t in times.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=0, help="synthetic corpus size for the build (0: skip)")
     parser.add_argument("--heap-mb", type=int, default=256, help="tantivy writer heap")
+    parser.add_argument("--latency-docs", type=int, default=0, help="query latency of both engines at this size")
     parser.add_argument("--dataset", default=str(shared_pubmedqa_dev()), help="PubMedQA-format json")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="ragroute-sparse-"))
     try:
         result = {"quality": quality(args.dataset, workdir)}
+        if args.latency_docs:
+            result["latency"] = latency_vs_bm25s(args.dataset, args.latency_docs, workdir)
         if args.docs:
             result["build"] = build_at_scale(args.dataset, args.docs, workdir, args.heap_mb)
     finally:

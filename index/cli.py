@@ -1,6 +1,6 @@
 """``ragroute corpus``: the corpus store that indexes and prompts read documents from.
 
-    ragroute corpus build --input pubmed25n*.xml.gz --out STORE     # or JSONL / PubMedQA JSON / Parquet / Arrow
+    ragroute corpus build --input pubmed25n*.xml.gz --out STORE --workers 8   # or JSONL / PubMedQA JSON / Parquet / Arrow
     ragroute corpus update --store STORE --input pubmed25n1275.xml.gz
     ragroute corpus info STORE
 """
@@ -30,6 +30,7 @@ def corpus_cli(argv: list[str]) -> int:
     build = sub.add_parser("build", help="stream input files into a new store directory")
     build.add_argument("--input", nargs="+", required=True, metavar="FILE", help="input files (see above)")
     build.add_argument("--out", required=True, help="the store directory to create")
+    build.add_argument("--workers", type=int, default=1, help="input files written at once, one process each")
     update = sub.add_parser("update", help="add, replace and delete documents of an existing store")
     update.add_argument("--store", required=True, help="the store directory")
     update.add_argument("--input", nargs="+", required=True, metavar="FILE", help="new input files")
@@ -39,7 +40,8 @@ def corpus_cli(argv: list[str]) -> int:
     from index import config, main
 
     if args.action == "build":
-        manifest = main.corpus_build_main(_config(config.CorpusBuildConfig, inputs=args.input, out=args.out))
+        manifest = main.corpus_build_main(
+            _config(config.CorpusBuildConfig, inputs=args.input, out=args.out, workers=args.workers))
     elif args.action == "update":
         manifest = main.corpus_update_main(_config(config.CorpusUpdateConfig, store=args.store, inputs=args.input))
     else:
@@ -60,8 +62,8 @@ def index_cli(argv: list[str]) -> int:
     """``ragroute index build|update``: the sparse (tantivy) and dense (FAISS) indexes of a corpus store."""
     from ragroute.config import add_config_arguments, config_from_args
 
-    parser = _parser("ragroute index")
-    parser.usage = INDEX_USAGE
+    parser = argparse.ArgumentParser(prog="ragroute index", description=f"{index_cli.__doc__}\n\n{INDEX_USAGE}",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     build = sub.add_parser("build", help="build (or resume building) the indexes of a store")
     build.add_argument("--store", required=True, help="the corpus store directory (`ragroute corpus build`)")

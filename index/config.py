@@ -13,8 +13,15 @@ class CorpusBuildConfig:
                   "PubMed baseline/update .xml or .xml.gz"},
     )
     out: str = field(default="", metadata={"help": "the store directory to create (must not exist yet)"})
+    workers: int = field(
+        default=1,
+        metadata={"help": "input files parsed and written at once, one process each (PubMed's ~1,300 baseline files: "
+                  "up to the number of cores; each process stays under ~250 MB)"},
+    )
 
     def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, not {self.workers}")
         if not self.inputs:
             raise ValueError("give at least one --input file")
         if not self.out:
@@ -43,6 +50,9 @@ class IndexConfig:
     bm25_stopwords: str = field(default="en", metadata={"help": "stop-word list (bm25s name), or 'none'"})
     sparse_heap_mb: int = field(
         default=256, metadata={"help": "tantivy writer memory (the sparse build's memory bound), MB"}
+    )
+    sparse_threads: int = field(
+        default=0, metadata={"help": "tantivy indexing threads (0: tantivy's choice from the CPU count, at most 8)"}
     )
     sparse_commit_every: int = field(
         default=500_000, metadata={"help": "documents between commits (a killed build resumes from the last)"}

@@ -30,11 +30,13 @@ logger = logging.getLogger("ragroute.corpus")
 
 
 class Progress:
-    """Logs documents written and docs/s every ``every_s`` seconds and once at the end."""
+    """Logs documents written, docs/s and an ETA (from the input bytes of the files finished so far) every
+    ``every_s`` seconds and once at the end."""
 
-    def __init__(self, what: str, n_files: int, every_s: float = 10.0) -> None:
-        self.what, self.n_files, self.every_s = what, n_files, every_s
-        self.docs, self.file = 0, 0
+    def __init__(self, what: str, paths: list[Path], every_s: float = 10.0) -> None:
+        self.what, self.n_files, self.every_s = what, len(paths), every_s
+        self.bytes_left = sum(p.stat().st_size for p in paths)
+        self.bytes_done, self.docs, self.file = 0, 0, 0
         self.start = self.last = time.monotonic()
 
     def __call__(self, n: int) -> None:
@@ -44,12 +46,24 @@ class Progress:
             self.last = now
             self.log()
 
+    def file_done(self, path: Path, written: bool) -> None:
+        """A file finished (``written``) or kept from an earlier build (its time is not this run's)."""
+        size = path.stat().st_size
+        self.bytes_left -= size
+        self.bytes_done += size if written else 0
+
     def rate(self) -> float:
         return self.docs / max(time.monotonic() - self.start, 1e-9)
 
+    def eta(self) -> str:
+        if not self.bytes_done:
+            return "?"
+        seconds = (time.monotonic() - self.start) * max(self.bytes_left, 0) / self.bytes_done
+        return time.strftime("%H:%M:%S", time.gmtime(seconds))
+
     def log(self) -> None:
-        logger.info("%s: %s documents, %.0f docs/s, file %d/%d", self.what, f"{self.docs:,}", self.rate(),
-                    self.file, self.n_files)
+        logger.info("%s: %s documents, %.0f docs/s, file %d/%d, ETA %s", self.what, f"{self.docs:,}", self.rate(),
+                    self.file, self.n_files, self.eta())
 
 
 def _resumable_segment(work: Path, name: str, path: Path) -> SegmentResult | None:
@@ -74,20 +88,44 @@ def _start_work_dir(work: Path, paths: list[Path]) -> None:
         write_json_atomic(plan_file, plan)
 
 
-def _write_segments(work: Path, paths: list[Path], names: list[str], progress: Progress) -> list[SegmentResult]:
-    segments = []
-    for i, (name, path) in enumerate(zip(names, paths, strict=True)):
-        progress.file = i + 1
-        done = _resumable_segment(work, name, path)
+def _log_segment(done: SegmentResult, path: Path, kept: bool) -> None:
+    if kept:
+        logger.info("corpus: %s already written (%d documents), kept", path, done.rows)
+    if done.problems.get("total"):
+        logger.warning("corpus: %s: %d problems: %s", path, done.problems["total"],
+                       "; ".join(f"{n} {k}" for k, n in done.problems["counts"].items()))
+
+
+def _write_segments(work: Path, paths: list[Path], names: list[str], progress: Progress,
+                    workers: int = 1) -> list[SegmentResult]:
+    """One segment per input file, in input order; files already done (a killed build's) are kept. With
+    ``workers`` > 1, files are written by that many processes at once (same segments, same store)."""
+    segments: list[SegmentResult | None] = [_resumable_segment(work, n, p) for n, p in zip(names, paths, strict=True)]
+    todo = [i for i, done in enumerate(segments) if done is None]
+    for i, done in enumerate(segments):
         if done is not None:
-            logger.info("corpus: %s already written (%d documents), kept", path, done.rows)
-        else:
-            done = write_segment(work, name, path, progress)
-        segments.append(done)
-        if done.problems.get("total"):
-            logger.warning("corpus: %s: %d problems: %s", path, done.problems["total"],
-                           "; ".join(f"{n} {k}" for k, n in done.problems["counts"].items()))
-    return segments
+            _log_segment(done, paths[i], kept=True)
+            progress.file_done(paths[i], written=False)
+    if workers > 1 and len(todo) > 1:
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(write_segment, work, names[i], paths[i]): i for i in todo}
+            for future in as_completed(futures):
+                i = futures[future]
+                segments[i] = future.result()
+                progress.file += 1
+                progress.file_done(paths[i], written=True)
+                progress(segments[i].rows)
+                _log_segment(segments[i], paths[i], kept=False)
+    else:
+        for i in todo:
+            progress.file = i + 1
+            segments[i] = write_segment(work, names[i], paths[i], progress)
+            progress.file_done(paths[i], written=True)
+            _log_segment(segments[i], paths[i], kept=False)
+    return segments  # type: ignore[return-value]
 
 
 def _report_problems(manifest: dict[str, Any]) -> None:
@@ -97,18 +135,19 @@ def _report_problems(manifest: dict[str, Any]) -> None:
         logger.warning("corpus: %d input records not stored: %s", problems.total, problems.summary())
 
 
-def build_store(inputs: list[str], out_dir: str | Path) -> dict[str, Any]:
-    """Stream ``inputs`` (JSONL, PubMedQA JSON, Parquet, Arrow, PubMed XML[.gz]) into a new store at ``out_dir``;
-    returns its manifest. Later files win for a repeated id; DeleteCitation ids are marked dead."""
+def build_store(inputs: list[str], out_dir: str | Path, workers: int = 1) -> dict[str, Any]:
+    """Stream ``inputs`` (JSONL, PubMedQA JSON, Parquet, Arrow, PubMed XML[.gz]) into a new store at ``out_dir``
+    (``workers`` processes writing files at once); returns its manifest. Later files win for a repeated id;
+    DeleteCitation ids are marked dead."""
     paths = check_inputs(inputs)
     out = Path(out_dir)
-    if out.exists() and (is_store(out) or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or is_store(out) or any(out.iterdir())):
         raise UserError(f"{out} already exists; add files to a store with `ragroute index update` "
                         "or choose a new --out")
     work = out.with_name(out.name + ".partial")
     _start_work_dir(work, paths)
-    progress = Progress("corpus build", len(paths))
-    segments = _write_segments(work, paths, [f"{i:06d}" for i in range(len(paths))], progress)
+    progress = Progress("corpus build", paths)
+    segments = _write_segments(work, paths, [f"{i:06d}" for i in range(len(paths))], progress, workers)
     progress.log()
     if not any(seg.rows for seg in segments):
         shutil.rmtree(work)
@@ -174,7 +213,7 @@ def _update_locked(store: Path, inputs: list[str]) -> UpdateResult:
     paths = check_inputs(inputs)
     _remove_uncommitted(store, old)
     gen = len(old["history"])
-    progress = Progress("corpus update", len(paths))
+    progress = Progress("corpus update", paths)
     segments = _write_segments(store, paths, [f"u{gen:06d}-{i:06d}" for i in range(len(paths))], progress)
     if not any(seg.rows or seg.deletes for seg in segments):
         _remove_uncommitted(store, old)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import numpy as np
 
 from index.sources import Deletion, Problem, ProblemLog, iter_source, source_kind
 from ragroute.rag.corpus import Document
-from ragroute.rag.store import COLUMNS, MANIFEST, STORE_FORMAT, CorpusStore, id_hashes
+from ragroute.rag.store import COLUMNS, MANIFEST, STORE_FORMAT, CorpusStore, SegmentFile, id_hashes
 
 BATCH_ROWS = 8192
 BATCH_BYTES = 64 << 20  # a record batch holds at most ~64 MB of text, whatever the documents' length
@@ -116,7 +116,12 @@ class _BatchedArrowWriter:
         self._writer.close()
 
 
-def write_segment(directory: Path, name: str, path: Path, on_docs: Callable[[int], None]) -> SegmentResult:
+def _no_progress(_: int) -> None:
+    pass
+
+
+def write_segment(directory: Path, name: str, path: Path,
+                  on_docs: Callable[[int], None] = _no_progress) -> SegmentResult:
     """Stream one input file into ``segments/NAME.arrow`` (+ ``.idhash.npy`` and the ``.json`` done marker)."""
     result = SegmentResult(name=name, source=source_info(path))
     problems = ProblemLog()
@@ -172,9 +177,9 @@ def _supersede_within(dead: DeadRows, sorted_hash: np.ndarray, sorted_pos: np.nd
             dead.replaced += 1
 
 
-def _supersede_old(dead: DeadRows, new_ids: list[str], old: CorpusStore) -> None:
+def _supersede_old(dead: DeadRows, new_ids: Iterable[str], old: CorpusStore) -> None:
     """Live rows of the store before this update whose id the update brings again."""
-    for doc_id in dict.fromkeys(new_ids):
+    for doc_id in new_ids:
         pos = old.newest_position(doc_id)
         if pos is not None and not dead.mask[pos]:
             dead.mask[pos] = True
@@ -222,8 +227,15 @@ def _write_lookup(directory: Path, gen: int, segments: list[SegmentResult], base
     return entry
 
 
-def _new_ids(reader: CorpusStore, base: int) -> list[str]:
-    return [i for _, ids, _ in reader.iter_texts(base, batch_size=65536) for i in ids]
+def _new_ids(directory: Path, segments: list[SegmentResult]) -> Iterator[str]:
+    """The ids of the new segments, read a segment at a time (the id column only)."""
+    for seg in segments:
+        if seg.rows:
+            segment = SegmentFile(directory / f"{seg.stem}.arrow")
+            try:
+                yield from segment.read(0, seg.rows, 0)
+            finally:
+                segment.close()
 
 
 def commit_generation(directory: Path, old_manifest: dict[str, Any] | None, segments: list[SegmentResult],
@@ -245,8 +257,11 @@ def commit_generation(directory: Path, old_manifest: dict[str, Any] | None, segm
     lookup = (np.load(directory / lookup_entry["hash"]), np.load(directory / lookup_entry["pos"]))
     _supersede_within(dead, *lookup, reader)
     if old_store is not None:
-        _supersede_old(dead, _new_ids(reader, base), old_store)
+        _supersede_old(dead, _new_ids(directory, segments), old_store)
     _apply_deletes(dead, segments, base, lookup, reader, old_store)
+    reader.close()
+    if old_store is not None:
+        old_store.close()
     dead.newly_dead = np.flatnonzero(dead.mask & ~before).astype(np.int64)
     digest = hashlib.sha256(old["fingerprint"].encode())
     for seg in segments:

@@ -25,6 +25,7 @@ from ragroute.rag.shards import EmbeddingShards, done_rows, shard_path, write_sh
 log = logging.getLogger("ragroute.index")
 
 Embed = Callable[[list[str]], np.ndarray]  # texts -> (n, dim) normalised vectors
+TEXTS_PER_CALL = 16  # encoder batches per call
 
 
 def shards_todo(directory: Path, rows: int, rows_per_shard: int) -> list[tuple[int, int, int]]:
@@ -41,14 +42,15 @@ def shards_todo(directory: Path, rows: int, rows_per_shard: int) -> list[tuple[i
 class Progress:
     """docs/s and ETA over the rows still to embed (tqdm bar on a terminal, a log line every ``every_s``)."""
 
-    def __init__(self, total: int, every_s: float = 30.0) -> None:
+    def __init__(self, total: int, every_s: float = 30.0, what: str = "embedded") -> None:
         from tqdm import tqdm
 
+        self.what = what
         self.total = total
         self.done = 0
         self.started = self.last = time.monotonic()
         self.every_s = every_s
-        self.bar = tqdm(total=total, unit="doc", desc="embedding", disable=None, smoothing=0.05)
+        self.bar = tqdm(total=total, unit="doc", desc=what, disable=None, smoothing=0.05)
 
     def __call__(self, n: int) -> None:
         self.done += n
@@ -58,7 +60,7 @@ class Progress:
             self.last = now
             rate = self.done / max(now - self.started, 1e-9)
             eta = (self.total - self.done) / rate if rate else float("inf")
-            log.info("embedded %d/%d documents, %.0f docs/s, ETA %.0f s", self.done, self.total, rate, eta)
+            log.info("%s %d/%d documents, %.0f docs/s, ETA %.0f s", self.what, self.done, self.total, rate, eta)
 
     def close(self) -> None:
         self.bar.close()
@@ -71,7 +73,9 @@ def embed_shard(store: Any, directory: Path, k: int, lo: int, hi: int, rows_per_
     first = k * rows_per_shard
     if lo > first:
         parts.append(np.load(shard_path(directory, k))[: lo - first])
-    for _, _, texts in store.iter_texts(lo, hi, batch_size=batch_size):
+    # Texts go to the encoder TEXTS_PER_CALL batches at a time: sentence-transformers sorts a call's texts by
+    # length before batching, so wider calls pad less (the chunking is fixed, so a resumed shard is the same).
+    for _, _, texts in store.iter_texts(lo, hi, batch_size=batch_size * TEXTS_PER_CALL):
         parts.append(np.asarray(embed(texts), dtype=np.float16))
         on_docs(len(texts))
     write_shard(directory, k, np.concatenate(parts))

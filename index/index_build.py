@@ -86,7 +86,7 @@ def make_embedder(cfg: IndexConfig) -> tuple[Any, int]:
     model = encoder.doc_model
     if str(model.device).startswith("cuda"):
         model.half()
-    return encoder.encode_documents, int(model.get_sentence_embedding_dimension())
+    return encoder.encode_documents, int(model.get_embedding_dimension())
 
 
 def sync_sparse(out: Path, store: CorpusStore, cfg: dict[str, Any], index_cfg: IndexConfig) -> None:
@@ -99,11 +99,11 @@ def sync_sparse(out: Path, store: CorpusStore, cfg: dict[str, Any], index_cfg: I
     start = indexed_until(open_tantivy(directory, settings, create=True))
     if start < len(store):
         log.info("sparse index: adding rows %d..%d", start, len(store) - 1)
-        progress = Progress(len(store) - start)
-        progress.bar.set_description("sparse index")
+        progress = Progress(len(store) - start, what="sparse index: indexed")
         try:
             add_documents(directory, settings, store.iter_texts(start, batch_size=4096),
-                          heap_mb=index_cfg.sparse_heap_mb, commit_every=index_cfg.sparse_commit_every,
+                          heap_mb=index_cfg.sparse_heap_mb, threads=index_cfg.sparse_threads,
+                          commit_every=index_cfg.sparse_commit_every,
                           on_batch=progress)
         finally:
             progress.close()

@@ -10,7 +10,7 @@ from index.config import CorpusBuildConfig, CorpusUpdateConfig
 def corpus_build_main(cfg: CorpusBuildConfig) -> dict[str, Any]:
     from index.corpus_build import build_store
 
-    return build_store(cfg.inputs, cfg.out)
+    return build_store(cfg.inputs, cfg.out, cfg.workers)
 
 
 def corpus_update_main(cfg: CorpusUpdateConfig) -> dict[str, Any]:

@@ -9,6 +9,7 @@ file stops the others: a reader that hits a truncated or corrupt file yields a p
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,12 +72,16 @@ def _from_row(row: dict[str, Any], location: str) -> SourceItem:
 
 
 def iter_jsonl_documents(path: Path) -> Iterator[SourceItem]:
-    for lineno, row, problem in _iter_jsonl(path):
-        location = f"{path}:line {lineno}"
-        if row is None:
-            yield Problem((problem or "unreadable").split(": ", 1)[-1], location)
-        else:
-            yield _from_row(row, location)
+    lineno = 0
+    try:
+        for lineno, row, problem in _iter_jsonl(path):
+            location = f"{path}:line {lineno}"
+            if row is None:
+                yield Problem((problem or "unreadable").split(": ", 1)[-1], location)
+            else:
+                yield _from_row(row, location)
+    except (EOFError, OSError, zlib.error) as exc:  # a truncated or corrupt .jsonl.gz
+        yield Problem("truncated file", str(path), f"{type(exc).__name__}: {exc} (after line {lineno})")
 
 
 def iter_pubmedqa_documents(path: Path, data: dict[str, Any]) -> Iterator[SourceItem]:
@@ -143,9 +148,9 @@ def source_kind(path: Path) -> str:
         return "arrow"
     if name.endswith(".json"):
         return "json"
-    if name.endswith(".jsonl"):
+    if name.endswith((".jsonl", ".jsonl.gz")):
         return "jsonl"
-    raise UserError(f"{path}: unknown input type (use .jsonl, .json, .parquet, .arrow, .feather, .xml or .xml.gz)")
+    raise UserError(f"{path}: unknown input type (use .jsonl[.gz], .json, .parquet, .arrow, .feather, .xml[.gz])")
 
 
 def iter_source(path: Path) -> Iterator[SourceItem]:
@@ -168,7 +173,9 @@ def check_inputs(inputs: list[str]) -> list[Path]:
     if not paths:
         raise UserError("no input files given")
     for path in paths:
-        if not path.exists() or path.is_dir():  # a named pipe (mkfifo) is read like a file
+        if path.is_dir():
+            raise UserError(f"input {path} is a directory: give its files (e.g. {path}/*.xml.gz)")
+        if not path.exists():  # a named pipe (mkfifo) is read like a file
             raise UserError(f"input file not found: {path}")
         source_kind(path)
     return paths

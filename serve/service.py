@@ -268,7 +268,10 @@ class RoutedService:
             from ragroute.system import EXECUTION_ONLY
 
             configured = load_pipeline_config(self.cfg.pipeline)
-            pipeline_cfg = replace(pipeline_cfg, **{k: getattr(configured, k) for k in EXECUTION_ONLY})
+            # A built index's store and index directories are only where they are on this machine (the system's
+            # identity holds the index's own: store fingerprint, model, factory); opening them checks that.
+            where = EXECUTION_ONLY | ({"corpus", "index"} if configured.index else set())
+            pipeline_cfg = replace(pipeline_cfg, **{k: getattr(configured, k) for k in where})
         pipeline = RAGPipeline.from_config(pipeline_cfg)
         pipeline.warmup()  # build/load the indexes now, not on the first user's request
         self.pipeline = pipeline

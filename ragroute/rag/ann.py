@@ -103,9 +103,10 @@ class AnnIndex:
             while True:
                 ids = self._candidates(vector[None, :], fetch)[0]
                 ids = ids[ids >= 0]
+                exhausted = len(ids) < fetch or fetch >= total  # the probed lists hold no more
                 if self.live is not None:
                     ids = ids[self.live[ids]]
-                if len(ids) >= k or fetch >= total or len(ids) == 0 and fetch >= total:
+                if len(ids) >= k or exhausted:
                     break
                 fetch = min(fetch * 4, total)  # dead rows crowded the candidates: ask for more
             scores = self.similarities(vector[None, :], ids.tolist())[0] if len(ids) else np.empty(0, np.float32)

@@ -10,6 +10,7 @@ Question sets never crash on bad input: a malformed line or item is reported in 
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,8 +56,10 @@ def _is_pubmedqa(data: Any) -> bool:
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-    """(line number, object or None, problem or None) for every non-blank line."""
-    with path.open(encoding="utf-8", errors="replace") as fh:
+    """(line number, object or None, problem or None) for every non-blank line (of a gzip file too: ``.gz``)."""
+    opened = gzip.open(path, "rt", encoding="utf-8", errors="replace") if path.suffix == ".gz" else path.open(
+        encoding="utf-8", errors="replace")
+    with opened as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ragroute.errors import UserError
-from ragroute.rag.cache import default_index_dir, index_key, load_or_build
+from ragroute.rag.cache import corpus_fingerprint, default_index_dir, index_key, load_or_build
 
 if TYPE_CHECKING:
     from ragroute.rag.ann import AnnIndex
@@ -59,6 +59,7 @@ class IndexStore:
         self.cfg = cfg
         self.corpus = as_corpus(corpus)
         self.root = Path(cfg.index_dir).expanduser() if cfg.index_dir else default_index_dir()
+        self._fingerprint: str | None = None
         self._bm25: BM25Index | TantivyBM25 | None = None
         self._encoder: DenseEncoder | None = None
         self._dense: DenseIndex | AnnIndex | None = None
@@ -70,6 +71,9 @@ class IndexStore:
     def _open_built(self, directory: str) -> None:
         from ragroute.rag.built_index import check_index, doc_model_label, read_index_manifest
 
+        if getattr(self.corpus, "directory", None) is None:
+            raise UserError(f"index {directory} is set, but the corpus is not a corpus store: set corpus to the store "
+                            "directory the index was built from (`ragroute corpus build`)")
         manifest = read_index_manifest(directory)
         doc_model = doc_model_label(self.cfg.dense_model, self.cfg.dense_doc_model)
         check_index(directory, manifest, self.corpus.fingerprint, getattr(self.corpus, "directory", None), doc_model)
@@ -82,7 +86,12 @@ class IndexStore:
 
     @property
     def fingerprint(self) -> str:
-        return self.corpus.fingerprint
+        """The key of the implicit index cache: a store's own fingerprint; for documents held in memory the
+        content hash the cache has always used (so existing caches stay valid)."""
+        if self._fingerprint is None:
+            docs = getattr(self.corpus, "docs", None)
+            self._fingerprint = corpus_fingerprint(docs) if docs is not None else self.corpus.fingerprint
+        return self._fingerprint
 
     def _implicit(self, what: str) -> None:
         """Refuse to build ``what`` as a side effect for a large corpus."""

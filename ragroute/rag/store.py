@@ -1,16 +1,17 @@
-"""The corpus on disk: a directory of memory-mapped Arrow segments that documents are read from by position.
+"""The corpus on disk: a directory of Arrow segments that documents are read from by position.
 
 Layout of a store directory (written by ``ragroute corpus build`` / ``index.corpus_build``)::
 
     manifest.json            format, rows, live, fingerprint, segments, lookups, dead mask, sources, history
-    segments/NNNNNN.arrow    Arrow IPC file, columns id, title, text (one per input file of a build or per update)
+    segments/NNNNNN.arrow    Arrow IPC file, columns id, title, text (one per input file of a build or an update)
     lookup/NNNNNN.hash.npy   sorted 64-bit hashes of the ids of one build or update ...
     lookup/NNNNNN.pos.npy    ... and the row position of each (same order)
     dead.NNNNNN.npy          bool per row: True = deleted or superseded (the manifest names the current one)
 
 A row's POSITION (its global row number over all segments) never changes: an update appends rows and marks the
 rows it replaces or deletes dead, so index files that refer to positions stay valid. Nothing here reads the
-whole corpus into Python memory: segments and lookups are memory-mapped, and ``position_of`` binary-searches the
+whole corpus into Python memory: rows are read with ``pread`` (:class:`SegmentFile`), the lookups and the dead
+mask are memory-mapped, and ``position_of`` binary-searches the
 hash arrays (newest lookup first: the newest row of an id is the only one that can be live) and confirms the id
 in the segment, so a hash collision cannot return the wrong document.
 
@@ -95,6 +96,7 @@ class SegmentFile:
     def __init__(self, path: Path) -> None:
         import pyarrow as pa
 
+        self.fd = -1
         source = pa.memory_map(str(path), "r")
         reader = pa.ipc.open_file(source)
         source.seek(0)
@@ -128,7 +130,12 @@ class SegmentFile:
         return out
 
     def close(self) -> None:
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:  # a segment evicted from a store's cache closes once no read holds it
+        self.close()
 
 
 class CorpusStore:
@@ -161,7 +168,7 @@ class CorpusStore:
         segment = self._open_segments.get(seg)
         if segment is None:
             if len(self._open_segments) >= MAX_OPEN_SEGMENTS:
-                self._close_segments()
+                self._open_segments = {}  # not closed here: a read in another thread may still use one
             segment = self._open_segments[seg] = SegmentFile(self.directory / self._segments[seg]["file"])
         return segment
 
@@ -251,6 +258,15 @@ class CorpusStore:
         self._close_segments()
 
 
+def open_corpus(path: str | Path) -> CorpusStore | InMemoryCorpus:
+    """A store directory as a :class:`CorpusStore`; any file ``load_corpus`` reads (or ``demo``) in memory."""
+    if is_store(path):
+        return CorpusStore.open(path)
+    from ragroute.rag.corpus import load_corpus
+
+    return InMemoryCorpus(load_corpus(str(path)))
+
+
 class InMemoryCorpus:
     """The store's read protocol over documents held in memory (small corpora: PubMedQA files, the demo)."""
 
@@ -282,6 +298,9 @@ class InMemoryCorpus:
 
     def live_mask(self) -> np.ndarray:
         return np.ones(len(self.docs), dtype=bool)
+
+    def close(self) -> None:
+        pass
 
     def position_of(self, doc_id: str) -> int | None:
         return self._positions.get(str(doc_id))

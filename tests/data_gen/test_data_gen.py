@@ -214,3 +214,22 @@ def test_verdict_first_records_carry_verdict_probabilities_and_citations(tiny_cf
     # Switching verdicts off is another config: the run refuses to mix the two kinds of answers.
     with pytest.raises(UserError, match="different config"):
         main(tiny_cfg(**{"sampling.max_tokens": 6}))
+
+
+def test_runs_over_a_corpus_store_and_its_built_index(tiny_cfg, tmp_path):
+    """corpus = a store directory, pipeline.index = its built index: records cite store documents, and the system
+    spec carries the index identity (store fingerprint, engines)."""
+    from index.config import IndexConfig
+    from index.corpus_build import build_store
+    from index.index_build import build_index
+    from ragroute.rag.corpus import DEMO_CORPUS
+
+    build_store([str(DEMO_CORPUS)], tmp_path / "store")
+    built = build_index(tmp_path / "store", tmp_path / "index", IndexConfig(dense=False))
+    counts = main(tiny_cfg(corpus=str(tmp_path / "store"), limit=3, **{
+        "pipeline.index": str(tmp_path / "index"), "pipeline.retriever": "bm25", "pipeline.reranker": "none"}))
+    records = read_records(tmp_path / "out")
+    assert counts["written"] == 3 and all(r.doc_ids[0] == r.gold_doc_id for r in records)
+    system = json.loads((tmp_path / "out" / "manifest.json").read_text())["system"]
+    assert system["pipeline"]["index_identity"]["store_fingerprint"] == built["store_fingerprint"]
+    assert system["pipeline"]["index_identity"]["sparse"]["engine"] == "tantivy"

@@ -106,6 +106,10 @@ def test_cli_empty_build_exits_2_and_leaves_nothing(tmp_path: Path, capsys: pyte
     assert not out.exists() and not (tmp_path / "store.partial").exists()
     assert ragroute_main(["corpus", "build", "--input", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
     assert "input file not found" in capsys.readouterr().err
+    assert ragroute_main(["corpus", "build", "--input", str(tmp_path), "--out", str(out)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert ragroute_main(["corpus", "update", "--store", str(tmp_path), "--input", str(bad)]) == 2
+    assert "not a corpus store" in capsys.readouterr().err
 
 
 def test_cli_refuses_to_overwrite_a_store(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -181,3 +185,15 @@ def test_a_second_concurrent_update_is_refused(tmp_path: Path) -> None:
         with pytest.raises(UserError, match="another update"):
             update_store(tmp_path / "s", [str(src)])
     assert update_store(tmp_path / "s", [str(src)]).dead_positions.tolist() == [0]
+
+
+def test_parallel_workers_build_the_same_store(tmp_path: Path, article: Callable, xml_file: Callable) -> None:
+    files = [str(xml_file(tmp_path / f"pubmed{i}.xml.gz", [article(str(j), f"T{j}", (None, f"text {j}"))
+                                                          for j in range(i * 10, i * 10 + 15)],
+                          deleted=[str(i * 10 - 1)] if i else []))
+             for i in range(4)]
+    one = build_store(files, tmp_path / "one")
+    two = build_store(files, tmp_path / "two", workers=2)
+    assert two["fingerprint"] == one["fingerprint"] and two["live"] == one["live"] == 45 - 3  # ids 0..44, three deleted
+    assert CorpusStore.open(tmp_path / "two").documents(range(60)) == CorpusStore.open(tmp_path / "one").documents(
+        range(60))

@@ -116,12 +116,58 @@ def test_an_index_of_another_store_version_is_refused(tmp_path: Path, xml_file: 
         update_index(other, tmp_path / "index", [])
 
 
+DIE_AT_THIRD_BATCH = """
+import os, signal, sys
+from index.config import IndexConfig
+from index.index_build import build_index
+from ragroute.rag.store import CorpusStore
+
+read = CorpusStore.iter_texts
+
+def dying(self, start=0, stop=None, batch_size=4096):
+    for i, batch in enumerate(read(self, start, stop, batch_size=2)):
+        if i == 3:
+            os.kill(os.getpid(), signal.SIGKILL)  # rows 4-5 are added but not committed
+        yield batch
+
+CorpusStore.iter_texts = dying
+build_index(sys.argv[1], sys.argv[2], IndexConfig(dense=False, sparse_commit_every=4))
+"""
+
+
+def test_killed_sparse_build_resumes_from_its_last_commit(tmp_path: Path, xml_file: Callable, article: Callable) -> None:
+    from index.sparse_build import indexed_until
+    from ragroute.rag.sparse import AnalyzerSettings, TantivyBM25, open_tantivy
+
+    store = make_store(tmp_path, xml_file, article)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    killed = subprocess.run([sys.executable, "-c", DIE_AT_THIRD_BATCH, str(store), str(tmp_path / "resumed")], env=env,
+                            capture_output=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    sparse = tmp_path / "resumed" / "sparse"
+    assert indexed_until(open_tantivy(sparse, AnalyzerSettings())) == 4  # the last commit, not the rows added after
+    assert json.loads((tmp_path / "resumed" / "manifest.json").read_text())["state"] == "building"
+    assert build_index(store, tmp_path / "resumed", SPARSE_ONLY)["state"] == "complete"
+    build_index(store, tmp_path / "straight", SPARSE_ONLY)
+    resumed, straight = (TantivyBM25(tmp_path / d / "sparse", AnalyzerSettings()) for d in ("resumed", "straight"))
+    assert resumed.n_docs == straight.n_docs == len(TOPICS)  # no row twice
+    for question in ("early surgery for hip fractures", "vitamin D bone density", "sepsis antibiotics mortality"):
+        (a_pos, a_scores), (b_pos, b_scores) = resumed.search_one(question, 5), straight.search_one(question, 5)
+        assert a_pos.tolist() == b_pos.tolist()
+        np.testing.assert_allclose(a_scores, b_scores, rtol=1e-6)
+
+
 def test_large_corpus_without_index_is_refused(tmp_path: Path, xml_file: Callable, article: Callable) -> None:
     store = make_store(tmp_path, xml_file, article)
     cfg = PipelineConfig(corpus=str(store), index_dir=str(tmp_path / "cache"), implicit_index_max_docs=5,
                          **BM25_PIPELINE)
     with pytest.raises(UserError, match="ragroute index build"):
         RAGPipeline.from_config(cfg)
+    build_index(store, tmp_path / "index", SPARSE_ONLY)
+    from ragroute.rag.corpus import DEMO_CORPUS
+
+    with pytest.raises(UserError, match="not a corpus store"):  # an index needs the store it was built from
+        RAGPipeline.from_config(PipelineConfig(corpus=str(DEMO_CORPUS), index=str(tmp_path / "index"), **BM25_PIPELINE))
 
 
 def test_cli_build_prints_the_manifest_and_bad_store_exits_2(tmp_path: Path, xml_file: Callable, article: Callable) -> None:
@@ -190,3 +236,19 @@ def test_killed_build_resumes_to_the_same_index_and_the_pipeline_uses_it(
     assert top_ids(dense_only, "heart attack and aspirin")[0] == "1001"
     with pytest.raises(UserError, match="all-MiniLM-L6-v2 \\(bundled\\).*other/encoder"):
         RAGPipeline.from_config(PipelineConfig(**{**vars(cfg), "dense_model": "other/encoder"}))
+
+    # An update extends the last, partial shard (its old rows kept as they were) and adds the new rows to FAISS.
+    last_before = np.load(emb / "shard_000002.npy")
+    assert len(last_before) == 2
+    update = xml_file(tmp_path / "update.xml", [
+        article("1001", "Aspirin and bleeding", (None, "Aspirin raised gastrointestinal bleeding in the elderly.")),
+        article("2000", "Zinc for the common cold", (None, "Zinc lozenges shortened rhinovirus colds.")),
+    ])
+    update_index(store, tmp_path / "resumed", [str(update)])
+    last_after = np.load(emb / "shard_000002.npy")
+    assert len(last_after) == 4 and np.array_equal(last_after[:2], last_before)
+    assert (emb / "shard_000000.npy").stat().st_mtime_ns == first_shard
+    pipeline = RAGPipeline.from_config(PipelineConfig(**{**vars(cfg), "retriever": "dense"}))
+    assert top_ids(pipeline, "zinc lozenges against colds")[0] == "2000"
+    docs = pipeline.prepare("aspirin after a heart attack").docs
+    assert [d.id for d in docs].count("1001") == 1 and all("reinfarction" not in d.text for d in docs)

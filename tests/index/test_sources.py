@@ -3,6 +3,8 @@ corrupt), JSONL, PubMedQA JSON, Parquet and Arrow."""
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,15 +37,31 @@ def test_pubmed_xml_gz_articles_sections_and_deletions(tmp_path: Path, article: 
     assert [(p.kind, p.location) for p in problems] == [("no abstract", f"{path}:record 3 (PMID 13)")]
 
 
-def test_truncated_xml_gz_keeps_the_articles_before_the_cut(tmp_path: Path, article: Callable, xml_file: Callable) -> None:
+def test_truncated_xml_gz_keeps_every_article_before_the_cut(tmp_path: Path, article: Callable,
+                                                            xml_file: Callable) -> None:
     whole = xml_file(tmp_path / "whole.xml.gz", [article(str(i), f"T{i}", (None, f"abstract {i} " * 40))
-                                                  for i in range(200)])
+                                                 for i in range(2000)])
     cut = tmp_path / "cut.xml.gz"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    readable = zlib.decompressobj(31).decompress(cut.read_bytes())  # what the first half still holds
     docs, _, problems = split(list(iter_source(cut)))
-    assert 0 < len(docs) < 200 and [d.id for d in docs] == [str(i) for i in range(len(docs))]
-    assert len(problems) == 1 and problems[0].kind in ("truncated file", "corrupt XML")
-    assert str(cut) in problems[0].location
+    assert len(docs) == readable.count(b"</PubmedArticle>") > 500
+    assert [d.id for d in docs] == [str(i) for i in range(len(docs))]
+    assert [(p.kind, p.location) for p in problems] == [("truncated file", str(cut))]
+    assert f"after record {len(docs)}" in problems[0].detail
+
+
+def test_multi_member_and_corrupt_gzip(tmp_path: Path, article: Callable, xml_file: Callable) -> None:
+    """Two gzip members in one file (as `cat a.gz b.gz` makes) read as one stream; bytes that are not gzip at
+    all are a problem of that file."""
+    whole = xml_file(tmp_path / "w.xml.gz", [article(str(i), "T", (None, "x")) for i in range(5)]).read_bytes()
+    members = tmp_path / "members.xml.gz"
+    xml = gzip.decompress(whole)
+    members.write_bytes(gzip.compress(xml[:100]) + gzip.compress(xml[100:]))
+    assert [d.id for d in split(list(iter_source(members)))[0]] == ["0", "1", "2", "3", "4"]
+    garbage = tmp_path / "garbage.xml.gz"
+    garbage.write_bytes(b"this is not gzip" * 100)
+    assert [p.kind for p in iter_source(garbage)] == ["corrupt gzip"]
 
 
 def test_corrupt_xml_reports_its_line(tmp_path: Path, article: Callable) -> None:
@@ -96,3 +114,16 @@ def test_unknown_input_type_is_a_user_error(tmp_path: Path) -> None:
     path.write_text("id,text\n")
     with pytest.raises(UserError, match="unknown input type"):
         list(iter_source(path))
+
+
+def test_jsonl_gz_and_a_truncated_one(tmp_path: Path) -> None:
+    lines = "".join(f'{{"id": "{i}", "text": "document number {i} {"x" * 50}"}}\n' for i in range(3000)).encode()
+    path = tmp_path / "c.jsonl.gz"
+    path.write_bytes(gzip.compress(lines))
+    docs, _, problems = split(list(iter_source(path)))
+    assert len(docs) == 3000 and not problems
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    docs, _, problems = split(list(iter_source(cut)))
+    assert 0 < len(docs) < 3000 and [d.id for d in docs] == [str(i) for i in range(len(docs))]
+    assert [(p.kind, p.location) for p in problems] == [("truncated file", str(cut))]

@@ -12,7 +12,7 @@ from index.corpus_build import build_store
 from ragroute.errors import UserError
 from ragroute.rag import store as store_module
 from ragroute.rag.corpus import DEMO_CORPUS, Document, load_corpus
-from ragroute.rag.store import CorpusStore, InMemoryCorpus, is_store
+from ragroute.rag.store import CorpusStore, InMemoryCorpus, is_store, open_corpus
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -111,3 +111,20 @@ def test_rows_across_many_record_batches_and_segments(tmp_path: Path, monkeypatc
     for start, stop, batch in ((0, None, 5), (6, 30, 9), (20, 26, 100), (0, 50, 50)):
         assert list(store.iter_texts(start, stop, batch)) == list(memory.iter_texts(start, stop, batch))
     assert [store.position_of(str(i)) for i in range(50)] == list(range(50))
+
+
+def test_open_corpus_picks_the_store_or_memory(demo_store: Path) -> None:
+    assert isinstance(open_corpus(demo_store), CorpusStore)
+    memory = open_corpus("demo")
+    assert isinstance(memory, InMemoryCorpus) and memory.documents([0]) == CorpusStore.open(demo_store).documents([0])
+
+
+def test_more_segments_than_open_files_allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "MAX_OPEN_SEGMENTS", 2)
+    files = [str(write_jsonl(tmp_path / f"{i}.jsonl", [{"id": str(i), "text": f"doc {i}"}])) for i in range(5)]
+    build_store(files, tmp_path / "s")
+    store = CorpusStore.open(tmp_path / "s")
+    for _ in range(2):
+        assert [d.text for d in store.documents([4, 0, 3, 1, 2])] == ["doc 4", "doc 0", "doc 3", "doc 1", "doc 2"]
+    assert len(store._open_segments) <= 2
+    store.close()
