@@ -21,9 +21,7 @@ from pathlib import Path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--n", type=int, default=40)
     parser.add_argument("--config", default="configs/data_gen/smollm2-135m-pruned_pubmedqa_student.yaml")
@@ -43,32 +41,21 @@ def main() -> None:
     cfg = load_config(DataGenConfig, args.config, overrides)
     inputs = load_inputs(cfg.questions, cfg.corpus)
     spec = load_model_spec(cfg.model_config)
-    prompts = [
-        GenerationRequest(messages=p.messages)
-        for p in RAGPipeline(cfg.pipeline, inputs.corpus).prepare_batch(
-            [q.question for q in inputs.questions[: args.n]]
-        )
-    ]
+    prompts = [GenerationRequest(messages=p.messages) for p in RAGPipeline(cfg.pipeline, inputs.corpus).prepare_batch(
+        [q.question for q in inputs.questions[: args.n]])]
     verdict_s, answer_s, tokens = [], [], []
     with create_engine(spec, cfg.engine) as engine:
         engine.generate(prompts[:2], cfg.sampling)  # warm-up
         for request in prompts:
             started = time.perf_counter()
-            [answer] = engine.generate(
-                [request], cfg.sampling
-            )  # verdict-first: the verdict step, then the rest
+            [answer] = engine.generate([request], cfg.sampling)  # verdict-first: the verdict step, then the rest
             answer_s.append(time.perf_counter() - started)
             verdict_s.append(answer.timings["verdict"])
             tokens.append(answer.completion_tokens)
     result = {
-        "model": spec.name,
-        "engine": cfg.engine.name,
-        "n": len(prompts),
-        "config": args.config,
-        "verdict_step_mean_s": statistics.mean(verdict_s),
-        "verdict_step_p50_s": statistics.median(verdict_s),
-        "answer_mean_s": statistics.mean(answer_s),
-        "answer_p50_s": statistics.median(answer_s),
+        "model": spec.name, "engine": cfg.engine.name, "n": len(prompts), "config": args.config,
+        "verdict_step_mean_s": statistics.mean(verdict_s), "verdict_step_p50_s": statistics.median(verdict_s),
+        "answer_mean_s": statistics.mean(answer_s), "answer_p50_s": statistics.median(answer_s),
         "answer_tokens_mean": statistics.mean(tokens),
         "overhead_share": statistics.mean(verdict_s) / statistics.mean(answer_s),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

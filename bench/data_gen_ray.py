@@ -74,9 +74,7 @@ def one_pass(base: list[str], out: Path, overrides: list[str], batch_size: int, 
     watcher = threading.Thread(target=watch_records, args=(out / "records.jsonl", arrivals, done, started))
     watcher.start()
     with log.open("ab") as fh:
-        run = subprocess.run(
-            [*base, "--out", str(out), *overrides], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT
-        )
+        run = subprocess.run([*base, "--out", str(out), *overrides], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - started
     done.set()
     watcher.join()
@@ -84,13 +82,10 @@ def one_pass(base: list[str], out: Path, overrides: list[str], batch_size: int, 
         raise SystemExit(f"pass failed (exit {run.returncode}): see {log}")
     written = len(arrivals)
     return {
-        "wall_s": round(wall, 2),
-        "written": written,
-        "q_per_min": round(60 * written / wall, 2),
+        "wall_s": round(wall, 2), "written": written, "q_per_min": round(60 * written / wall, 2),
         "first_record_s": round(arrivals[0], 2) if arrivals else None,
         "steady_q_per_min": steady_q_per_min(arrivals, batch_size),
-        "load_1m_before": round(load_before, 2),
-        "load_1m_after": round(os.getloadavg()[0], 2),
+        "load_1m_before": round(load_before, 2), "load_1m_after": round(os.getloadavg()[0], 2),
     }
 
 
@@ -112,35 +107,23 @@ def summary(passes: dict[str, list[dict]], key: str) -> dict[str, float | None]:
 
 def paired_costs(passes: dict[str, list[dict]], key: str) -> list[float]:
     """Per round: 1 - ray_1 / local, each ray_1 pass against the local pass of the same round."""
-    return [
-        round(1 - ray[key] / local[key], 3)
-        for local, ray in zip(passes["local"], passes["ray_1"], strict=False)
-        if ray[key] and local[key]
-    ]
+    return [round(1 - ray[key] / local[key], 3) for local, ray in zip(passes["local"], passes["ray_1"], strict=False)
+            if ray[key] and local[key]]
 
 
 def parse_args() -> argparse.Namespace:
     from ragroute.config import shared_pubmedqa_dev
 
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default=str(shared_pubmedqa_dev()))
     parser.add_argument("--n", type=int, default=96, help="questions per pass")
     parser.add_argument("--rounds", type=int, default=3, help="passes of each configuration, interleaved")
-    parser.add_argument(
-        "--configs", default="local,ray_1,ray_2", help="configurations, in the order of a round"
-    )
+    parser.add_argument("--configs", default="local,ray_1,ray_2", help="configurations, in the order of a round")
     parser.add_argument("--config", default="configs/data_gen/smollm2-135m_pubmedqa_teacher.yaml")
-    parser.add_argument(
-        "--ray-default-niceness",
-        action="store_true",
-        help="start the Ray instance with Ray's own worker niceness (15) instead of data_gen's (0)",
-    )
+    parser.add_argument("--ray-default-niceness", action="store_true",
+                        help="start the Ray instance with Ray's own worker niceness (15) instead of data_gen's (0)")
     parser.add_argument("--json")
-    parser.add_argument(
-        "--log", default=None, help="the passes' output (default: a file in the temporary directory)"
-    )
+    parser.add_argument("--log", default=None, help="the passes' output (default: a file in the temporary directory)")
     return parser.parse_args()
 
 
@@ -155,13 +138,9 @@ def main() -> None:
     cpus = os.cpu_count() or 1
     if not args.ray_default_niceness:
         local_ray_env()  # the Ray instance `ragroute data-gen --executor ray` starts for itself
-    run = {
-        "batch_size": load_config(DataGenConfig, args.config, []).batch_size,
-        "load_1m_before": round(os.getloadavg()[0], 2),
-        "cpus": cpus,
-        "ray_worker_niceness": int(os.environ.get("RAY_worker_niceness", 15)),
-        "ray_version": ray.__version__,
-    }
+    run = {"batch_size": load_config(DataGenConfig, args.config, []).batch_size,
+           "load_1m_before": round(os.getloadavg()[0], 2), "cpus": cpus,
+           "ray_worker_niceness": int(os.environ.get("RAY_worker_niceness", 15)), "ray_version": ray.__version__}
     started = time.perf_counter()
     ray.init(num_cpus=cpus, include_dashboard=False)
     run["ray_start_s"] = round(time.perf_counter() - started, 2)
@@ -169,18 +148,8 @@ def main() -> None:
     passes: dict[str, list[dict]] = {name: [] for name in args.configs.split(",")}
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(args.log or Path(tmp) / "passes.log")
-        base = [
-            sys.executable,
-            "-m",
-            "ragroute.cli",
-            "data-gen",
-            "--config",
-            args.config,
-            "--questions",
-            args.dataset,
-            "--pipeline.index-dir",
-            str(Path(tmp) / "index"),
-        ]
+        base = [sys.executable, "-m", "ragroute.cli", "data-gen", "--config", args.config, "--questions", args.dataset,
+                "--pipeline.index-dir", str(Path(tmp) / "index")]
         # Build the retrieval indexes once (cached in index_dir) so no pass pays for them.
         one_pass(base, Path(tmp) / "warm", ["--limit", "1", "--engine.name", "transformers"], 1, log)
         for round_no in range(args.rounds):
@@ -189,9 +158,7 @@ def main() -> None:
                 result = one_pass(base, Path(tmp) / f"{round_no}-{name}", flags, run["batch_size"], log)
                 print(f"round {round_no + 1} {name}: {result}", flush=True)
                 passes[name].append(result)
-            result = report(
-                args, passes, run, round_no + 1
-            )  # after every round: a stopped run keeps its rounds
+            result = report(args, passes, run, round_no + 1)  # after every round: a stopped run keeps its rounds
             if args.json:
                 Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     ray.shutdown()
@@ -201,26 +168,16 @@ def main() -> None:
 def report(args: argparse.Namespace, passes: dict[str, list[dict]], run: dict, rounds_done: int) -> dict:
     end_to_end, steady = summary(passes, "q_per_min"), summary(passes, "steady_q_per_min")
     return {
-        "local_q_per_min": end_to_end.get("local"),
-        "ray_1_q_per_min": end_to_end.get("ray_1"),
-        "ray_2_q_per_min": end_to_end.get("ray_2"),
-        "n": args.n,
-        "rounds": rounds_done,
-        "ray_1_cost_vs_local": cost(end_to_end),
-        "ray_1_cost_per_round": paired_costs(passes, "q_per_min"),
-        "steady_q_per_min": steady,
-        "ray_1_steady_cost_vs_local": cost(steady),
+        "local_q_per_min": end_to_end.get("local"), "ray_1_q_per_min": end_to_end.get("ray_1"),
+        "ray_2_q_per_min": end_to_end.get("ray_2"), "n": args.n, "rounds": rounds_done,
+        "ray_1_cost_vs_local": cost(end_to_end), "ray_1_cost_per_round": paired_costs(passes, "q_per_min"),
+        "steady_q_per_min": steady, "ray_1_steady_cost_vs_local": cost(steady),
         "first_record_s": summary(passes, "first_record_s"),
-        "passes": passes,
-        "executor_settings": run["executor_settings"],
-        "ray_start_s": run["ray_start_s"],
+        "passes": passes, "executor_settings": run["executor_settings"], "ray_start_s": run["ray_start_s"],
         "ray_worker_niceness": run["ray_worker_niceness"],
-        "config": args.config,
-        "batch_size": run["batch_size"],
-        "dataset": Path(args.dataset).name,
+        "config": args.config, "batch_size": run["batch_size"], "dataset": Path(args.dataset).name,
         "machine": f"{platform.machine()} {run['cpus']} CPUs, {platform.platform()}",
-        "load_1m_before": run["load_1m_before"],
-        "load_1m_after": round(os.getloadavg()[0], 2),
+        "load_1m_before": run["load_1m_before"], "load_1m_after": round(os.getloadavg()[0], 2),
         "versions": {"ray": run["ray_version"], "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }

@@ -20,14 +20,8 @@ from ragroute.config import shared_pubmedqa_dev
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--dataset",
-        default=str(shared_pubmedqa_dev()),
-        help="PubMedQA-format file (default: the bundled dev set)",
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default=str(shared_pubmedqa_dev()), help="PubMedQA-format file (default: the bundled dev set)")
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--config", default="configs/data_gen/smollm2-135m_pubmedqa_teacher.yaml")
@@ -50,37 +44,19 @@ def main() -> None:
     pipeline = RAGPipeline(cfg.pipeline, inputs.corpus)
     passes = {}
     with create_engine(spec, cfg.engine) as engine, tempfile.TemporaryDirectory() as tmp:
-        answer_questions(
-            questions[:2],
-            pipeline,
-            engine,
-            cfg.sampling,
-            JsonlWriter(Path(tmp) / "warm.jsonl"),
-            2,
-            spec.name,
-            "bench",
-        )  # warm-up
+        answer_questions(questions[:2], pipeline, engine, cfg.sampling, JsonlWriter(Path(tmp) / "warm.jsonl"),
+                         2, spec.name, "bench")  # warm-up
         for name, batch_size in (("batched", args.batch_size), ("sequential", 1)):
             with JsonlWriter(Path(tmp) / f"{name}.jsonl") as writer:
                 started = time.perf_counter()
-                written, _ = answer_questions(
-                    questions, pipeline, engine, cfg.sampling, writer, batch_size, spec.name, "bench"
-                )
+                written, _ = answer_questions(questions, pipeline, engine, cfg.sampling, writer, batch_size,
+                                              spec.name, "bench")
                 wall = time.perf_counter() - started
-            passes[name] = {
-                "batch_size": batch_size,
-                "questions": written,
-                "wall_s": wall,
-                "questions_per_min": 60 * written / wall,
-            }
-    result = {
-        "config": args.config,
-        "model": spec.name,
-        "n": len(questions),
-        **passes,
-        "speedup": passes["batched"]["questions_per_min"] / passes["sequential"]["questions_per_min"],
-        "date": time.strftime("%Y-%m-%d"),
-    }
+            passes[name] = {"batch_size": batch_size, "questions": written, "wall_s": wall,
+                            "questions_per_min": 60 * written / wall}
+    result = {"config": args.config, "model": spec.name, "n": len(questions), **passes,
+              "speedup": passes["batched"]["questions_per_min"] / passes["sequential"]["questions_per_min"],
+              "date": time.strftime("%Y-%m-%d")}
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

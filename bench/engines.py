@@ -74,11 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--dataset",
-        default=str(shared_pubmedqa_dev()),
-        help="PubMedQA-format file (default: the bundled dev set)",
-    )
+    parser.add_argument("--dataset", default=str(shared_pubmedqa_dev()), help="PubMedQA-format file (default: the bundled dev set)")
     parser.add_argument("--model-config", default="smollm2-135m")
     parser.add_argument("--n", type=int, default=32, help="prompts")
     parser.add_argument("--answer-tokens", type=int, default=100)

@@ -106,9 +106,7 @@ def run(dataset: str, cfg: PipelineConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--dataset",
-        default=str(shared_pubmedqa_dev()),
-        help="PubMedQA-format json (default: the bundled dev set)",
+        "--dataset", default=str(shared_pubmedqa_dev()), help="PubMedQA-format json (default: the bundled dev set)"
     )
     parser.add_argument("--config", help="pipeline YAML (default: PipelineConfig defaults)")
     parser.add_argument(

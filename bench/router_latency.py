@@ -24,11 +24,7 @@ import numpy as np
 
 def percentiles(samples: list[float]) -> dict[str, float]:
     ms = np.asarray(samples) * 1e3
-    return {
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "mean_ms": float(ms.mean()),
-    }
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
 
 
 def time_each(fn, items, repeats: int) -> list[float]:
@@ -42,13 +38,9 @@ def time_each(fn, items, repeats: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--router", help="router file (skops)")
-    parser.add_argument(
-        "--teacher", help="teacher records: questions + signals (and fitting data without --router)"
-    )
+    parser.add_argument("--teacher", help="teacher records: questions + signals (and fitting data without --router)")
     parser.add_argument("--student", help="student records (to fit a router when --router is not given)")
     parser.add_argument("--config", default="configs/router/logreg_tfidf.yaml")
     parser.add_argument("--repeats", type=int, default=3000, help="single-question decisions to time")
@@ -117,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "router": {k: bundle.metadata.get(k) for k in ("model", "params", "n_train", "data_hash")},
         "single_question": results,
-        "speedup_vs_pipeline_p50": results["pipeline.predict_proba"]["p50_ms"]
-        / results["router.route"]["p50_ms"],
+        "speedup_vs_pipeline_p50": results["pipeline.predict_proba"]["p50_ms"] / results["router.route"]["p50_ms"],
         "batch": {
             "questions": len(questions),
             "best_s": min(batch_times),

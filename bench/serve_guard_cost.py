@@ -18,16 +18,9 @@ import time
 from serve.guard import RequestGuard
 
 BODY = json.dumps({"model": "router", "messages": [{"role": "user", "content": "What is insulin?"}]}).encode()
-SCOPE = {
-    "type": "http",
-    "method": "POST",
-    "path": "/v1/chat/completions",
-    "headers": [
-        (b"authorization", b"Bearer k"),
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(BODY)).encode()),
-    ],
-}
+SCOPE = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": [
+    (b"authorization", b"Bearer k"), (b"content-type", b"application/json"),
+    (b"content-length", str(len(BODY)).encode())]}
 
 
 async def app(scope, receive, send) -> None:
@@ -37,9 +30,7 @@ async def app(scope, receive, send) -> None:
         body += message.get("body", b"")
         if not message.get("more_body"):
             break
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
-    )
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": b'{"ok": true}'})
 
 
@@ -70,27 +61,16 @@ async def calls(target, n: int) -> float:
 
 
 async def measure(n: int, rounds: int) -> dict:
-    guarded = RequestGuard(
-        app,
-        max_body_bytes=1_000_000,
-        body_timeout_s=30,
-        api_key="k",
-        protected=lambda path: path.startswith("/v1/"),
-    )
+    guarded = RequestGuard(app, max_body_bytes=1_000_000, body_timeout_s=30, api_key="k",
+                           protected=lambda path: path.startswith("/v1/"))
     plain, guard = [], []
     for _ in range(rounds):
         plain.append(await calls(app, n // rounds))
         guard.append(await calls(guarded, n // rounds))
     plain_us, guard_us = min(plain) * 1e6, min(guard) * 1e6
-    return {
-        "requests": n,
-        "rounds": rounds,
-        "plain_cpu_us_per_request": round(plain_us, 2),
-        "guarded_cpu_us_per_request": round(guard_us, 2),
-        "guard_cost_us": round(guard_us - plain_us, 2),
-        "machine": f"{platform.machine()} {platform.system()}",
-        "date": time.strftime("%Y-%m-%d"),
-    }
+    return {"requests": n, "rounds": rounds, "plain_cpu_us_per_request": round(plain_us, 2),
+            "guarded_cpu_us_per_request": round(guard_us, 2), "guard_cost_us": round(guard_us - plain_us, 2),
+            "machine": f"{platform.machine()} {platform.system()}", "date": time.strftime("%Y-%m-%d")}
 
 
 def main(argv: list[str] | None = None) -> int:

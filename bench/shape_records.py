@@ -44,41 +44,23 @@ def shape_records(n: int, docs: int, max_chars: int, answer_tokens: int, seed: i
         pmid = ids[q % len(ids)]
         context = [abstracts[(q + j) % len(ids)] for j in range(docs)]
         messages = build_messages(
-            dev[pmid]["QUESTION"],
-            context,
-            pipeline.instruction,
-            pipeline.template,
-            max_chars,
+            dev[pmid]["QUESTION"], context, pipeline.instruction, pipeline.template, max_chars,
             pipeline.instruction_as_system,
         )
         answer = [rng.randrange(100, STAND_IN_VOCAB) for _ in range(answer_tokens)]
-        records.append(
-            AnswerRecord(
-                id=f"{pmid}-{q}",
-                question=dev[pmid]["QUESTION"],
-                answer="",
-                model="shape-only-teacher",
-                messages=messages,
-                doc_ids=[d.id for d in context],
-                completion_tokens=answer_tokens,
-                answer_token_ids=answer,
-                shape_only=True,
-            )
-        )
+        records.append(AnswerRecord(
+            id=f"{pmid}-{q}", question=dev[pmid]["QUESTION"], answer="", model="shape-only-teacher",
+            messages=messages, doc_ids=[d.id for d in context], completion_tokens=answer_tokens,
+            answer_token_ids=answer, shape_only=True,
+        ))
     return records
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="records.jsonl to write")
-    parser.add_argument(
-        "--n", type=int, default=128, help="records (questions repeat past the 500 dev questions)"
-    )
-    parser.add_argument(
-        "--docs", type=int, default=7, help="abstracts per prompt (~200 tokens each at 800 chars)"
-    )
+    parser.add_argument("--n", type=int, default=128, help="records (questions repeat past the 500 dev questions)")
+    parser.add_argument("--docs", type=int, default=7, help="abstracts per prompt (~200 tokens each at 800 chars)")
     parser.add_argument("--max-chars", type=int, default=800, help="characters per abstract")
     parser.add_argument("--answer-tokens", type=int, default=1024, help="random answer token ids per record")
     parser.add_argument("--seed", type=int, default=0)

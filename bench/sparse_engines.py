@@ -68,9 +68,7 @@ def synthetic_batches(dataset: str, n_docs: int, batch: int = 10_000, seed: int 
     for first in range(len(docs), n_docs, batch):
         n = min(batch, n_docs - first)
         sizes = rng.choice(lengths, size=n)
-        drawn = vocab[
-            np.searchsorted(cdf, rng.random(int(sizes.sum())), side="right").clip(max=len(vocab) - 1)
-        ]
+        drawn = vocab[np.searchsorted(cdf, rng.random(int(sizes.sum())), side="right").clip(max=len(vocab) - 1)]
         cuts = np.cumsum(sizes)[:-1]
         yield first, [str(first + i) for i in range(n)], [" ".join(p) for p in np.split(drawn, cuts)]
 
@@ -90,14 +88,10 @@ def build_at_scale(dataset: str, n_docs: int, workdir: Path, heap_mb: int) -> di
         latencies.append(time.perf_counter() - t0)
         hits += len(found) > 0 and int(found[0]) == i  # the real abstracts are positions 0..499, in order
     return {
-        "docs": n_docs,
-        "build_s": round(build_s, 1),
-        "heap_mb": heap_mb,
+        "docs": n_docs, "build_s": round(build_s, 1), "heap_mb": heap_mb,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "index_disk_mb": round(disk / 2**20, 1),
-        "p50_ms": round(float(np.median(latencies)) * 1000, 2),
-        "p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 2),
-        "recall_at_1": hits / len(questions),
+        "index_disk_mb": round(disk / 2**20, 1), "p50_ms": round(float(np.median(latencies)) * 1000, 2),
+        "p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 2), "recall_at_1": hits / len(questions),
     }
 
 

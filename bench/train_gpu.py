@@ -269,13 +269,9 @@ def main() -> int:
     parser.add_argument("--only", default="sft,topk,kd,gkd", help="parts to run")
     parser.add_argument("--baseline", help="single-GPU results JSON: adds ddp2_scaling to a --ddp run")
     parser.add_argument(
-        "--liger",
-        action="store_true",
-        help="use_liger_kernel: Liger RMSNorm/RoPE/SwiGLU kernels (needs liger-kernel)",
+        "--liger", action="store_true", help="use_liger_kernel: Liger RMSNorm/RoPE/SwiGLU kernels (needs liger-kernel)"
     )
-    parser.add_argument(
-        "--compile", action="store_true", help="torch_compile: torch.compile the student (inductor)"
-    )
+    parser.add_argument("--compile", action="store_true", help="torch_compile: torch.compile the student (inductor)")
     parser.add_argument(
         "--tiny", action="store_true", help="CPU smoke run with toy shapes (checks the code only)"
     )
