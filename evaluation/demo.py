@@ -28,7 +28,7 @@ TEACHER_DATA_GEN = "configs/data_gen/smollm2-135m_demo_teacher.yaml"
 STUDENT_DATA_GEN = "configs/data_gen/smollm2-135m-pruned_demo_student.yaml"
 TRAIN = "configs/train/smollm2-135m_to_pruned_kd.yaml"
 ROUTER = "configs/router/demo_logreg_tfidf.yaml"
-CASCADE = "configs/router/cascade.yaml"
+CASCADE = "configs/router/demo_cascade.yaml"
 EVAL = "configs/eval/smollm2-135m_demo.yaml"
 STEPS = 6
 
