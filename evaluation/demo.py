@@ -276,7 +276,7 @@ def summary_table(result: dict[str, Any]) -> Any:
     return table
 
 
-LEGEND = ("acc: verdict vs gold; cites: the returned cited_answer's [i] markers all valid; own: the model's own "
+LEGEND = ("acc: verdict vs gold; cites: the returned cited_answer's \\[i] markers all valid; own: the model's own "
           "markers; verd: answers opening with a verdict; tok: mean answer tokens; gen/total s: single-stream p50; "
           "teach: share answered by the teacher")
 
