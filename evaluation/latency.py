@@ -39,12 +39,19 @@ class SingleStream:
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)  # answer tokens per question
 
-    def routed(self, other: SingleStream, use_self: dict[str, bool], router_s: dict[str, float]) -> SingleStream:
-        """The routed system: per question, this system's or ``other``'s answer plus the router's decision."""
+    def routed(self, other: SingleStream, use_self: dict[str, bool], router_s: dict[str, float],
+               escalated_after: dict[str, float] | None = None) -> SingleStream:
+        """The routed system: per question, this system's or ``other``'s answer plus the router's decision.
+        ``escalated_after`` (the cascade): seconds ``other`` spent before handing a question to this system,
+        added to its generation."""
         routed = SingleStream()
         for qid in self.timings:
             chosen = self if use_self[qid] else other
-            routed.timings[qid] = {**chosen.timings[qid], "router": router_s[qid]}
+            timings = {**chosen.timings[qid], "router": router_s[qid]}
+            if use_self[qid] and escalated_after:
+                timings["escalation_waste"] = escalated_after.get(qid, 0.0)
+                timings["generation"] += timings["escalation_waste"]
+            routed.timings[qid] = timings
             routed.tokens[qid] = chosen.tokens[qid]
         return routed
 
@@ -80,6 +87,8 @@ def _answer_one_by_one(pipeline: Any, engine: Any, questions: list[tuple[str, st
         timings = {**prepared.timings, "generation": result.total_s}
         if result.ttft_s is not None:
             timings["ttft"] = result.ttft_s
+        if "verdict" in (result.timings or {}):  # verdict-first: the step a cascade escalates after
+            timings["verdict"] = result.timings["verdict"]
         measured.timings[qid] = timings
         measured.tokens[qid] = result.completion_tokens
     return measured

@@ -44,9 +44,11 @@ class LoopConfig:
                                   metadata={"help": "data_gen YAML of the student's answers"})
     train_config: str = field(default="configs/train/smollm2-135m_to_pruned_kd.yaml", metadata={"help": "train YAML"})
     router_config: str = field(default="configs/router/logreg_tfidf.yaml", metadata={"help": "router YAML"})
-    data_gen_overrides: list[str] = field(default_factory=list, metadata={"help": "key=value for both data_gen runs"})
-    train_overrides: list[str] = field(default_factory=list, metadata={"help": "key=value for the train runs"})
-    router_overrides: list[str] = field(default_factory=list, metadata={"help": "key=value for the router"})
+    # The user's own changes to the stage YAMLs above (applied when loading them); what the loop sets itself
+    # (questions, outputs, models, steps) it sets on the typed configs.
+    data_gen_overrides: list[str] = field(default_factory=list, metadata={"help": "key=value for both data_gen YAMLs"})
+    train_overrides: list[str] = field(default_factory=list, metadata={"help": "key=value for the train YAML"})
+    router_overrides: list[str] = field(default_factory=list, metadata={"help": "key=value for the router YAML"})
     allowed_drop: float = field(default=0.0, metadata={"help": "a round is kept if neither measure drops by more"})
     seed: int = field(default=0, metadata={"help": "seed of the question split"})
 
@@ -93,34 +95,39 @@ class Workspace:
 
     def answers(self, config: str, model: str, rows: list[dict[str, Any]], name: str) -> Path:
         """data_gen answers of ``model`` to ``rows``; returns the records file."""
+        from dataclasses import replace
+
         from data_gen.config import DataGenConfig
         from data_gen.main import main as data_gen_main
         from ragroute.config import load_config
 
         questions = write_jsonl(rows, self.out / "questions" / f"{name}.jsonl")
         out = self.out / "answers" / name
-        data_gen_main(load_config(DataGenConfig, config, [
-            f"questions={questions}", f"corpus={self.corpus}", f"out={out}", f"model_config={model}", "limit=null",
-            *self.cfg.data_gen_overrides,
-        ]))
+        base = load_config(DataGenConfig, config, self.cfg.data_gen_overrides)
+        data_gen_main(replace(base, questions=str(questions), corpus=self.corpus, out=str(out), model_config=model,
+                              limit=None))
         return out / "records.jsonl"
 
     def train(self, student: str, records: list[Path], name: str) -> str:
         """Distill ``student`` further on the teacher records; returns a model YAML of the result."""
+        from dataclasses import replace
+
+        from evaluation.demo import write_model_spec
         from ragroute.config import load_config
+        from ragroute.models import ModelSpec
         from train.config import TrainConfig
         from train.main import main as train_main
 
         data = self.out / "train" / name / "data.jsonl"
         data.parent.mkdir(parents=True, exist_ok=True)
         data.write_text("".join(p.read_text() for p in records))
-        report = train_main(load_config(TrainConfig, self.cfg.train_config, [
-            f"data={data}", f"output_dir={data.parent / 'run'}", f"max_steps={self.cfg.train_steps}",
-            f"teacher={self.cfg.teacher}", f"student.model={student}", *self.cfg.train_overrides,
-        ]))
-        spec = data.parent / "student.yaml"
-        spec.write_text(f"name: loop-student-{name}\npath: {report['final_model']}\ndtype: auto\nmax_model_len: 2048\n")
-        return str(spec)
+        base = load_config(TrainConfig, self.cfg.train_config, self.cfg.train_overrides)
+        report = train_main(replace(base, data=str(data), output_dir=str(data.parent / "run"),
+                                    max_steps=self.cfg.train_steps, teacher=self.cfg.teacher,
+                                    student=replace(base.student, model=student)))
+        spec = ModelSpec(name=f"loop-student-{name}", path=report["final_model"], max_model_len=2048,
+                         description=f"the loop's student after round {name}")
+        return str(write_model_spec(spec, data.parent / "student.yaml"))
 
     def router(self, teacher: Path, student: Path, name: str) -> Path:
         from ragroute.config import load_config

@@ -54,6 +54,21 @@ def eval_systems(cfg: EvalConfig, student_model: str, bundle: Any | None, router
     return {"teacher": teacher, "student": student}
 
 
+def eval_corpus(cfg: EvalConfig, recorded: str | None) -> tuple[str | None, str]:
+    """The documents eval retrieves over, and how the report names them: ``--corpus``; else the dataset's own
+    abstracts where it brings them (a PubMedQA file, 'demo'), so that a new dataset is answered over its own
+    documents while everything else comes from the router file; else the corpus its recorded pipeline names."""
+    from ragroute.rag.corpus import load_corpus
+
+    if cfg.corpus:
+        return cfg.corpus, f"{cfg.corpus} (--corpus)"
+    try:
+        documents = len(load_corpus(cfg.dataset))
+    except UserError:
+        return recorded, f"{recorded} (the corpus of the recorded pipeline)"
+    return cfg.dataset, f"the dataset's own documents ({documents} in {cfg.dataset})"
+
+
 def variant_setups(cfg: EvalConfig, teacher: SystemSpec) -> dict[str, Setup]:
     """The extra teacher systems: ``teacher@NAME`` → its pipeline settings and decoding."""
     from ragroute.rag.pipeline import load_pipeline_config
@@ -75,7 +90,7 @@ def single_stream(cfg: EvalConfig, ids: list[str], student_model: str, systems: 
     if cfg.latency_sample == 0:
         return {}
     teacher, student = systems["teacher"].spec, systems["student"].spec
-    inputs = load_inputs(cfg.dataset, cfg.corpus or teacher.pipeline.corpus)
+    inputs = load_inputs(cfg.dataset, cfg.corpus)
     text = {q.id: q.question for q in inputs.questions}
     sample = [(i, text[i]) for i in sample_ids(ids, cfg.latency_sample, cfg.seed) if i in text]
     if not sample:
@@ -116,7 +131,13 @@ def add_cascade(result: dict[str, Any], cfg: EvalConfig, teacher: list[AnswerRec
     from ragroute.cascade import load_cascade
 
     cascaded, flags, scores = cascade_answers(teacher, student, load_cascade(cfg.cascade))
-    result["systems"]["cascade"] = system_metrics(cascaded, flags, cfg.bootstrap, cfg.seed)
+    cascade_timed = None
+    if timed:  # single-stream: the student's verdict step, then the teacher's whole answer where escalated
+        ids = [r.id for r in teacher]
+        verdict_s = {i: t.get("verdict", 0.0) for i, t in timed["student"].timings.items()}
+        cascade_timed = timed["teacher"].routed(timed["student"], dict(zip(ids, flags, strict=True)),
+                                                {r.id: r.timings["router"] for r in cascaded}, verdict_s)
+    result["systems"]["cascade"] = system_metrics(cascaded, flags, cfg.bootstrap, cfg.seed, cascade_timed)
     waste = [r.timings.get("escalation_waste", 0.0) for r in cascaded]
     curve = quality_curve(teacher, student, scores, estimated_generation_s(teacher, timed.get("teacher")),
                           estimated_generation_s(student, timed.get("student")))
@@ -136,6 +157,9 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
 
         bundle = load_router(router_path, trusted=cfg.trust_router)
     systems = eval_systems(cfg, student_model, bundle, router_path)
+    corpus, corpus_note = eval_corpus(cfg, systems["teacher"].spec.pipeline.corpus)
+    cfg = replace(cfg, corpus=corpus)
+    log.info("eval: retrieving over %s", corpus_note)
     variants = variant_setups(cfg, systems["teacher"].spec)
     teacher = answers(cfg, cfg.teacher, cfg.teacher_records, out / "answers" / "teacher", systems["teacher"].spec)
     student = answers(cfg, student_model, cfg.student_records, out / "answers" / "student", systems["student"].spec)
@@ -161,7 +185,7 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
         "teacher": system_metrics(teacher, [True] * len(ids), cfg.bootstrap, cfg.seed, timed.get("teacher")),
         "student": system_metrics(student, [False] * len(ids), cfg.bootstrap, cfg.seed, timed.get("student")),
     }
-    result: dict[str, Any] = {"dataset": cfg.dataset, "n": len(ids), "teacher": cfg.teacher,
+    result: dict[str, Any] = {"dataset": cfg.dataset, "corpus": corpus_note, "n": len(ids), "teacher": cfg.teacher,
                               "student": student_model, "router": router_path, "systems": metrics, "notes": notes,
                               "system": {role: r.info() for role, r in systems.items()},
                               "latency_sample": len(timed["teacher"].timings) if timed else 0}

@@ -78,6 +78,8 @@ def system_metrics(
     rouge = [rouge_l(answer, gold) for answer, gold in with_gold_answer]
     # Only the model's own [i] markers (in ``answer``) count; attributed ones (``cited_answer``) are counted apart.
     cited = [citation_validity(r.answer, len(r.doc_ids)) for r in judged]
+    # What users get back: data_gen's cited_answer (own markers, else attributed ones); the answer where none.
+    returned = [citation_validity(r.cited_answer or r.answer, len(r.doc_ids)) for r in judged]
 
     def accuracy(pairs: list[tuple[str, str | None]]) -> float:
         return float(np.mean([g == p for g, p in pairs])) if pairs else float("nan")
@@ -91,6 +93,8 @@ def system_metrics(
         "macro_f1": f1(decided) if decided else None,
         "rouge_l": float(np.mean(rouge)) if rouge else None,
         "citation_valid": float(np.mean([c.has_citation and c.valid_fraction == 1.0 for c in cited])) if cited else None,
+        "cited_answer_valid": float(np.mean([c.has_citation and c.valid_fraction == 1.0 for c in returned]))
+        if returned else None,
         "has_citation": float(np.mean([c.has_citation for c in cited])) if cited else None,
         "own_abstract_cited": float(np.mean([own_doc_cited(r.answer, r.doc_ids, r.gold_doc_id) for r in judged]))
         if any(r.gold_doc_id for r in judged) else None,

@@ -81,18 +81,22 @@ def write_report(out: Path, result: dict[str, Any]) -> dict[str, Path]:
         "# ragroute evaluation",
         "",
         f"Dataset: `{result['dataset']}` ({result['n']} questions). Teacher `{result['teacher']}`, "
-        f"student `{result['student']}`, router `{result.get('router')}`.",
+        f"student `{result['student']}`, router `{result.get('router')}`. Retrieved over "
+        f"{result.get('corpus', 'the configured corpus')}.",
         "",
-        "| system | accuracy [95% CI] | macro-F1 [95% CI] | ROUGE-L [95% CI] | citations valid | own abstract cited "
-        "| answer tokens | teacher share |",
-        "|---|---|---|---|---|---|---|---|",
+        "| system | accuracy [95% CI] | macro-F1 [95% CI] | ROUGE-L [95% CI] | cited answer valid | own citations "
+        "valid | own abstract cited | verdict | answer tokens | teacher share |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in systems.items():
         lines.append(
             f"| {name} | {_with_ci(m, 'accuracy')} | {_with_ci(m, 'macro_f1')} | {_with_ci(m, 'rouge_l')} | "
-            f"{_fmt(m['citation_valid'])} | {_fmt(m['own_abstract_cited'])} | {_fmt(m['answer_tokens_mean'], 1)} | "
-            f"{_fmt(m['teacher_share'], 2)} |"
+            f"{_fmt(m.get('cited_answer_valid'))} | {_fmt(m['citation_valid'])} | {_fmt(m['own_abstract_cited'])} | "
+            f"{_fmt(m.get('verdict_present'), 2)} | {_fmt(m['answer_tokens_mean'], 1)} | {_fmt(m['teacher_share'], 2)} |"
         )
+    lines += ["", "Cited answer: the `cited_answer` returned to users (the model's own `[i]` markers, else each "
+              "sentence attributed to its best-supporting passage), valid when it cites and every marker names a "
+              "retrieved passage. Own citations: the model's own markers in `answer` only."]
     lines += [
         "", "## Latency and throughput", "",
         f"Single-stream: {result.get('latency_sample', 0)} sampled questions answered one at a time (batch 1), "

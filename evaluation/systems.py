@@ -49,8 +49,14 @@ def answer_with_model(model_config: str, cfg: Any, out_dir: Path, system: Any,
         engine=cfg.engine,
         sampling=sampling,
     )
-    data_gen_main(run)
-    return read_records(out_dir)
+    counts = data_gen_main(run)
+    records = read_records(out_dir) if (out_dir / "records.jsonl").exists() else []
+    if not records:
+        examples = "; ".join(counts.get("problem_examples", [])[:3])
+        raise UserError(f"no question of {cfg.dataset} could be answered by {model_config}: "
+                        f"{counts.get('problems', 0)} skipped ({examples or 'no questions'}); with --corpus, check "
+                        "that it holds the documents the questions' doc_id fields name")
+    return records
 
 
 def route_answers(

@@ -209,12 +209,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         help_text = f.metadata.get("help", "")
         if "(default" not in help_text:  # some helps already explain their default in words
             help_text = f"{help_text} (default: {field_default(f)})".strip()
+        # A bare boolean flag (``--fresh``) means true; ``--fresh false`` still works.
+        flag = {"nargs": "?", "const": "true"} if f.type in (bool, "bool") else {}
         group.add_argument(
             "--" + dotted.replace("_", "-"),
             dest=f"cfg:{dotted}",
             metavar="V",
             default=None,
             help=help_text.replace("%", "%%"),  # argparse %-formats help strings
+            **flag,
         )
     for old in _renamed_keys(cls):  # old flags keep working (moved, with a warning, by load_config)
         group.add_argument("--" + old.replace("_", "-"), dest=f"cfg:{old}", default=None, help=argparse.SUPPRESS)

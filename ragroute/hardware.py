@@ -24,7 +24,19 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+# Set to 0 or 1, it overrides what /proc/cpuinfo says about native bf16, so that one machine can run the tests
+# (and ``dtype: auto``) as a CPU without AVX512-BF16/AMX would (float32), or as one with them (bfloat16).
+CPU_BF16_ENV = "RAGROUTE_CPU_BF16"
+
+
 def cpu_has_native_bf16() -> bool:
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    if forced:
+        from ragroute.errors import UserError
+
+        raise UserError(f"{CPU_BF16_ENV} must be 0 or 1 (unset: read the CPU's flags), not {forced!r}")
     return any(flag in cpu_flags() for flag in _CPU_BF16_FLAGS)
 
 

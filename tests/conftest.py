@@ -92,6 +92,41 @@ def teacher_spec(teacher_dir: Path):
     return load_model_spec("smollm2-135m")
 
 
+def prob_tolerance(dtype: str) -> float:
+    """How far apart two runs of one model may put a token probability when their batch shapes, kernels or
+    engines differ: the engines promise the same model, not the same rounding. float32 rounds at 2**-24, so
+    1e-3 leaves room for the summation order of 30 layers; bfloat16 keeps 8 bits of mantissa (2**-9 relative
+    per rounding), and through SmolLM2's 30 layers one prompt's verdict probabilities moved by up to ~0.03
+    between engines and batch shapes on an AMX CPU (0.289 vs 0.304 server vs offline vLLM; vLLM vs
+    transformers ~0.03)."""
+    return 1e-3 if dtype == "float32" else 0.05
+
+
+@pytest.fixture(scope="session")
+def teacher_dtype(teacher_spec) -> str:
+    """The dtype the teacher runs in here (``auto``: bfloat16 on CPUs with AVX512-BF16/AMX, else float32;
+    ``RAGROUTE_CPU_BF16=0|1`` mimics either CPU)."""
+    from ragroute.hardware import pick_dtype
+
+    return pick_dtype(teacher_spec.dtype)
+
+
+@pytest.fixture(scope="session")
+def same_teacher_verdict(teacher_dtype):
+    """``same_teacher_verdict(a, b)``: two verdict-first answers of the teacher (``.verdict``,
+    ``.verdict_probs``) agree as far as its dtype allows: probabilities within :func:`prob_tolerance`, and the
+    same verdict unless ``a``'s two most likely verdicts are closer than twice that (rounding may pick either)."""
+    tolerance = prob_tolerance(teacher_dtype)
+
+    def check(a, b) -> None:
+        assert a.verdict_probs == pytest.approx(b.verdict_probs, abs=tolerance), teacher_dtype
+        first, second = sorted(a.verdict_probs.values(), reverse=True)[:2]
+        if first - second > 2 * tolerance:
+            assert a.verdict == b.verdict, (a.verdict_probs, b.verdict_probs)
+
+    return check
+
+
 @pytest.fixture(scope="session")
 def vllm_teacher(teacher_spec):
     """One real vLLM engine (CPU build, eager) on the converted SmolLM2 teacher, shared by the slow tests."""

@@ -89,6 +89,13 @@ class LossConfig:
         metadata={"help": "share of steps trained on student-generated answers scored by the teacher (GKD lambda)"},
     )
     max_new_tokens: int = field(default=128, metadata={"help": "longest on-policy student answer"})
+    end_weight: float = field(
+        default=1.0,
+        metadata={"help": "weight of a cross-entropy on the end-of-answer token (the chat template's end of turn), "
+                  "added to the KD objectives: where to stop is one token in ~40 and decides the answer's length, "
+                  "and a divergence that only matches the teacher's distribution there leaves a student that "
+                  "often keeps going (0: off)"},
+    )
 
     def __post_init__(self) -> None:
         if self.name not in LOSS_NAMES:
@@ -99,8 +106,8 @@ class LossConfig:
             raise ValueError(f"loss.beta must be in [0, 1], not {self.beta}")
         if not 0.0 <= self.on_policy_fraction <= 1.0:
             raise ValueError(f"loss.on_policy_fraction must be in [0, 1], not {self.on_policy_fraction}")
-        if self.kd_weight < 0 or self.sft_weight < 0:
-            raise ValueError("loss.kd_weight and loss.sft_weight must be >= 0")
+        if self.kd_weight < 0 or self.sft_weight < 0 or self.end_weight < 0:
+            raise ValueError("loss.kd_weight, loss.sft_weight and loss.end_weight must be >= 0")
         if self.name != "sft" and self.kd_weight == 0 and self.sft_weight == 0:
             raise ValueError("loss.kd_weight and loss.sft_weight are both 0: nothing to train on")
         if self.on_policy_fraction > 0 and self.name in ("sft", "topk_kl"):
@@ -130,6 +137,12 @@ class TrainConfig:
         metadata={"help": "what to do with longer examples: truncate (cut the answer's tail) or drop; both counted"},
     )
     max_records: int | None = field(default=None, metadata={"help": "use only the first N records (smoke runs)"})
+    keep_unfinished: bool = field(
+        default=False,
+        metadata={"help": "also train on teacher answers cut at max_tokens (finish_reason length); by default they "
+                  "are skipped and counted: the teacher never ended them (often a loop), so they would teach the "
+                  "student to go on past where the teacher stops"},
+    )
     eval_fraction: float = field(default=0.1, metadata={"help": "share of records held out for the eval loss"})
     packing: bool = field(default=False, metadata={"help": "pack several examples per row (not with topk_kl)"})
     # optimisation

@@ -32,6 +32,7 @@ class DataStats:
 
     records: int = 0
     no_answer: int = 0  # empty answer: nothing to learn from
+    unfinished: int = 0  # cut at max_tokens: the teacher never ended it (skipped unless keep_unfinished)
     truncated: int = 0  # answer tail cut at max_length
     dropped_too_long: int = 0  # prompt alone reaches max_length, or too_long=drop
     with_teacher_topk: int = 0  # examples carrying the teacher's top-k logprobs
@@ -106,10 +107,12 @@ def _answer_rows(
     if record.answer_token_ids:
         ids = list(record.answer_token_ids)
         rows = list(record.top_logprobs or [])[: len(ids)]
-        # The engine may return the stop token it ended on; the end-of-turn tokens are appended once, below.
+        # The engine may return the stop token it ended on; the end-of-turn tokens are appended once, below. The
+        # teacher's row at that token is kept: it is its distribution where it stopped, the end-of-turn's target
+        # (dropping it left topk_kl nothing to teach the stop with).
         while ids and ids[-1] in stop_ids:
             ids.pop()
-        rows = rows[: len(ids)]
+        rows = rows[: len(ids) + 1]
     else:
         ids = tokenizer(record.answer.strip(), add_special_tokens=False)["input_ids"]
         rows = []
@@ -134,8 +137,11 @@ def build_examples(
     max_length: int,
     too_long: str = "truncate",
     topk: int | None = None,
+    keep_unfinished: bool = False,
 ) -> tuple[list[Example], DataStats]:
-    """Tokenize every record; ``topk`` (the k of the stored logprobs) keeps the teacher's rows per answer token."""
+    """Tokenize every record; ``topk`` (the k of the stored logprobs) keeps the teacher's rows per answer token.
+    Answers cut at max_tokens are skipped unless ``keep_unfinished`` (then without an end-of-turn: the teacher
+    did not end them)."""
     stats = DataStats(records=len(records))
     eot = end_of_turn_ids(tokenizer)
     stop_ids = {eot[0]} | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
@@ -144,9 +150,13 @@ def build_examples(
         if not (record.answer or "").strip() and not record.answer_token_ids:
             stats.no_answer += 1
             continue
+        unfinished = record.finish_reason == "length"
+        if unfinished and not keep_unfinished:
+            stats.unfinished += 1
+            continue
         prompt = _prompt_ids(tokenizer, record)
         answer, rows_ids, rows_lps = _answer_rows(tokenizer, record, stop_ids)
-        completion = answer + eot
+        completion = answer + ([] if unfinished else eot)
         total = len(prompt) + len(completion)
         if total > max_length:
             if too_long == "drop" or len(prompt) >= max_length:
@@ -168,6 +178,7 @@ def build_examples(
     if not examples:
         raise UserError(
             f"no usable training examples: {stats.records} records, {stats.no_answer} without an answer, "
+            f"{stats.unfinished} cut at max_tokens (keep_unfinished: true trains on them), "
             f"{stats.dropped_too_long} longer than max_length={max_length}"
         )
     return examples, stats

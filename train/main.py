@@ -51,7 +51,8 @@ def run(cfg: TrainConfig) -> Checkpoint:
     topk = data.stored_topk(records) if cfg.loss.name == "topk_kl" else None
     if topk == 0:
         raise UserError(f"loss topk_kl needs records with top_logprobs; {cfg.data} has none (data_gen logprobs)")
-    examples, stats = data.build_examples(records, tokenizer, cfg.max_length, cfg.too_long, topk)
+    examples, stats = data.build_examples(records, tokenizer, cfg.max_length, cfg.too_long, topk,
+                                          cfg.keep_unfinished)
     train_ex, eval_ex = data.split_examples(examples, cfg.eval_fraction, cfg.seed)
     stats.train_examples, stats.eval_examples = len(train_ex), len(eval_ex)
     log.info(f"data: {stats.to_dict()}")

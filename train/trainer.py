@@ -73,6 +73,9 @@ class DistillationTrainer(SFTTrainer):
             else:
                 self.teacher_model = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
         self._on_policy_step = False
+        from train.data import end_of_turn_ids
+
+        self.end_token_id = end_of_turn_ids(self.processing_class)[0]
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
@@ -140,11 +143,20 @@ class DistillationTrainer(SFTTrainer):
         if sft_weight > 0:
             ce_sum = cross_entropy_per_token(student, labels[mask]).sum()
             total = total + sft_weight * ce_sum
+        if self.loss_cfg.end_weight > 0 and not self._on_policy_step:
+            total = total + self.loss_cfg.end_weight * self._end_cross_entropy(student, labels[mask])
         n_tokens = mask.sum()
         denom = n_tokens.clamp(min=1) if num_items_in_batch is None else num_items_in_batch
         if isinstance(denom, torch.Tensor):
             denom = denom.to(total.device)
         return total / denom, kd_sum.detach(), ce_sum.detach(), n_tokens
+
+    def _end_cross_entropy(self, student: Head, targets: torch.Tensor) -> torch.Tensor:
+        """Summed ``-log p(end of turn)`` at the positions where the teacher's answer ends."""
+        at_end = targets == self.end_token_id
+        if not bool(at_end.any()):
+            return student.hidden.new_zeros((), dtype=torch.float32)
+        return cross_entropy_per_token(Head(student.hidden[at_end], student.weight, student.bias), targets[at_end]).sum()
 
     # ------------------------------------------------------------------ on-policy
 

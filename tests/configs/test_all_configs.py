@@ -95,3 +95,27 @@ def test_no_default_names_a_path_of_one_machine(schema: str):
                  for v in _strings(f.default_factory())]
     assert defaults, f"{schema} has no string defaults to check"
     assert _machine_paths(defaults) == []
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+USER_DOCS = sorted([REPO_ROOT / "README.md", *(REPO_ROOT / "docs").rglob("*.md")])
+# A config path as the docs write it: configs/<dir>/<name>.yaml, possibly a glob (`qwen2.5-*_v3.1.yaml`);
+# placeholders such as configs/<stage>/<run>.yaml are not names and are skipped.
+DOC_CONFIG_PATH = r"configs/[\w.\-/]*(?:\*[\w.\-/]*)*\.yaml"
+
+
+def _named_configs(doc: Path) -> list[str]:
+    import re
+
+    return sorted(set(re.findall(DOC_CONFIG_PATH, doc.read_text())))
+
+
+def test_the_docs_name_config_paths():
+    named = [p for doc in USER_DOCS for p in _named_configs(doc)]
+    assert "configs/serve/smollm2-135m_routed.yaml" in named  # the pattern finds what the README names
+
+
+@pytest.mark.parametrize("doc", USER_DOCS, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_every_config_the_docs_name_exists(doc: Path):
+    missing = [p for p in _named_configs(doc) if not list(CONFIG_ROOT.parent.glob(p))]
+    assert missing == [], f"{doc.name} names configs that do not exist: {missing}"

@@ -95,6 +95,19 @@ def test_every_flag_shows_its_fields_help_and_default(schema):
         assert "(default" in helps[dotted], dotted
 
 
+def test_a_bare_boolean_flag_means_true():
+    import argparse
+
+    from evaluation.demo import DemoConfig
+    from ragroute.config import add_config_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, DemoConfig)
+    assert config_from_args(DemoConfig, parser.parse_args(["--fresh", "--limit", "3"])).fresh is True
+    assert config_from_args(DemoConfig, parser.parse_args(["--fresh", "false"])).fresh is False
+    assert config_from_args(DemoConfig, parser.parse_args([])).fresh is False
+
+
 def test_defaults_read_as_yaml():
     from ragroute.config import _leaf_fields, field_default
 

@@ -118,13 +118,12 @@ def test_transformers_verdict_first_answers(tiny_model_spec):
 
 
 @pytest.mark.slow
-def test_vllm_verdict_probabilities_match_transformers(vllm_teacher, teacher_spec):
+def test_vllm_verdict_probabilities_match_transformers(vllm_teacher, teacher_spec, same_teacher_verdict):
     sampling = SamplingConfig(max_tokens=24, stop=["\n\n"], verdict=VerdictConfig(enabled=True))
     fast = vllm_teacher.generate(requests(QUESTIONS), sampling)
     slow = create_engine(teacher_spec, EngineConfig(name="transformers")).generate(requests(QUESTIONS), sampling)
     for a, b in zip(fast, slow, strict=True):
-        assert a.verdict == b.verdict
-        assert a.verdict_probs == pytest.approx(b.verdict_probs, abs=0.05)  # vLLM bf16 vs transformers: ~0.03 apart
+        same_teacher_verdict(a, b)  # both engines in the teacher's dtype; they batch and round differently
         assert a.text.startswith(a.verdict.capitalize() + ".") and len(a.text) > 4
 
 

@@ -87,8 +87,22 @@ def test_teacher_topk_rows_line_up_with_answer_labels(tokenizer, tiny_model_dir:
         labelled = [label for label in example.labels if label != -100]
         assert labelled[: len(answer_ids)] == answer_ids
         assert example.topk_ids[0] == [tok for tok, _ in record.top_logprobs[0]]
-        # End-of-turn positions have no stored row: padded to no teacher mass.
+        # The end-of-turn token keeps the teacher's row where it stopped (so topk_kl teaches the stop); the
+        # template's tokens after it have no stored row: padded to no teacher mass.
+        assert example.topk_ids[len(answer_ids)] == [tok for tok, _ in record.top_logprobs[len(answer_ids)]]
         assert max(example.topk_logprobs[-1]) == TOPK_PAD_LOGPROB
+
+
+def test_answers_cut_at_max_tokens_are_skipped_unless_kept(tokenizer):
+    records = demo_records(4)
+    records[1].finish_reason = "length"
+    examples, stats = build_examples(records, tokenizer, 1024)
+    assert stats.unfinished == 1 and [e.id for e in examples] == [records[i].id for i in (0, 2, 3)]
+    kept, stats = build_examples(records, tokenizer, 1024, keep_unfinished=True)
+    assert stats.unfinished == 0 and len(kept) == 4
+    # Kept, it is taught without an end of turn: the teacher never ended it.
+    eot = end_of_turn_ids(tokenizer)
+    assert kept[1].labels[-len(eot):] != eot and kept[0].labels[-len(eot):] == eot
 
 
 def test_split_is_seeded_and_holds_out_at_least_one(tokenizer):
