@@ -11,16 +11,19 @@ from ragroute.artifacts import RecordsRun, content_hash, provenance
 from ragroute.config import config_to_dict
 from ragroute.errors import UserError
 from ragroute.records import SCHEMA_VERSION
-from ragroute.system import EXECUTION_ONLY, SystemSpec, sampling_record
+from ragroute.system import SystemSpec, pipeline_record, sampling_record
+
+# Model fields added after 0.1.0: recorded only when set, so a run an earlier release started keeps its hash.
+LATER_MODEL_FIELDS = ("tokenizer_package", "random_init")
 
 
 def output_identity(cfg: Any, model_spec: Any) -> dict[str, Any]:
     """The settings that decide what the answers are; a resumed run must match them. The stored logprobs are
     recorded under ``top_logprobs`` (the key earlier releases had), so a run started by one resumes."""
-    pipeline = {k: v for k, v in config_to_dict(cfg.pipeline).items() if k not in EXECUTION_ONLY}
+    model = {k: v for k, v in config_to_dict(model_spec).items() if not (k in LATER_MODEL_FIELDS and v is None)}
     return {
-        "model": config_to_dict(model_spec),
-        "pipeline": pipeline,
+        "model": model,
+        "pipeline": pipeline_record(cfg.pipeline),
         "sampling": {**sampling_record(cfg.sampling), "logprobs": None},
         "top_logprobs": cfg.sampling.logprobs,
         "engine": {"name": cfg.engine.name, "quantization": cfg.engine.vllm.quantization},

@@ -188,7 +188,7 @@ def served(root, artifacts):
     from serve.server import server_in_thread
 
     router, _ = artifacts
-    engine = EngineConfig(name="transformers", device="cpu")
+    engine = EngineConfig.of("transformers", device="cpu")
     pipeline = root / "serve-pipeline.yaml"
     pipeline.write_text(json.dumps({**manifest_system(root / "student")["pipeline"], "index_dir": str(root / "idx")}))
     cfg = ServeConfig(student=BackendConfig(engine=engine, timeout_s=600),

@@ -28,7 +28,7 @@ def qwen2_checkpoint(tmp_path_factory):
 def test_greedy_answer_ignores_the_checkpoints_repetition_penalty(qwen2_checkpoint):
     messages = [{"role": "user", "content": "Do statins lower LDL cholesterol?"}]
     spec = ModelSpec(name="qwen2", path=str(qwen2_checkpoint), dtype="float32")
-    with create_engine(spec, EngineConfig(name="transformers", device="cpu")) as engine:
+    with create_engine(spec, EngineConfig.of("transformers", device="cpu")) as engine:
         [result] = engine.generate([GenerationRequest(messages=messages)], SamplingConfig(max_tokens=24, stop=[]))
         tokenizer, model = engine.tokenizer, engine.model
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)

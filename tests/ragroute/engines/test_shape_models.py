@@ -86,7 +86,7 @@ def test_qwen_shape_builds_counts_and_constrains_with_qwens_tokenizer():
     expected = qwen.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=False)
     assert expected[:3] == [151644, 8948, 198]  # <|im_start|> system \n: the default system prompt opens it
     sampling = SamplingConfig(max_tokens=6, verdict=VerdictConfig(enabled=True, min_explanation_tokens=2))
-    with create_engine(spec, EngineConfig(name="vllm", kv_cache_memory_gb=0.25)) as engine:
+    with create_engine(spec, EngineConfig.of("vllm", kv_cache_memory_gb=0.25)) as engine:
         ids = verdict_ids(engine)
         [result] = engine.generate([GenerationRequest(messages=messages)], sampling)
     assert ids["yes"][:2] == [9454, 7414] and ids["no"][0] == 2753 and ids["maybe"][0] == 21390

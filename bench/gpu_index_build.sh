@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# ragroute's own dense index build on a GPU (issue 21): `ragroute corpus build` of DOCS synthetic abstracts, then
+# `ragroute index build` (embedding shards on cuda in fp16, then the FAISS IVF-PQ fill) with encoders of the
+# all-MiniLM-L6-v2 shape and of the BERT-base shape (MedCPT's article encoder), random weights: the rate of a
+# transformer forward pass does not depend on its weights. Docs/s from the build's own log; results to $OUT.
+#   DOCS=400000 bash bench/gpu_index_build.sh
+# Needs (the device image lacks them): faiss-cpu, tantivy wheels on PYTHONPATH; the MiniLM tokenizer files in
+# $TOKENIZER_DIR (vocab.txt, tokenizer.json, tokenizer_config.json, special_tokens_map.json).
+set -uo pipefail
+OUT=${OUT:-gpu-out}; DOCS=${DOCS:-400000}; TOKENIZER_DIR=${TOKENIZER_DIR:?folder of the MiniLM tokenizer files}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+mkdir -p "$OUT" /tmp/rrg
+python3 - "$TOKENIZER_DIR" "$DOCS" <<'PY'
+import json, shutil, sys
+from pathlib import Path
+import numpy as np
+from transformers import BertConfig, BertModel
+tok, n_docs = Path(sys.argv[1]), int(sys.argv[2])
+shapes = {"minilm-shape": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
+          "bert-base-shape": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)}
+for name, dims in shapes.items():
+    out = Path("/tmp/rrg") / name
+    BertModel(BertConfig(vocab_size=30522, max_position_embeddings=512, **dims)).save_pretrained(out)
+    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(tok / f, out / f)
+    (out / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 256, "do_lower_case": False}))
+    (out / "1_Pooling").mkdir(exist_ok=True)
+    (out / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": dims["hidden_size"],
+                                                               "pooling_mode_mean_tokens": True}))
+# Synthetic abstracts: words of the real dev abstracts, shuffled, at their lengths (~1,400 characters).
+dev = json.load(open("ragroute/data/pubmedqa/pqal_dev.json"))
+texts = [" ".join(v["CONTEXTS"]).split() for v in dev.values()]
+rng = np.random.default_rng(0)
+vocab = np.array([w for t in texts for w in t])
+lengths = np.array([len(t) for t in texts])
+with open("/tmp/rrg/docs.jsonl", "w") as fh:
+    for i in range(n_docs):
+        words = vocab[rng.integers(0, len(vocab), size=int(lengths[i % len(lengths)]))]
+        fh.write(json.dumps({"id": f"s{i}", "title": "", "text": " ".join(words)}) + "\n")
+PY
+t0=$(date +%s)
+python3 -m ragroute.cli corpus build --input /tmp/rrg/docs.jsonl --out /tmp/rrg/store > "$OUT/corpus_build.log" 2>&1
+echo "corpus build rc=$? s=$(( $(date +%s) - t0 ))" | tee -a "$OUT/summary.txt"
+for name in minilm-shape bert-base-shape; do
+  t0=$(date +%s)
+  python3 -m ragroute.cli index build --store /tmp/rrg/store --out "/tmp/rrg/index-$name" \
+    --config configs/index/pubmed-ivfpq.yaml --sparse false --dense-model "/tmp/rrg/$name" \
+    --dense-batch-size "${BATCH:-512}" --dense-max-seq-length 256 --device "${DEVICE:-cuda}" > "$OUT/index_$name.log" 2>&1
+  echo "index build $name rc=$? s=$(( $(date +%s) - t0 ))" | tee -a "$OUT/summary.txt"
+  grep -E "docs/s|embedded|FAISS|trained|filled|Error" "$OUT/index_$name.log" | tail -n 6 | tee -a "$OUT/summary.txt"
+done
+nvidia-smi --query-gpu=name,memory.used --format=csv | tee -a "$OUT/summary.txt"
