@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ragroute.rag.retrieve import Hit, IndexStore
+from ragroute.registry import Registry
 
 if TYPE_CHECKING:
     from ragroute.rag.config import PipelineConfig
@@ -90,11 +91,11 @@ def _cross_encoder(cfg: PipelineConfig, store: IndexStore) -> Reranker:
     )
 
 
-RERANKERS: dict[str, Callable[[PipelineConfig, IndexStore], Reranker]] = {
+RERANKERS: Registry[Callable[[PipelineConfig, IndexStore], Reranker]] = Registry("reranker", {
     "none": lambda cfg, store: NoReranker(),
     "bi-encoder": lambda cfg, store: BiEncoderReranker(store),
     "cross-encoder": _cross_encoder,
-}
+})
 
 
 def register_reranker(name: str, factory: Callable[[PipelineConfig, IndexStore], Reranker]) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ragroute.errors import UserError
 from ragroute.rag.cache import corpus_fingerprint, default_index_dir, index_key, load_or_build
+from ragroute.registry import Registry
 
 if TYPE_CHECKING:
     from ragroute.rag.ann import AnnIndex
@@ -247,11 +248,11 @@ def _hybrid(cfg: PipelineConfig, store: IndexStore) -> Retriever:
     )
 
 
-RETRIEVERS: dict[str, Callable[[PipelineConfig, IndexStore], Retriever]] = {
+RETRIEVERS: Registry[Callable[[PipelineConfig, IndexStore], Retriever]] = Registry("retriever", {
     "bm25": lambda cfg, store: BM25Retriever(store.bm25()),
     "dense": lambda cfg, store: DenseRetriever(store.dense()),
     "hybrid": _hybrid,
-}
+})
 
 
 def register_retriever(name: str, factory: Callable[[PipelineConfig, IndexStore], Retriever]) -> None:
