@@ -53,7 +53,7 @@ def corpus_cli(argv: list[str]) -> int:
 
 
 INDEX_USAGE = """\
-    ragroute index build --store STORE --out INDEX [--config configs/index/NAME.yaml] [--executor ray] [--factory ...]
+    ragroute index build --store STORE --out INDEX [--config configs/index/<run>.yaml] [--executor ray] [--factory ...]
     ragroute index update --store STORE --index INDEX [--input NEWFILES...]
 """
 
