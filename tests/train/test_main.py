@@ -84,7 +84,8 @@ def test_offline_topk_loss_trains_without_loading_a_teacher(
 def test_kd_from_an_identical_teacher_starts_at_zero(tmp_path: Path, records_path: Path, tiny_model_dir: Path):
     cfg = _config(
         tmp_path, records_path, tiny_model_dir,
-        **{"loss.name": "forward_kl", "teacher": str(tiny_model_dir), "max_steps": 1},
+        # end_weight 0: only the KD term (the end-of-answer cross-entropy is not zero for any teacher)
+        **{"loss.name": "forward_kl", "teacher": str(tiny_model_dir), "max_steps": 1, "loss.end_weight": 0.0},
     )
     report = main(cfg)
     assert report["first_loss"] == 0.0
