@@ -48,7 +48,7 @@ class DemoConfig:
         default="smollm2-135m-pruned", metadata={"help": "model the student starts from (config name or YAML path)"}
     )
     engine: str = field(default="vllm", metadata={"help": "generation engine: vllm or transformers"})
-    max_tokens: int | None = field(default=None, metadata={"help": "answer length (default: the data_gen configs')"})
+    max_tokens: int | None = field(default=None, metadata={"help": "answer length (default: the data_gen configs'); answers cut at it are then trained on"})
     router_config: str = field(default=ROUTER, metadata={"help": "router YAML (labels, features, model)"})
     cascade_config: str | None = field(
         default=CASCADE, metadata={"help": "router YAML of the cascade rule (null: no cascade row)"})
@@ -136,8 +136,9 @@ def distill(cfg: DemoConfig, records: Path, out: Path, student_spec: Path) -> No
 
     base = load_config(TrainConfig, TRAIN)
     # No eval split inside training: the demo's held-out questions measure the student.
+    # A capped answer length (--max-tokens) cuts the teacher's answers: then the cut answers are the training data.
     report = train_main(replace(base, data=str(records), output_dir=str(out / "train"), max_steps=cfg.train_steps,
-                                eval_fraction=0.0,
+                                eval_fraction=0.0, keep_unfinished=base.keep_unfinished or cfg.max_tokens is not None,
                                 teacher=cfg.teacher, student=replace(base.student, model=cfg.student_init)))
     write_model_spec(ModelSpec(name="smollm2-135m-distilled", path=report["final_model"], max_model_len=2048,
                                description=f"the pruned SmolLM2 student after {report['steps']} distillation "
