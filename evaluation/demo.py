@@ -106,13 +106,18 @@ def subset_run(run_dir: Path, ids: list[str], dest: Path) -> Path:
     wrote them, is the run's own)."""
     from ragroute.records import iter_jsonl
 
+    source, records = run_dir / "records.jsonl", dest / "records.jsonl"
+    if records.exists() and records.stat().st_mtime >= source.stat().st_mtime:
+        return dest  # made from this run already: a rerun skips it (written whole, renamed into place)
     wanted = set(ids)
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run_dir / "manifest.json", dest / "manifest.json")
-    with (dest / "records.jsonl").open("w") as f:
-        for record in iter_jsonl(run_dir / "records.jsonl"):
+    partial = dest / "records.jsonl.partial"
+    with partial.open("w") as f:
+        for record in iter_jsonl(source):
             if str(record.get("id")) in wanted:
                 f.write(json.dumps(record) + "\n")
+    partial.replace(records)
     return dest
 
 

@@ -28,11 +28,13 @@ def demo_run(tmp_path_factory, make_tiny_model, teacher_dir):
         "labels:\n  metric: decision\n  reference: gold\n  tolerance: 1.0\nfeatures:\n  min_df: 1\n"
         "model: logreg\ncv_folds: 2\nthreshold_rule: teacher_share\nthreshold_target: 0.5\n"
     )
+    cascade_cfg = root / "cascade.yaml"  # the same labels, few folds: 14 training questions
+    cascade_cfg.write_text(router_cfg.read_text() + "cascade:\n  enabled: true\n")
     env_home = os.environ.get("RAGROUTE_HOME")
     os.environ["RAGROUTE_HOME"] = str(root / "home")
     cfg = DemoConfig(out=str(root / "out"), teacher="smollm2-135m", student_init=str(student_spec),
                      engine="transformers", limit=24, train_steps=2, max_tokens=12, router_config=str(router_cfg),
-                     latency_sample=4)
+                     cascade_config=str(cascade_cfg), latency_sample=4)
     try:
         result = run_demo(cfg)
         yield root, cfg, result
