@@ -20,7 +20,6 @@ store version, or with another document encoder than the pipeline's, is refused 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +37,9 @@ def doc_model_label(dense_model: str | None, dense_doc_model: str | None) -> str
 
 
 def read_index_manifest(directory: str | Path) -> dict[str, Any]:
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
-        raise UserError(f"{directory} is not an index directory (no {MANIFEST}); build one with `ragroute index build`")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
-    if manifest.get("format") != INDEX_FORMAT:
-        raise UserError(f"{path}: format {manifest.get('format')!r} is not {INDEX_FORMAT!r}")
-    return manifest
+    from ragroute.rag.store import read_format_manifest
+
+    return read_format_manifest(directory, INDEX_FORMAT, "an index directory", "ragroute index build")
 
 
 def check_index(directory: str | Path, manifest: dict[str, Any], store_fingerprint: str, store_dir: Any,

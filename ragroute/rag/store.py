@@ -71,17 +71,24 @@ class CorpusReader(Protocol):
     def iter_texts(self, start: int = 0, stop: int | None = None, batch_size: int = 4096) -> Iterator[TextBatch]: ...
 
 
-def read_manifest(directory: str | Path) -> dict[str, Any]:
+def read_format_manifest(directory: str | Path, fmt: str, what: str, command: str) -> dict[str, Any]:
+    """``DIR/manifest.json`` of a directory of format ``fmt`` (a corpus store, a built index); a missing,
+    unreadable or foreign manifest is a UserError naming ``what`` the directory should be and the ``command``
+    that makes one."""
     path = Path(directory) / MANIFEST
     if not path.is_file():
-        raise UserError(f"{directory} is not a corpus store (no {MANIFEST}); build one with `ragroute corpus build`")
+        raise UserError(f"{directory} is not {what} (no {MANIFEST}); build one with `{command}`")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
-    if manifest.get("format") != STORE_FORMAT:
-        raise UserError(f"{path}: format {manifest.get('format')!r} is not {STORE_FORMAT!r}")
+    if manifest.get("format") != fmt:
+        raise UserError(f"{path}: format {manifest.get('format')!r} is not {fmt!r}")
     return manifest
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    return read_format_manifest(directory, STORE_FORMAT, "a corpus store", "ragroute corpus build")
 
 
 MAX_OPEN_SEGMENTS = 256  # open segment files at once (a PubMed baseline store has ~1,300 segments)
