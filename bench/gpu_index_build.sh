@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# ragroute's own dense index build on a GPU (issue 21): `ragroute corpus build` of DOCS synthetic abstracts, then
-# `ragroute index build` (embedding shards on cuda in fp16, then the FAISS IVF-PQ fill) with encoders of the
-# all-MiniLM-L6-v2 shape and of the BERT-base shape (MedCPT's article encoder), random weights: the rate of a
-# transformer forward pass does not depend on its weights. Docs/s from the build's own log; results to $OUT.
+# ragroute's own index build on a GPU (issue 21): `ragroute corpus build` of DOCS synthetic abstracts, then
+# `ragroute index build` (embedding shards on cuda in fp16, the FAISS IVF-PQ fill, and the tantivy index built at
+# the same time in a second process) with encoders of the all-MiniLM-L6-v2 shape and of the BERT-base shape
+# (MedCPT's article encoder), random weights: the rate of a transformer forward pass does not depend on its
+# weights. Peer in the same call: the bare encoder's forward pass on pre-tokenized 256-token batches (what the
+# issue's 28,500 / 8,500 documents/s measure), and ragroute with one encoder process (the old path, 60 s).
+# Docs/s from the build's own log; results to $OUT.
 #   DOCS=400000 bash bench/gpu_index_build.sh
 # Needs (the device image lacks them): faiss-cpu, tantivy wheels on PYTHONPATH; the MiniLM tokenizer files in
 # $TOKENIZER_DIR (vocab.txt, tokenizer.json, tokenizer_config.json, special_tokens_map.json).
@@ -42,15 +45,43 @@ with open("/tmp/rrg/docs.jsonl", "w") as fh:
         words = vocab[rng.integers(0, len(vocab), size=int(lengths[i % len(lengths)]))]
         fh.write(json.dumps({"id": f"s{i}", "title": "", "text": " ".join(words)}) + "\n")
 PY
+python3 - <<'PY' 2>&1 | tee -a "$OUT/summary.txt"
+# Peer: the bare encoder, fp16, batch 512 x 256 tokens already on the GPU (no tokenizing, no copies).
+import time
+import torch
+from transformers import BertModel
+for name in ("minilm-shape", "bert-base-shape"):
+    model = BertModel.from_pretrained(f"/tmp/rrg/{name}").half().cuda().eval()
+    ids = torch.randint(1000, 30000, (512, 256), device="cuda")
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        for i in range(43):
+            if i == 3:
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+            model(input_ids=ids, attention_mask=mask).last_hidden_state.mean(1)
+        torch.cuda.synchronize()
+    print(f"peer bare forward {name}: {40 * 512 / (time.perf_counter() - t0):.0f} documents/s")
+PY
 t0=$(date +%s)
 python3 -m ragroute.cli corpus build --input /tmp/rrg/docs.jsonl --out /tmp/rrg/store > "$OUT/corpus_build.log" 2>&1
 echo "corpus build rc=$? s=$(( $(date +%s) - t0 ))" | tee -a "$OUT/summary.txt"
-for name in minilm-shape bert-base-shape; do
-  t0=$(date +%s)
+run_build() {  # name, then extra index build options
+  local name=$1; shift; t0=$(date +%s)
   python3 -m ragroute.cli index build --store /tmp/rrg/store --out "/tmp/rrg/index-$name" \
-    --config configs/index/pubmed-ivfpq.yaml --sparse false --dense-model "/tmp/rrg/$name" \
-    --dense-batch-size "${BATCH:-512}" --dense-max-seq-length 256 --device "${DEVICE:-cuda}" > "$OUT/index_$name.log" 2>&1
-  echo "index build $name rc=$? s=$(( $(date +%s) - t0 ))" | tee -a "$OUT/summary.txt"
-  grep -E "docs/s|embedded|FAISS|trained|filled|Error" "$OUT/index_$name.log" | tail -n 6 | tee -a "$OUT/summary.txt"
-done
+    --dense-model "/tmp/rrg/${name%%.*}" --dense-batch-size "${BATCH:-512}" --dense-max-seq-length 256 \
+    --device "${DEVICE:-cuda}" "$@" > "$OUT/index_$name.log" 2>&1
+  echo "index build $name $* rc=$? s=$(( $(date +%s) - t0 ))" | tee -a "$OUT/summary.txt"
+  grep -E "docs/s|embedded|encoder processes|trained|sparse index|Error" "$OUT/index_$name.log" | tail -n 8 | tee -a "$OUT/summary.txt"
+}
+# The old path, one encoder process, for 60 s (its progress line at 30 s and 60 s gives the rate).
+t0=$(date +%s)
+timeout 70 python3 -m ragroute.cli index build --store /tmp/rrg/store --out /tmp/rrg/index-one --sparse false \
+  --dense-model /tmp/rrg/minilm-shape --dense-batch-size "${BATCH:-512}" --dense-max-seq-length 256 \
+  --device "${DEVICE:-cuda}" --dense-processes 1 > "$OUT/index_one_process.log" 2>&1
+echo "one encoder process (stopped at 70 s):" | tee -a "$OUT/summary.txt"
+grep -E "docs/s" "$OUT/index_one_process.log" | tail -n 2 | tee -a "$OUT/summary.txt"
+# The whole build as configs/index/pubmed-ivfpq.yaml runs it: sparse + dense at once, auto encoder processes.
+run_build minilm-shape --config configs/index/pubmed-ivfpq.yaml
+run_build bert-base-shape --config configs/index/pubmed-ivfpq.yaml --sparse false --factory Flat
 nvidia-smi --query-gpu=name,memory.used --format=csv | tee -a "$OUT/summary.txt"

@@ -68,6 +68,15 @@ class IndexConfig:
         default=None, metadata={"help": "truncate documents to this many model tokens (None: the model's limit)"}
     )
     dense_batch_size: int = field(default=64, metadata={"help": "documents per encoder forward pass"})
+    dense_processes: int = field(
+        default=0,
+        metadata={"help": "encoder processes per build (0: auto, 1 on a CPU, on a GPU one per 2 cores up to 8: "
+                  "tokenizing on the CPU, not the GPU, limits a single process)"},
+    )
+    parallel_stages: bool = field(
+        default=True,
+        metadata={"help": "build the sparse index in a second process while the dense index is built"},
+    )
     device: str = field(default="auto", metadata={"help": "encoder device: cpu, cuda or auto (fp16 on cuda)"})
     rows_per_shard: int = field(
         default=100_000, metadata={"help": "documents per embedding shard (the unit of resume)"}
@@ -95,6 +104,8 @@ class IndexConfig:
             raise ValueError("enable at least one of sparse and dense")
         if self.rows_per_shard < 1 or self.dense_batch_size < 1 or self.train_size < 1:
             raise ValueError("rows_per_shard, dense_batch_size and train_size must be >= 1")
+        if self.dense_processes < 0:
+            raise ValueError(f"dense_processes must be >= 0 (0: auto), not {self.dense_processes}")
         if self.sparse_heap_mb < 16 or self.sparse_commit_every < 1:
             raise ValueError("sparse_heap_mb must be >= 16 (tantivy's minimum is 15 MB) and sparse_commit_every >= 1")
         if self.executor not in ("local", "ray"):

@@ -25,7 +25,6 @@ from ragroute.rag.shards import EmbeddingShards, done_rows, shard_path, write_sh
 log = logging.getLogger("ragroute.index")
 
 Embed = Callable[[list[str]], np.ndarray]  # texts -> (n, dim) normalised vectors
-TEXTS_PER_CALL = 16  # encoder batches per call
 
 
 def shards_todo(directory: Path, rows: int, rows_per_shard: int) -> list[tuple[int, int, int]]:
@@ -67,21 +66,20 @@ class Progress:
 
 
 def embed_shard(store: Any, directory: Path, k: int, lo: int, hi: int, rows_per_shard: int, embed: Embed,
-                batch_size: int, on_docs: Callable[[int], None]) -> None:
-    """Embed rows [lo, hi) of shard ``k`` (appending to its done rows, if any) and write it."""
+                texts_per_call: int, on_docs: Callable[[int], None]) -> None:
+    """Embed rows [lo, hi) of shard ``k`` (appending to its done rows, if any), ``texts_per_call`` texts per
+    call of ``embed`` (a fixed chunking, so a resumed shard is the same), and write it."""
     parts = []
     first = k * rows_per_shard
     if lo > first:
         parts.append(np.load(shard_path(directory, k))[: lo - first])
-    # Texts go to the encoder TEXTS_PER_CALL batches at a time: sentence-transformers sorts a call's texts by
-    # length before batching, so wider calls pad less (the chunking is fixed, so a resumed shard is the same).
-    for _, _, texts in store.iter_texts(lo, hi, batch_size=batch_size * TEXTS_PER_CALL):
+    for _, _, texts in store.iter_texts(lo, hi, batch_size=texts_per_call):
         parts.append(np.asarray(embed(texts), dtype=np.float16))
         on_docs(len(texts))
     write_shard(directory, k, np.concatenate(parts))
 
 
-def embed_all(store: Any, directory: Path, rows: int, rows_per_shard: int, embed: Embed, batch_size: int) -> int:
+def embed_all(store: Any, directory: Path, rows: int, rows_per_shard: int, embed: Embed, texts_per_call: int) -> int:
     """Compute every missing shard row locally; returns the number of documents embedded."""
     todo = shards_todo(directory, rows, rows_per_shard)
     total = sum(hi - lo for _, lo, hi in todo)
@@ -91,7 +89,7 @@ def embed_all(store: Any, directory: Path, rows: int, rows_per_shard: int, embed
     progress = Progress(total)
     try:
         for k, lo, hi in todo:
-            embed_shard(store, directory, k, lo, hi, rows_per_shard, embed, batch_size, progress)
+            embed_shard(store, directory, k, lo, hi, rows_per_shard, embed, texts_per_call, progress)
     finally:
         progress.close()
     return total

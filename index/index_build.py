@@ -77,19 +77,8 @@ def start_build(out: Path, store: CorpusStore, cfg: IndexConfig) -> dict[str, An
     return manifest
 
 
-def make_embedder(cfg: IndexConfig) -> tuple[Any, int]:
-    """(texts -> normalised float32 vectors, dim) with the document encoder, fp16 on a GPU."""
-    from ragroute.rag.dense import DenseEncoder
-
-    encoder = DenseEncoder(cfg.dense_model, cfg.dense_doc_model, cfg.device, cfg.dense_batch_size,
-                           cfg.dense_max_seq_length, query_threads=None, query_quantization="none")
-    model = encoder.doc_model
-    if str(model.device).startswith("cuda"):
-        model.half()
-    return encoder.encode_documents, int(model.get_embedding_dimension())
-
-
 def sync_sparse(out: Path, store: CorpusStore, cfg: dict[str, Any], index_cfg: IndexConfig) -> None:
+    """Bring the tantivy index up to the store: add the rows after its last commit, delete the dead rows."""
     from index.dense_build import Progress
     from index.sparse_build import add_documents, delete_positions, indexed_until
     from ragroute.rag.sparse import open_tantivy
@@ -113,20 +102,22 @@ def sync_sparse(out: Path, store: CorpusStore, cfg: dict[str, Any], index_cfg: I
 
 
 def sync_dense(out: Path, store: CorpusStore, manifest: dict[str, Any], cfg: IndexConfig) -> None:
+    """Embed the rows the shards lack, then train (first build) or extend the FAISS index."""
     from index.dense_build import add_vectors, build_faiss, embed_all, write_index_atomic
+    from index.embedder import DocumentEmbedder
     from ragroute.rag.ann import DENSE_FILE
 
     dense = manifest["dense"]
     directory = out / EMBEDDINGS_DIR
-    embed, dim = make_embedder(cfg)
-    dense["dim"] = dim
-    ensure_info(directory, dense["model"], dim, dense["rows_per_shard"])
-    if cfg.executor == "ray":
-        from index.ray_embed import embed_with_ray
+    with DocumentEmbedder(cfg) as embedder:
+        dense["dim"] = embedder.dim
+        ensure_info(directory, dense["model"], embedder.dim, dense["rows_per_shard"])
+        if cfg.executor == "ray":
+            from index.ray_embed import embed_with_ray
 
-        embed_with_ray(store, directory, len(store), cfg)
-    else:
-        embed_all(store, directory, len(store), dense["rows_per_shard"], embed, cfg.dense_batch_size)
+            embed_with_ray(store, directory, len(store), cfg)
+        else:
+            embed_all(store, directory, len(store), dense["rows_per_shard"], embedder, embedder.texts_per_call)
     shards = EmbeddingShards(directory, len(store))
     path = out / DENSE_FILE
     if not path.is_file():
@@ -138,6 +129,37 @@ def sync_dense(out: Path, store: CorpusStore, manifest: dict[str, Any], cfg: Ind
     if index.ntotal < len(store):
         add_vectors(index, shards, int(index.ntotal))
         write_index_atomic(index, path)
+
+
+def _sparse_in_child(out: str, store_dir: str, sparse: dict[str, Any], cfg: IndexConfig, log_level: int) -> None:
+    from ragroute.cli import configure_logging
+
+    configure_logging(log_level)
+    sync_sparse(Path(out), CorpusStore.open(store_dir), sparse, cfg)
+
+
+def sync_indexes(out: Path, store: CorpusStore, manifest: dict[str, Any], cfg: IndexConfig) -> None:
+    """Bring both indexes up to the store. They are independent: with ``parallel_stages`` the sparse index is
+    built in a second process while this one embeds and fills FAISS (on a GPU machine the tantivy writer, CPU
+    work, then hides behind the embedding instead of adding to it)."""
+    if not (manifest["sparse"] and manifest["dense"] and cfg.parallel_stages):
+        if manifest["sparse"]:
+            sync_sparse(out, store, manifest["sparse"], cfg)
+        if manifest["dense"]:
+            sync_dense(out, store, manifest, cfg)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from ragroute.reaper import reap_descendants_on_exit
+
+    reap_descendants_on_exit()  # a SIGKILLed build must not leave its sparse writer running
+    log.info("building the sparse index in a second process while the dense index is built")
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        sparse = pool.submit(_sparse_in_child, str(out), str(store.directory), manifest["sparse"], cfg,
+                             logging.getLogger("ragroute").getEffectiveLevel())
+        sync_dense(out, store, manifest, cfg)
+        sparse.result()
 
 
 def finish(out: Path, store: CorpusStore, manifest: dict[str, Any], action: str, started: float) -> dict[str, Any]:
@@ -160,10 +182,7 @@ def build_index(store_dir: str | Path, out_dir: str | Path, cfg: IndexConfig) ->
     manifest = start_build(out, store, cfg)
     if manifest["state"] == "complete":
         return manifest
-    if manifest["sparse"]:
-        sync_sparse(out, store, manifest["sparse"], cfg)
-    if manifest["dense"]:
-        sync_dense(out, store, manifest, cfg)
+    sync_indexes(out, store, manifest, cfg)
     return finish(out, store, manifest, "build", started)
 
 
@@ -188,8 +207,5 @@ def update_index(store_dir: str | Path, index_dir: str | Path, inputs: list[str]
     manifest["state"] = "building"
     write_json_atomic(out / MANIFEST, manifest)
     cfg = IndexConfig(**{**manifest["config"], "executor": executor})
-    if manifest["sparse"]:
-        sync_sparse(out, store, manifest["sparse"], cfg)
-    if manifest["dense"]:
-        sync_dense(out, store, manifest, cfg)
+    sync_indexes(out, store, manifest, cfg)
     return finish(out, store, manifest, "update", started)

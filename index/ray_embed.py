@@ -26,13 +26,16 @@ class EmbedShard:
     """A Ray Data actor: embeds whole shards (rows ``lo``..``hi`` of shard ``k``) and writes them."""
 
     def __init__(self, store_dir: str, directory: str, cfg: IndexConfig) -> None:
-        from index.index_build import make_embedder
+        import dataclasses
+
+        from index.embedder import DocumentEmbedder
         from ragroute.rag.store import CorpusStore
 
         self.store = CorpusStore.open(store_dir)
         self.directory = Path(directory)
         self.cfg = cfg
-        self.embed, _ = make_embedder(cfg)
+        # One encoder per actor: Ray places the actors (several per GPU with ray_gpus_per_actor < 1).
+        self.embed = DocumentEmbedder(dataclasses.replace(cfg, dense_processes=1))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         from index.dense_build import embed_shard
@@ -40,7 +43,7 @@ class EmbedShard:
         done = []
         for k, lo, hi in zip(batch["shard"], batch["lo"], batch["hi"], strict=True):
             embed_shard(self.store, self.directory, int(k), int(lo), int(hi), self.cfg.rows_per_shard, self.embed,
-                        self.cfg.dense_batch_size, lambda n: None)
+                        self.embed.texts_per_call, lambda n: None)
             done.append(int(hi) - int(lo))
         return {"shard": batch["shard"], "rows": done}
 
