@@ -4,7 +4,7 @@
 # the same time in a second process) with encoders of the all-MiniLM-L6-v2 shape and of the BERT-base shape
 # (MedCPT's article encoder), random weights: the rate of a transformer forward pass does not depend on its
 # weights. Peer in the same call: the bare encoder's forward pass on pre-tokenized 256-token batches (what the
-# issue's 28,500 / 8,500 documents/s measure), and ragroute with one encoder process (the old path, 60 s).
+# issue's 28,500 / 8,500 documents/s measure), and with BASELINE_S=60 ragroute without tokenizing workers.
 # Docs/s from the build's own log; results to $OUT.
 #   DOCS=400000 bash bench/gpu_index_build.sh
 # Needs (the device image lacks them): faiss-cpu, tantivy wheels on PYTHONPATH; the MiniLM tokenizer files in
@@ -72,15 +72,17 @@ run_build() {  # name, then extra index build options
     --dense-model "/tmp/rrg/${name%%.*}" --dense-batch-size "${BATCH:-512}" --dense-max-seq-length 256 \
     --device "${DEVICE:-cuda}" "$@" > "$OUT/index_$name.log" 2>&1
   echo "index build $name $* rc=$? s=$(( $(date +%s) - t0 ))" | tee -a "$OUT/summary.txt"
-  grep -E "docs/s|embedded|encoder processes|trained|sparse index|Error" "$OUT/index_$name.log" | tail -n 8 | tee -a "$OUT/summary.txt"
+  grep -E "docs/s|embedded|tokenizing workers|trained|sparse index|Error" "$OUT/index_$name.log" | tail -n 8 | tee -a "$OUT/summary.txt"
 }
-# The old path, one encoder process, for 60 s (its progress line at 30 s and 60 s gives the rate).
-t0=$(date +%s)
-timeout 70 python3 -m ragroute.cli index build --store /tmp/rrg/store --out /tmp/rrg/index-one --sparse false \
-  --dense-model /tmp/rrg/minilm-shape --dense-batch-size "${BATCH:-512}" --dense-max-seq-length 256 \
-  --device "${DEVICE:-cuda}" --dense-processes 1 > "$OUT/index_one_process.log" 2>&1
-echo "one encoder process (stopped at 70 s):" | tee -a "$OUT/summary.txt"
-grep -E "docs/s" "$OUT/index_one_process.log" | tail -n 2 | tee -a "$OUT/summary.txt"
+# The old path (sentence-transformers in the build process, no tokenizing workers) for BASELINE_S seconds: its
+# progress line every 30 s gives the rate (0: skipped).
+if [ "${BASELINE_S:-0}" -gt 0 ]; then
+  timeout "$BASELINE_S" python3 -m ragroute.cli index build --store /tmp/rrg/store --out /tmp/rrg/index-one --sparse false \
+    --dense-model /tmp/rrg/minilm-shape --dense-batch-size "${BATCH:-512}" --dense-max-seq-length 256 \
+    --device "${DEVICE:-cuda}" --dense-workers 0 > "$OUT/index_no_workers.log" 2>&1
+  echo "no tokenizing workers (stopped at $BASELINE_S s):" | tee -a "$OUT/summary.txt"
+  grep -E "docs/s" "$OUT/index_no_workers.log" | tail -n 2 | tee -a "$OUT/summary.txt"
+fi
 # The whole build as configs/index/pubmed-ivfpq.yaml runs it: sparse + dense at once, auto encoder processes.
 run_build minilm-shape --config configs/index/pubmed-ivfpq.yaml
 run_build bert-base-shape --config configs/index/pubmed-ivfpq.yaml --sparse false --factory Flat

@@ -68,10 +68,10 @@ class IndexConfig:
         default=None, metadata={"help": "truncate documents to this many model tokens (None: the model's limit)"}
     )
     dense_batch_size: int = field(default=64, metadata={"help": "documents per encoder forward pass"})
-    dense_processes: int = field(
-        default=0,
-        metadata={"help": "encoder processes per build (0: auto, 1 on a CPU, on a GPU one per 2 cores up to 8: "
-                  "tokenizing on the CPU, not the GPU, limits a single process)"},
+    dense_workers: int = field(
+        default=-1,
+        metadata={"help": "processes that read and tokenize documents for the encoder (-1: auto, none on a CPU, on a "
+                  "GPU every core but two up to 16; 0: none): tokenizing, not the GPU, limits one process"},
     )
     parallel_stages: bool = field(
         default=True,
@@ -104,8 +104,8 @@ class IndexConfig:
             raise ValueError("enable at least one of sparse and dense")
         if self.rows_per_shard < 1 or self.dense_batch_size < 1 or self.train_size < 1:
             raise ValueError("rows_per_shard, dense_batch_size and train_size must be >= 1")
-        if self.dense_processes < 0:
-            raise ValueError(f"dense_processes must be >= 0 (0: auto), not {self.dense_processes}")
+        if self.dense_workers < -1:
+            raise ValueError(f"dense_workers must be >= 0, or -1 (auto), not {self.dense_workers}")
         if self.sparse_heap_mb < 16 or self.sparse_commit_every < 1:
             raise ValueError("sparse_heap_mb must be >= 16 (tantivy's minimum is 15 MB) and sparse_commit_every >= 1")
         if self.executor not in ("local", "ray"):

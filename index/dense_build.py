@@ -24,7 +24,6 @@ from ragroute.rag.shards import EmbeddingShards, done_rows, shard_path, write_sh
 
 log = logging.getLogger("ragroute.index")
 
-Embed = Callable[[list[str]], np.ndarray]  # texts -> (n, dim) normalised vectors
 
 
 def shards_todo(directory: Path, rows: int, rows_per_shard: int) -> list[tuple[int, int, int]]:
@@ -65,21 +64,27 @@ class Progress:
         self.bar.close()
 
 
-def embed_shard(store: Any, directory: Path, k: int, lo: int, hi: int, rows_per_shard: int, embed: Embed,
-                texts_per_call: int, on_docs: Callable[[int], None]) -> None:
-    """Embed rows [lo, hi) of shard ``k`` (appending to its done rows, if any), ``texts_per_call`` texts per
-    call of ``embed`` (a fixed chunking, so a resumed shard is the same), and write it."""
-    parts = []
-    first = k * rows_per_shard
-    if lo > first:
-        parts.append(np.load(shard_path(directory, k))[: lo - first])
-    for _, _, texts in store.iter_texts(lo, hi, batch_size=texts_per_call):
-        parts.append(np.asarray(embed(texts), dtype=np.float16))
-        on_docs(len(texts))
-    write_shard(directory, k, np.concatenate(parts))
+def embed_shards(store: Any, directory: Path, todo: list[tuple[int, int, int]], rows_per_shard: int, embedder: Any,
+                 on_docs: Callable[[int], None]) -> None:
+    """Embed the rows [lo, hi) of every shard ``k`` in ``todo`` (appended to the shard's done rows, if any), in
+    chunks of ``embedder.texts_per_call`` rows from ``lo`` (a fixed chunking: a resumed shard is the same), and
+    write each shard as soon as its last chunk is embedded."""
+    size = embedder.texts_per_call
+    chunks = [(a, min(a + size, hi)) for _, lo, hi in todo for a in range(lo, hi, size)]
+    last_chunk_of = {hi: (k, lo) for k, lo, hi in todo}
+    parts: list[np.ndarray] = []
+    for a, b, vectors in embedder.rows(store, chunks):
+        parts.append(np.asarray(vectors, dtype=np.float16))
+        on_docs(b - a)
+        if b in last_chunk_of:
+            k, lo = last_chunk_of[b]
+            first = k * rows_per_shard
+            kept = [np.load(shard_path(directory, k))[: lo - first]] if lo > first else []
+            write_shard(directory, k, np.concatenate(kept + parts))
+            parts = []
 
 
-def embed_all(store: Any, directory: Path, rows: int, rows_per_shard: int, embed: Embed, texts_per_call: int) -> int:
+def embed_all(store: Any, directory: Path, rows: int, rows_per_shard: int, embedder: Any) -> int:
     """Compute every missing shard row locally; returns the number of documents embedded."""
     todo = shards_todo(directory, rows, rows_per_shard)
     total = sum(hi - lo for _, lo, hi in todo)
@@ -88,8 +93,7 @@ def embed_all(store: Any, directory: Path, rows: int, rows_per_shard: int, embed
     log.info("embedding %d documents in %d shards into %s", total, len(todo), directory)
     progress = Progress(total)
     try:
-        for k, lo, hi in todo:
-            embed_shard(store, directory, k, lo, hi, rows_per_shard, embed, texts_per_call, progress)
+        embed_shards(store, directory, todo, rows_per_shard, embedder, progress)
     finally:
         progress.close()
     return total

@@ -1,16 +1,22 @@
-"""The document encoder of ``ragroute index build``: texts -> L2-normalised vectors, fp16 on a GPU.
+"""The document encoder of ``ragroute index build``: store rows -> L2-normalised vectors, fp16 on a GPU.
 
-On a GPU the forward pass is rarely the limit: tokenizing (in the calling process, on the CPU) and moving each
-batch are. One H200 embedded 2,059 documents/s through a single sentence-transformers process with both a 6-layer
-and a 12-layer encoder (docs/benchmarks/retrieval.md section 4): the rate of the tokenizer, not of the GPU. So
-the GPU path runs several encoder processes per GPU with sentence-transformers' own multi-process pool: each
-tokenizes its chunks on its own core and feeds the same GPU, and the calls overlap.
+On a GPU the forward pass is not the limit, the CPU work before it is: one sentence-transformers process
+(read, tokenize, convert to tensors, forward) embedded 1,560 documents/s on an H200 whose bare MiniLM forward
+pass runs 40,000/s, and several such processes sharing the GPU reached only ~6,000/s (each runs its own threads
+on the same cores). So on a GPU the rows are read and tokenized by the worker processes of a torch
+``DataLoader`` (one thread each), and this process only copies pinned batches to the GPU and runs the model.
+
+A chunk (``texts_per_call`` rows) is sorted by length and cut into batches as sentence-transformers does it, so
+the batches are a function of the chunk alone: a resumed build embeds the same batches. On a CPU (the forward
+pass is the limit and uses every core) and for encoders with a document prompt, rows go through
+sentence-transformers' own ``encode_document``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -19,23 +25,49 @@ from index.config import IndexConfig
 
 log = logging.getLogger("ragroute.index")
 
-BATCHES_PER_CALL = 16  # encoder batches per call (and per pool worker): sentence-transformers sorts a call's texts
-# by length before batching them, so wider calls pad less
-MAX_PROCESSES_PER_GPU = 8
+BATCHES_PER_CALL = 16  # encoder batches per chunk: sorting a wider chunk by length pads less
+MAX_WORKERS = 16
 
 
-def auto_processes(device: str, cpus: int | None = None) -> int:
-    """Encoder processes for ``dense_processes: 0``: one on a CPU (the forward pass already uses every core);
-    on a GPU one per two CPU cores, at most 8 (tokenizing ~2-4k documents/s each keeps an H200 busy)."""
+def auto_workers(device: str, cpus: int | None = None) -> int:
+    """Tokenizing workers for ``dense_workers: -1``: none on a CPU; on a GPU every core but two (this process and
+    the sparse build's writer need some), at most 16 (each tokenizes ~1.5-2k abstracts/s)."""
     if not device.startswith("cuda"):
-        return 1
+        return 0
     cpus = cpus or len(os.sched_getaffinity(0))
-    return max(1, min(MAX_PROCESSES_PER_GPU, cpus // 2))
+    return max(1, min(MAX_WORKERS, cpus - 2))
+
+
+class _TokenizedChunks:
+    """Map-style dataset for the DataLoader: item i = (lo, hi, order, batches) of rows [lo, hi) of the store,
+    read and tokenized in a worker; ``order`` sorts the chunk's texts longest first."""
+
+    def __init__(self, store: Any, chunks: list[tuple[int, int]], tokenize: Any, batch_size: int) -> None:
+        self.store, self.chunks, self.tokenize, self.batch_size = store, chunks, tokenize, batch_size
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> tuple[int, int, np.ndarray, list[dict[str, Any]]]:
+        lo, hi = self.chunks[i]
+        texts = [t for _, _, batch in self.store.iter_texts(lo, hi, batch_size=hi - lo) for t in batch]
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        ordered = [texts[j] for j in order]
+        batches = [dict(self.tokenize(ordered[b : b + self.batch_size])) for b in range(0, len(ordered), self.batch_size)]
+        return lo, hi, order, batches
+
+
+def _init_worker(_: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # the workers tokenize; many threads each would only fight over the cores
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
 class DocumentEmbedder:
-    """``embedder(texts)`` -> (n, dim) float32 normalised vectors; ``texts_per_call`` is the call size the build
-    uses (fixed, so a resumed shard is embedded in the same chunks). Close it (or use ``with``) to stop the pool."""
+    """``embedder(texts)`` -> (n, dim) float32 normalised vectors (sentence-transformers, this process);
+    ``embedder.rows(store, chunks)`` yields (lo, hi, vectors) for each chunk of store rows, through the DataLoader
+    workers when there are any. ``texts_per_call`` is the fixed chunk size of a build."""
 
     def __init__(self, cfg: IndexConfig) -> None:
         from ragroute.rag.dense import DenseEncoder
@@ -49,29 +81,47 @@ class DocumentEmbedder:
         self.encode = encoder.encode_documents
         self.batch_size = cfg.dense_batch_size
         self.dim = int(self.model.get_embedding_dimension())
-        self.processes = cfg.dense_processes or auto_processes(self.device)
-        self.texts_per_call = self.batch_size * BATCHES_PER_CALL * self.processes
-        self._pool: dict[str, Any] | None = None
+        self.workers = auto_workers(self.device) if cfg.dense_workers < 0 else cfg.dense_workers
+        if self.workers and getattr(self.model, "prompts", None) and any(
+                name in self.model.prompts for name in ("document", "passage", "corpus")):
+            log.info("the encoder has a document prompt: embedding through sentence-transformers, no workers")
+            self.workers = 0
+        self.texts_per_call = self.batch_size * BATCHES_PER_CALL
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        if self.processes == 1:
-            return self.encode(texts)
-        if self._pool is None:  # started on first use: a build whose shards are all done needs no workers
-            from ragroute.reaper import reap_descendants_on_exit
+        return self.encode(texts)
 
-            reap_descendants_on_exit()  # a SIGKILLed build must not leave its workers holding the GPU
-            log.info("starting %d encoder processes on %s", self.processes, self.device)
-            self._pool = self.model.start_multi_process_pool([self.device] * self.processes)
-        vectors = self.model.encode_document(
-            texts, pool=self._pool, batch_size=self.batch_size, chunk_size=self.batch_size * BATCHES_PER_CALL,
-            normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False,
-        )
-        return np.asarray(vectors, dtype=np.float32)
+    def rows(self, store: Any, chunks: list[tuple[int, int]]) -> Iterator[tuple[int, int, np.ndarray]]:
+        if not self.workers:
+            for lo, hi in chunks:
+                texts = [t for _, _, batch in store.iter_texts(lo, hi, batch_size=hi - lo) for t in batch]
+                yield lo, hi, self.encode(texts)
+            return
+        yield from self._rows_with_workers(store, chunks)
+
+    def _rows_with_workers(self, store: Any, chunks: list[tuple[int, int]]) -> Iterator[tuple[int, int, np.ndarray]]:
+        import torch
+        from torch.utils.data import DataLoader
+
+        tokenize = getattr(self.model, "preprocess", None) or self.model.tokenize
+        loader = DataLoader(_TokenizedChunks(store, chunks, tokenize, self.batch_size), batch_size=None,
+                            num_workers=self.workers, worker_init_fn=_init_worker, prefetch_factor=2,
+                            pin_memory=self.device.startswith("cuda"), multiprocessing_context="fork")
+        log.info("embedding with %d tokenizing workers feeding %s", self.workers, self.device)
+        with torch.inference_mode():
+            for lo, hi, order, batches in loader:
+                parts = []
+                for features in batches:
+                    features = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
+                                for k, v in features.items()}
+                    embedding = self.model(features)["sentence_embedding"]
+                    parts.append(torch.nn.functional.normalize(embedding.float(), p=2, dim=1))
+                vectors = np.empty((hi - lo, self.dim), dtype=np.float32)
+                vectors[order] = torch.cat(parts).cpu().numpy()
+                yield lo, hi, vectors
 
     def close(self) -> None:
-        if self._pool is not None:
-            self.model.stop_multi_process_pool(self._pool)
-            self._pool = None
+        """Nothing held between calls (the DataLoader's workers end with each ``rows`` iteration)."""
 
     def __enter__(self) -> DocumentEmbedder:
         return self

@@ -117,7 +117,7 @@ def sync_dense(out: Path, store: CorpusStore, manifest: dict[str, Any], cfg: Ind
 
             embed_with_ray(store, directory, len(store), cfg)
         else:
-            embed_all(store, directory, len(store), dense["rows_per_shard"], embedder, embedder.texts_per_call)
+            embed_all(store, directory, len(store), dense["rows_per_shard"], embedder)
     shards = EmbeddingShards(directory, len(store))
     path = out / DENSE_FILE
     if not path.is_file():

@@ -35,15 +35,15 @@ class EmbedShard:
         self.directory = Path(directory)
         self.cfg = cfg
         # One encoder per actor: Ray places the actors (several per GPU with ray_gpus_per_actor < 1).
-        self.embed = DocumentEmbedder(dataclasses.replace(cfg, dense_processes=1))
+        self.embed = DocumentEmbedder(dataclasses.replace(cfg, dense_workers=0))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        from index.dense_build import embed_shard
+        from index.dense_build import embed_shards
 
         done = []
         for k, lo, hi in zip(batch["shard"], batch["lo"], batch["hi"], strict=True):
-            embed_shard(self.store, self.directory, int(k), int(lo), int(hi), self.cfg.rows_per_shard, self.embed,
-                        self.embed.texts_per_call, lambda n: None)
+            embed_shards(self.store, self.directory, [(int(k), int(lo), int(hi))], self.cfg.rows_per_shard,
+                         self.embed, lambda n: None)
             done.append(int(hi) - int(lo))
         return {"shard": batch["shard"], "rows": done}
 

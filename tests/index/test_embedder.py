@@ -1,5 +1,6 @@
-"""The index build's document encoder: one process, or sentence-transformers' multi-process pool (real MiniLM,
-real worker processes on the CPU), and the sparse index built in a second process beside the dense one."""
+"""The index build's document encoder: sentence-transformers in this process, or DataLoader workers tokenizing
+for it (real MiniLM, real worker processes on the CPU); the sparse index built in a second process beside the
+dense one."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import psutil
 import pytest
 
 from index.config import IndexConfig
-from index.embedder import DocumentEmbedder, auto_processes
+from index.embedder import DocumentEmbedder, auto_workers
+from ragroute.rag.corpus import Document
+from ragroute.rag.store import InMemoryCorpus
 from index.index_build import build_index
 from ragroute.rag.pipeline import PipelineConfig, RAGPipeline
 
@@ -21,30 +24,31 @@ TEXTS = [f"Document {i}: {topic} in adults with chronic disease." for i, topic i
      "sepsis antibiotics", "vitamin D and bone"] * 3)]
 
 
-def test_auto_processes_one_on_a_cpu_several_per_gpu() -> None:
-    assert auto_processes("cpu", cpus=64) == 1
-    assert auto_processes("cuda", cpus=16) == 8
-    assert auto_processes("cuda:0", cpus=64) == 8
-    assert auto_processes("cuda", cpus=2) == 1
-    with pytest.raises(ValueError, match="dense_processes"):
-        IndexConfig(dense_processes=-1)
+def test_auto_workers_none_on_a_cpu_most_cores_on_a_gpu() -> None:
+    assert auto_workers("cpu", cpus=64) == 0
+    assert auto_workers("cuda", cpus=16) == 14
+    assert auto_workers("cuda:0", cpus=64) == 16
+    assert auto_workers("cuda", cpus=2) == 1
+    with pytest.raises(ValueError, match="dense_workers"):
+        IndexConfig(dense_workers=-2)
 
 
-@pytest.mark.slow  # two spawned encoder processes load torch and MiniLM: ~40 s on 2 cores
-def test_a_pool_of_encoder_processes_gives_the_single_process_vectors() -> None:
-    one = DocumentEmbedder(IndexConfig(device="cpu", dense_batch_size=4))
-    assert one.processes == 1 and one.texts_per_call == 4 * 16
-    expected = one(TEXTS)
-    with DocumentEmbedder(IndexConfig(device="cpu", dense_batch_size=4, dense_processes=2)) as pooled:
-        assert pooled.texts_per_call == 4 * 16 * 2
-        got = pooled(TEXTS)
-        workers = [p for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())]
-        assert len(workers) >= 2
-    assert got.shape == expected.shape == (len(TEXTS), one.dim)
-    np.testing.assert_allclose(got, expected, atol=1e-5)  # same fp32 model, rows in the caller's order
-    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
-    psutil.wait_procs(workers, timeout=30)
-    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in workers), "pool not stopped"
+def test_tokenizing_workers_give_sentence_transformers_vectors_in_row_order() -> None:
+    store = InMemoryCorpus([Document(f"d{i}", "", text) for i, text in enumerate(TEXTS)])
+    chunks = [(0, 7), (7, 20), (20, len(TEXTS))]
+    plain = DocumentEmbedder(IndexConfig(device="cpu", dense_batch_size=4, dense_workers=0))
+    assert plain.workers == 0 and plain.texts_per_call == 4 * 16
+    expected = plain(TEXTS)
+    workers = DocumentEmbedder(IndexConfig(device="cpu", dense_batch_size=4, dense_workers=2))
+    before = {p.pid for p in psutil.Process().children()}
+    got = list(workers.rows(store, chunks))
+    assert [(lo, hi) for lo, hi, _ in got] == chunks
+    vectors = np.concatenate([v for _, _, v in got])
+    assert vectors.shape == expected.shape == (len(TEXTS), plain.dim)
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)  # the same fp32 model, in the rows' order
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    left = [p for p in psutil.Process().children() if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
+    assert not left, "the DataLoader workers outlived the build's iteration"
 
 
 def test_parallel_stages_build_the_same_indexes(tmp_path: Path, xml_file: Callable, article: Callable) -> None:
