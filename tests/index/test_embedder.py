@@ -13,10 +13,10 @@ import pytest
 
 from index.config import IndexConfig
 from index.embedder import DocumentEmbedder, auto_workers
-from ragroute.rag.corpus import Document
-from ragroute.rag.store import InMemoryCorpus
 from index.index_build import build_index
+from ragroute.rag.corpus import Document
 from ragroute.rag.pipeline import PipelineConfig, RAGPipeline
+from ragroute.rag.store import InMemoryCorpus
 
 TEXTS = [f"Document {i}: {topic} in adults with chronic disease." for i, topic in enumerate(
     ["statins and LDL", "aspirin after infarction", "metformin and HbA1c", "asthma and budesonide",
