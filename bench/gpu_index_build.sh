@@ -7,6 +7,7 @@
 # issue's 28,500 / 8,500 documents/s measure), and with BASELINE_S=60 ragroute without tokenizing workers.
 # Docs/s from the build's own log; results to $OUT.
 #   DOCS=400000 bash bench/gpu_index_build.sh
+# STEP_S caps each build (its log still comes back); SHAPES picks the encoders built (default both).
 # Needs (the device image lacks them): faiss-cpu, tantivy wheels on PYTHONPATH; the MiniLM tokenizer files in
 # $TOKENIZER_DIR (vocab.txt, tokenizer.json, tokenizer_config.json, special_tokens_map.json).
 set -uo pipefail
@@ -68,7 +69,7 @@ python3 -m ragroute.cli corpus build --input /tmp/rrg/docs.jsonl --out /tmp/rrg/
 echo "corpus build rc=$? s=$(( $(date +%s) - t0 ))" | tee -a "$OUT/summary.txt"
 run_build() {  # name, then extra index build options
   local name=$1; shift; t0=$(date +%s)
-  python3 -m ragroute.cli index build --store /tmp/rrg/store --out "/tmp/rrg/index-$name" \
+  timeout "${STEP_S:-600}" python3 -m ragroute.cli index build --store /tmp/rrg/store --out "/tmp/rrg/index-$name" \
     --dense-model "/tmp/rrg/${name%%.*}" --dense-batch-size "${BATCH:-512}" --dense-max-seq-length 256 \
     --device "${DEVICE:-cuda}" "$@" > "$OUT/index_$name.log" 2>&1
   echo "index build $name $* rc=$? s=$(( $(date +%s) - t0 ))" | tee -a "$OUT/summary.txt"
@@ -84,6 +85,8 @@ if [ "${BASELINE_S:-0}" -gt 0 ]; then
   grep -E "docs/s" "$OUT/index_no_workers.log" | tail -n 2 | tee -a "$OUT/summary.txt"
 fi
 # The whole build as configs/index/pubmed-ivfpq.yaml runs it: sparse + dense at once, auto encoder processes.
-run_build minilm-shape --config configs/index/pubmed-ivfpq.yaml
-run_build bert-base-shape --config configs/index/pubmed-ivfpq.yaml --sparse false --factory Flat
+case " ${SHAPES:-minilm-shape bert-base-shape} " in *" minilm-shape "*)
+  run_build minilm-shape --config configs/index/pubmed-ivfpq.yaml;; esac
+case " ${SHAPES:-minilm-shape bert-base-shape} " in *" bert-base-shape "*)
+  run_build bert-base-shape --config configs/index/pubmed-ivfpq.yaml --sparse false --factory Flat;; esac
 nvidia-smi --query-gpu=name,memory.used --format=csv | tee -a "$OUT/summary.txt"

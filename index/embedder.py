@@ -82,8 +82,10 @@ class DocumentEmbedder:
         self.batch_size = cfg.dense_batch_size
         self.dim = int(self.model.get_embedding_dimension())
         self.workers = auto_workers(self.device) if cfg.dense_workers < 0 else cfg.dense_workers
-        if self.workers and getattr(self.model, "prompts", None) and any(
-                name in self.model.prompts for name in ("document", "passage", "corpus")):
+        # sentence-transformers 5+ gives every model empty "query"/"document" prompts: only a non-empty one
+        # changes the text the encoder sees.
+        prompts = getattr(self.model, "prompts", None) or {}
+        if self.workers and any(prompts.get(name) for name in ("document", "passage", "corpus")):
             log.info("the encoder has a document prompt: embedding through sentence-transformers, no workers")
             self.workers = 0
         self.texts_per_call = self.batch_size * BATCHES_PER_CALL

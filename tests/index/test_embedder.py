@@ -40,8 +40,13 @@ def test_tokenizing_workers_give_sentence_transformers_vectors_in_row_order() ->
     assert plain.workers == 0 and plain.texts_per_call == 4 * 16
     expected = plain(TEXTS)
     workers = DocumentEmbedder(IndexConfig(device="cpu", dense_batch_size=4, dense_workers=2))
+    assert workers.workers == 2  # MiniLM's empty default prompts do not turn the workers off
     before = {p.pid for p in psutil.Process().children()}
-    got = list(workers.rows(store, chunks))
+    rows = workers.rows(store, chunks)
+    got = [next(rows)]
+    during = [p for p in psutil.Process().children() if p.pid not in before]
+    assert len(during) == 2, "the rows were not tokenized by two DataLoader workers"
+    got += list(rows)
     assert [(lo, hi) for lo, hi, _ in got] == chunks
     vectors = np.concatenate([v for _, _, v in got])
     assert vectors.shape == expected.shape == (len(TEXTS), plain.dim)
