@@ -13,8 +13,11 @@ Format of ``INDEX_DIR/embeddings/`` (simple on purpose: a benchmark may pre-fill
   recomputed. When an update appends rows that fall in a done shard that is not full, only those rows are
   embedded and the shard is rewritten with the old rows unchanged followed by the new ones.
 
-Reading memory-maps every shard (``np.load(mmap_mode="r")``), so a 24M x 384 fp16 matrix (18 GB) costs page
-cache, not process memory.
+Whole shards (the FAISS fill, benchmarks) are memory-mapped (``np.load(mmap_mode="r")``). Rows by position (the
+exact refine and the bi-encoder rerank: ~1,000 scattered rows a question) are read with ``pread``: each row
+touches its own page, so a mapping would make every page a serving process ever read part of its RSS (gigabytes
+at 10M documents); read this way they stay in the kernel's page cache (shared, evictable) and the process holds
+only the rows it asked for.
 """
 
 from __future__ import annotations
@@ -93,6 +96,8 @@ class EmbeddingShards:
         self.model = str(info["model"])
         self.rows = rows
         self._open: dict[int, np.ndarray] = {}
+        self._files: dict[int, tuple[int, int]] = {}  # shard -> (file descriptor, byte offset of row 0)
+        self.row_bytes = self.dim * 2  # float16
 
     @property
     def n_shards(self) -> int:
@@ -104,12 +109,43 @@ class EmbeddingShards:
             array = self._open[k] = np.load(shard_path(self.directory, k), mmap_mode="r")
         return array
 
+    def _file(self, k: int) -> tuple[int, int]:
+        opened = self._files.get(k)
+        if opened is None:
+            path = shard_path(self.directory, k)
+            with open(path, "rb") as fh:
+                fmt = np.lib.format
+                version = fmt.read_magic(fh)
+                read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                shape, fortran, dtype = read_header(fh)
+                offset = fh.tell()
+            if fortran or dtype != np.float16 or shape[1:] != (self.dim,):
+                raise UserError(f"{path} is not a C-ordered float16 (n, {self.dim}) array; rebuild the index")
+            fd = os.open(path, os.O_RDONLY)
+            if hasattr(os, "posix_fadvise"):  # scattered rows: read-ahead would only fill the cache with neighbours
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+            opened = self._files[k] = (fd, offset)
+        return opened
+
     def vectors(self, positions: np.ndarray | list[int]) -> np.ndarray:
-        """(len(positions), dim) float32 rows, in the order asked."""
+        """(len(positions), dim) float32 rows, in the order asked (read with ``pread``, see the module doc)."""
         positions = np.asarray(positions, dtype=np.int64)
-        out = np.empty((len(positions), self.dim), dtype=np.float32)
-        shard_of = positions // self.rows_per_shard
-        for k in np.unique(shard_of):
-            where = np.flatnonzero(shard_of == k)
-            out[where] = self.shard(int(k))[positions[where] - k * self.rows_per_shard]
-        return out
+        size = self.row_bytes
+        buffer = bytearray(len(positions) * size)
+        view = memoryview(buffer)
+        for i, position in enumerate(positions.tolist()):
+            k, row = divmod(position, self.rows_per_shard)
+            fd, offset = self._file(k)
+            chunk = os.pread(fd, size, offset + row * size)
+            if len(chunk) != size:
+                raise UserError(f"{shard_path(self.directory, k)} ends before row {row}; rebuild the index")
+            view[i * size : (i + 1) * size] = chunk
+        return np.frombuffer(buffer, dtype=np.float16).reshape(len(positions), self.dim).astype(np.float32)
+
+    def close(self) -> None:
+        for fd, _ in self._files.values():
+            os.close(fd)
+        self._files.clear()
+
+    def __del__(self) -> None:
+        self.close()

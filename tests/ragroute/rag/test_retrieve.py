@@ -50,6 +50,32 @@ def test_hybrid_retrieval_is_at_least_as_good_as_each_part(demo_pipeline, demo_c
     )
 
 
+def test_hybrid_parts_search_at_the_same_time_and_fuse_as_one_after_the_other(demo_pipeline, demo_questions):
+    import threading
+
+    store = demo_pipeline.store
+    bm25, dense = BM25Retriever(store.bm25()), DenseRetriever(store.dense())
+    both_running, threads = threading.Barrier(2, timeout=30), set()
+
+    class MeetingDense(DenseRetriever):  # goes on only once the BM25 part is searching too
+        def retrieve(self, queries, k):
+            threads.add(threading.get_ident())
+            both_running.wait()
+            return super().retrieve(queries, k)
+
+    class MeetingBM25(BM25Retriever):
+        def retrieve(self, queries, k):
+            threads.add(threading.get_ident())
+            both_running.wait()
+            return super().retrieve(queries, k)
+
+    questions = [q.question for q in demo_questions[:6]]
+    got = HybridRetriever([MeetingBM25(bm25.index), MeetingDense(dense.index)], [1.0, 0.5], rrf_k=60).retrieve(questions, 5)
+    assert len(threads) == 2  # a sequential hybrid would wait at the barrier until it times out
+    parts = [bm25.retrieve(questions, 5), dense.retrieve(questions, 5)]
+    assert got == [reciprocal_rank_fusion([p[i] for p in parts], [1.0, 0.5], 60)[:5] for i in range(len(questions))]
+
+
 def test_reciprocal_rank_fusion_rewards_agreement():
     bm25 = [Hit(1, 12.0), Hit(2, 9.0), Hit(3, 1.0)]
     dense = [Hit(2, 0.9), Hit(4, 0.8), Hit(1, 0.1)]
