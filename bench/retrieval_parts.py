@@ -1,0 +1,56 @@
+"""Where a question's time goes over a built store + index: the sparse part (tantivy BM25 top k), the query
+encoding, the dense part (encoding + FAISS + exact refine) and the whole pipeline, each timed one question at a
+time in one process (p50 / p99 ms).
+
+    PYTHONPATH=. python bench/retrieval_parts.py --store /tmp/scale/run/store --index /tmp/scale/run/index
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+def percentiles(run: Callable[[str], object], questions: list[str]) -> dict[str, float]:
+    times = []
+    for q in questions:
+        started = time.perf_counter()
+        run(q)
+        times.append((time.perf_counter() - started) * 1000)
+    return {"p50_ms": round(float(np.percentile(times, 50)), 2), "p99_ms": round(float(np.percentile(times, 99)), 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--index", required=True)
+    parser.add_argument("--config", default="configs/pipeline/pubmed.yaml")
+    parser.add_argument("--dataset", default="ragroute/data/pubmedqa/pqal_dev.json")
+    parser.add_argument("--limit", type=int, default=150)
+    parser.add_argument("--k", type=int, default=50, help="candidates asked from each part (retrieval_n)")
+    args = parser.parse_args()
+
+    from ragroute.rag.corpus import load_questions
+    from ragroute.rag.pipeline import RAGPipeline, load_pipeline_config
+
+    cfg = load_pipeline_config(args.config, [f"corpus={args.store}", f"index={args.index}"])
+    pipeline = RAGPipeline.from_config(cfg)
+    pipeline.warmup()
+    questions = [q.question for q in load_questions(args.dataset).items[: args.limit]]
+    sparse, dense = pipeline.store.bm25(), pipeline.store.dense()
+    result = {
+        "questions": len(questions),
+        "sparse_top_k": percentiles(lambda q: sparse.search([q], args.k), questions),
+        "query_encoding": percentiles(lambda q: dense.encoder.encode_queries([q]), questions),
+        "dense_top_k": percentiles(lambda q: dense.search([q], args.k), questions),
+        "pipeline": percentiles(pipeline.prepare, questions),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
