@@ -1,6 +1,6 @@
 """Where a question's time goes over a built store + index: the sparse part (tantivy BM25 top k), the query
 encoding, the dense part (encoding + FAISS + exact refine) and the whole pipeline, each timed one question at a
-time in one process (p50 / p99 ms).
+time in one process (p50 / p99 ms); and the pipeline's recall@1/@10 of each question's own abstract.
 
     PYTHONPATH=. python bench/retrieval_parts.py --store /tmp/scale/run/store --index /tmp/scale/run/index
 """
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--index", required=True)
     parser.add_argument("--config", default="configs/pipeline/pubmed.yaml")
     parser.add_argument("--dataset", default="ragroute/data/pubmedqa/pqal_dev.json")
-    parser.add_argument("--limit", type=int, default=150)
+    parser.add_argument("--limit", type=int, default=500)
     parser.add_argument("--k", type=int, default=50, help="candidates asked from each part (retrieval_n)")
     args = parser.parse_args()
 
@@ -40,15 +40,23 @@ def main() -> None:
     cfg = load_pipeline_config(args.config, [f"corpus={args.store}", f"index={args.index}"])
     pipeline = RAGPipeline.from_config(cfg)
     pipeline.warmup()
-    questions = [q.question for q in load_questions(args.dataset).items[: args.limit]]
-    sparse, dense = pipeline.store.bm25(), pipeline.store.dense()
-    result = {
-        "questions": len(questions),
-        "sparse_top_k": percentiles(lambda q: sparse.search([q], args.k), questions),
-        "query_encoding": percentiles(lambda q: dense.encoder.encode_queries([q]), questions),
-        "dense_top_k": percentiles(lambda q: dense.search([q], args.k), questions),
-        "pipeline": percentiles(pipeline.prepare, questions),
-    }
+    items = load_questions(args.dataset).items[: args.limit]
+    questions = [q.question for q in items]
+    result: dict[str, object] = {"config": args.config, "questions": len(questions)}
+    if cfg.retriever in ("bm25", "hybrid"):
+        sparse = pipeline.store.bm25()
+        result["sparse_top_k"] = percentiles(lambda q: sparse.search([q], args.k), questions)
+    if cfg.retriever in ("dense", "hybrid"):
+        dense = pipeline.store.dense()
+        result["query_encoding"] = percentiles(lambda q: dense.encoder.encode_queries([q]), questions)
+        result["dense_top_k"] = percentiles(lambda q: dense.search([q], args.k), questions)
+    result["pipeline"] = percentiles(pipeline.prepare, questions)
+    ranks = []
+    for item in items:
+        ids = [d.id for d in pipeline.prepare(item.question).docs]
+        ranks.append(ids.index(item.gold_doc_id) if item.gold_doc_id in ids else None)
+    result["dev_r_at_1"] = sum(r == 0 for r in ranks) / len(ranks)
+    result["dev_r_at_10"] = sum(r is not None and r < 10 for r in ranks) / len(ranks)
     print(json.dumps(result, indent=2))
 
 
