@@ -143,9 +143,10 @@ class EmbeddingShards:
         return np.frombuffer(buffer, dtype=np.float16).reshape(len(positions), self.dim).astype(np.float32)
 
     def close(self) -> None:
-        for fd, _ in self._files.values():
+        files = getattr(self, "_files", {})  # absent when __init__ refused the directory
+        for fd, _ in files.values():
             os.close(fd)
-        self._files.clear()
+        files.clear()
 
     def __del__(self) -> None:
         self.close()
