@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,7 @@ class EmbeddingShards:
         self.rows = rows
         self._open: dict[int, np.ndarray] = {}
         self._files: dict[int, tuple[int, int]] = {}  # shard -> (file descriptor, byte offset of row 0)
+        self._opening = threading.Lock()  # serving threads read rows at the same time: open each shard once
         self.row_bytes = self.dim * 2  # float16
 
     @property
@@ -111,21 +113,26 @@ class EmbeddingShards:
 
     def _file(self, k: int) -> tuple[int, int]:
         opened = self._files.get(k)
-        if opened is None:
-            path = shard_path(self.directory, k)
-            with open(path, "rb") as fh:
-                fmt = np.lib.format
-                version = fmt.read_magic(fh)
-                read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-                shape, fortran, dtype = read_header(fh)
-                offset = fh.tell()
-            if fortran or dtype != np.float16 or shape[1:] != (self.dim,):
-                raise UserError(f"{path} is not a C-ordered float16 (n, {self.dim}) array; rebuild the index")
-            fd = os.open(path, os.O_RDONLY)
-            if hasattr(os, "posix_fadvise"):  # scattered rows: read-ahead would only fill the cache with neighbours
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-            opened = self._files[k] = (fd, offset)
-        return opened
+        if opened is not None:
+            return opened
+        with self._opening:
+            return self._files.get(k) or self._open_file(k)
+
+    def _open_file(self, k: int) -> tuple[int, int]:
+        path = shard_path(self.directory, k)
+        with open(path, "rb") as fh:
+            fmt = np.lib.format
+            version = fmt.read_magic(fh)
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, fortran, dtype = read_header(fh)
+            offset = fh.tell()
+        if fortran or dtype != np.float16 or shape[1:] != (self.dim,):
+            raise UserError(f"{path} is not a C-ordered float16 (n, {self.dim}) array; rebuild the index")
+        fd = os.open(path, os.O_RDONLY)
+        if hasattr(os, "posix_fadvise"):  # scattered rows: read-ahead would only fill the cache with neighbours
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        self._files[k] = (fd, offset)
+        return fd, offset
 
     def vectors(self, positions: np.ndarray | list[int]) -> np.ndarray:
         """(len(positions), dim) float32 rows, in the order asked (read with ``pread``, see the module doc)."""

@@ -52,3 +52,19 @@ def test_a_truncated_shard_is_a_clear_error(written: tuple[Path, np.ndarray]) ->
     assert shards.vectors([10, 16]).shape == (2, DIM)
     with pytest.raises(UserError, match=r"shard_000001\.npy ends before row 9"):
         shards.vectors([19])
+
+
+def test_threads_reading_at_once_get_their_rows_and_open_each_shard_once(written: tuple[Path, np.ndarray]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    directory, full = written
+    shards = EmbeddingShards(directory, ROWS)
+    asks = [list(np.random.default_rng(seed).integers(0, ROWS, size=40)) for seed in range(32)]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(shards.vectors, asks))
+    for positions, vectors in zip(asks, got, strict=True):
+        np.testing.assert_array_equal(vectors, full[positions].astype(np.float32))
+    opened = [Path(f.path) for f in psutil.Process().open_files() if Path(f.path).parent == directory]
+    assert sorted(opened) == [shard_path(directory, k) for k in range(3)]
+    shards.close()
+    assert not [f for f in psutil.Process().open_files() if Path(f.path).parent == directory]
