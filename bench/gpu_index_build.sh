@@ -85,8 +85,9 @@ if [ "${BASELINE_S:-0}" -gt 0 ]; then
   grep -E "docs/s" "$OUT/index_no_workers.log" | tail -n 2 | tee -a "$OUT/summary.txt"
 fi
 # The whole build as configs/index/pubmed-ivfpq.yaml runs it: sparse + dense at once, auto encoder processes.
-case " ${SHAPES:-minilm-shape bert-base-shape} " in *" minilm-shape "*)
+SHAPES=" ${SHAPES:-minilm-shape bert-base-shape} "
+case $SHAPES in *" minilm-shape "*)
   run_build minilm-shape --config configs/index/pubmed-ivfpq.yaml;; esac
-case " ${SHAPES:-minilm-shape bert-base-shape} " in *" bert-base-shape "*)
+case $SHAPES in *" bert-base-shape "*)
   run_build bert-base-shape --config configs/index/pubmed-ivfpq.yaml --sparse false --factory Flat;; esac
 nvidia-smi --query-gpu=name,memory.used --format=csv | tee -a "$OUT/summary.txt"

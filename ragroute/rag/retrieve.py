@@ -238,14 +238,15 @@ class HybridRetriever(Retriever):
         self._pool: ThreadPoolExecutor | None = None
 
     def _parts_retrieve(self, queries: list[str], k: int) -> list[list[list[Hit]]]:
-        if self._pool is None:
+        """The first part in this thread, the others in the pool at the same time."""
+        if self._pool is None and len(self.parts) > 1:
             self._pool = ThreadPoolExecutor(max_workers=4 * len(self.parts), thread_name_prefix="hybrid")
-        others = [self._pool.submit(part.retrieve, queries, k) for part in self.parts[1:]]
+        others = [self._pool.submit(part.retrieve, queries, k) for part in self.parts[1:]] if self._pool else []
         first = self.parts[0].retrieve(queries, k)
         return [first, *(future.result() for future in others)]
 
     def retrieve(self, queries: list[str], k: int) -> list[list[Hit]]:
-        per_part = self._parts_retrieve(queries, k) if len(self.parts) > 1 else [self.parts[0].retrieve(queries, k)]
+        per_part = self._parts_retrieve(queries, k)
         return [
             reciprocal_rank_fusion([ranking[i] for ranking in per_part], self.weights, self.rrf_k)[:k]
             for i in range(len(queries))
