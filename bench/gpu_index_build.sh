@@ -13,6 +13,7 @@
 set -uo pipefail
 OUT=${OUT:-gpu-out}; DOCS=${DOCS:-400000}; TOKENIZER_DIR=${TOKENIZER_DIR:?folder of the MiniLM tokenizer files}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+rm -rf /tmp/rrg  # a warm device keeps it between calls: the store and indexes must be built anew
 mkdir -p "$OUT" /tmp/rrg
 python3 - "$TOKENIZER_DIR" "$DOCS" <<'PY'
 import json, shutil, sys

@@ -34,7 +34,10 @@ log = logging.getLogger("ragroute.index")
 
 
 def new_manifest(store: CorpusStore, cfg: IndexConfig) -> dict[str, Any]:
-    sparse = {"engine": "tantivy", "stemmer": cfg.bm25_stemmer, "stopwords": cfg.bm25_stopwords} if cfg.sparse else None
+    sparse = None
+    if cfg.sparse:
+        sparse = {"engine": "tantivy", "stemmer": cfg.bm25_stemmer, "stopwords": cfg.bm25_stopwords,
+                  "parts": cfg.sparse_parts}
     dense = None
     if cfg.dense:
         dense = {"model": doc_model_label(cfg.dense_model, cfg.dense_doc_model), "dim": None, "factory": cfg.factory,
@@ -53,6 +56,8 @@ def _same_build(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         a, b = old.get(key), new.get(key)
         if key == "dense" and a and b:
             a, b = {**a, "dim": None}, {**b, "dim": None}
+        if key == "sparse" and a and b:  # indexes from before parts existed have one
+            a, b = {"parts": 1, **a}, {"parts": 1, **b}
         if a != b:
             found.append(f"{key}: {old.get(key)!r} (in the index) vs {new.get(key)!r} (this build)")
     return found
@@ -80,17 +85,16 @@ def start_build(out: Path, store: CorpusStore, cfg: IndexConfig) -> dict[str, An
 def sync_sparse(out: Path, store: CorpusStore, cfg: dict[str, Any], index_cfg: IndexConfig) -> None:
     """Bring the tantivy index up to the store: add the rows after its last commit, delete the dead rows."""
     from index.dense_build import Progress
-    from index.sparse_build import add_documents, delete_positions, indexed_until
-    from ragroute.rag.sparse import open_tantivy
+    from index.sparse_build import add_documents, delete_positions, resume_points
 
     settings = AnalyzerSettings(stemmer=cfg["stemmer"], stopwords=cfg["stopwords"])
-    directory = out / SPARSE_DIR
-    start = indexed_until(open_tantivy(directory, settings, create=True))
+    directory, parts = out / SPARSE_DIR, cfg.get("parts", 1)
+    start = min(resume_points(directory, settings, parts))
     if start < len(store):
         log.info("sparse index: adding rows %d..%d", start, len(store) - 1)
         progress = Progress(len(store) - start, what="sparse index: indexed")
         try:
-            add_documents(directory, settings, store.iter_texts(start, batch_size=4096),
+            add_documents(directory, settings, store.iter_texts(start, batch_size=4096), parts=parts,
                           heap_mb=index_cfg.sparse_heap_mb, threads=index_cfg.sparse_threads,
                           commit_every=index_cfg.sparse_commit_every,
                           on_batch=progress)
@@ -98,7 +102,7 @@ def sync_sparse(out: Path, store: CorpusStore, cfg: dict[str, Any], index_cfg: I
             progress.close()
     dead = np.flatnonzero(~store.live_mask())
     if len(dead):
-        delete_positions(directory, settings, dead.tolist())  # idempotent: deleting a deleted row is a no-op
+        delete_positions(directory, settings, dead.tolist(), parts=parts)  # idempotent: deleting a deleted row is a no-op
 
 
 def sync_dense(out: Path, store: CorpusStore, manifest: dict[str, Any], cfg: IndexConfig) -> None:

@@ -124,7 +124,7 @@ class IndexStore:
 
         settings = self._built_part("sparse")
         analyzer = AnalyzerSettings(stemmer=settings["stemmer"], stopwords=settings["stopwords"])
-        return TantivyBM25(Path(self.cfg.index) / SPARSE_DIR, analyzer, live=self.live)
+        return TantivyBM25(Path(self.cfg.index) / SPARSE_DIR, analyzer, live=self.live, parts=settings.get("parts", 1))
 
     def _cached_bm25(self) -> BM25Index:
         from ragroute.rag.bm25 import BM25Index, BM25Settings

@@ -50,9 +50,12 @@ def top_ids(pipeline: RAGPipeline, question: str) -> list[str]:
     return [d.id for d in pipeline.prepare(question).docs]
 
 
-def test_sparse_build_answers_by_store_position(tmp_path: Path, xml_file: Callable, article: Callable) -> None:
+@pytest.mark.parametrize("parts", [1, 3])
+def test_sparse_build_answers_by_store_position(tmp_path: Path, xml_file: Callable, article: Callable,
+                                                parts: int) -> None:
     store = make_store(tmp_path, xml_file, article)
-    manifest = build_index(store, tmp_path / "index", SPARSE_ONLY)
+    manifest = build_index(store, tmp_path / "index", IndexConfig(dense=False, sparse_parts=parts))
+    assert manifest["sparse"]["parts"] == parts
     assert manifest["state"] == "complete" and manifest["store_rows_indexed"] == len(TOPICS)
     assert manifest["store_fingerprint"] == CorpusStore.open(store).fingerprint
     pipeline = RAGPipeline.from_config(PipelineConfig(corpus=str(store), index=str(tmp_path / "index"), **BM25_PIPELINE))
@@ -63,9 +66,11 @@ def test_sparse_build_answers_by_store_position(tmp_path: Path, xml_file: Callab
     assert pipeline.prepare("the of and").docs == []  # stop words only: nothing matches
 
 
-def test_update_never_returns_deleted_or_superseded_rows(tmp_path: Path, xml_file: Callable, article: Callable) -> None:
+@pytest.mark.parametrize("parts", [1, 3])
+def test_update_never_returns_deleted_or_superseded_rows(tmp_path: Path, xml_file: Callable, article: Callable,
+                                                         parts: int) -> None:
     store = make_store(tmp_path, xml_file, article)
-    build_index(store, tmp_path / "index", SPARSE_ONLY)
+    build_index(store, tmp_path / "index", IndexConfig(dense=False, sparse_parts=parts))
     update = xml_file(tmp_path / "update.xml", [
         article("1000", "Statins and muscle pain", (None, "Simvastatin caused myalgia in a minority of users.")),
         article("2000", "Zinc for the common cold", (None, "Zinc lozenges shortened rhinovirus colds.")),
@@ -131,30 +136,76 @@ def dying(self, start=0, stop=None, batch_size=4096):
         yield batch
 
 CorpusStore.iter_texts = dying
-build_index(sys.argv[1], sys.argv[2], IndexConfig(dense=False, sparse_commit_every=4))
+build_index(sys.argv[1], sys.argv[2], IndexConfig(dense=False, sparse_commit_every=4, sparse_parts=int(sys.argv[3])))
 """
 
 
-def test_killed_sparse_build_resumes_from_its_last_commit(tmp_path: Path, xml_file: Callable, article: Callable) -> None:
-    from index.sparse_build import indexed_until
-    from ragroute.rag.sparse import AnalyzerSettings, TantivyBM25, open_tantivy
+@pytest.mark.parametrize(("parts", "resume_at"), [(1, [4]), (2, [3, 4])])
+def test_killed_sparse_build_resumes_from_its_last_commit(tmp_path: Path, xml_file: Callable, article: Callable,
+                                                          parts: int, resume_at: list[int]) -> None:
+    from index.sparse_build import resume_points
+    from ragroute.rag.sparse import AnalyzerSettings, TantivyBM25
 
     store = make_store(tmp_path, xml_file, article)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    killed = subprocess.run([sys.executable, "-c", DIE_AT_THIRD_BATCH, str(store), str(tmp_path / "resumed")], env=env,
-                            capture_output=True, timeout=300)
+    killed = subprocess.run([sys.executable, "-c", DIE_AT_THIRD_BATCH, str(store), str(tmp_path / "resumed"),
+                             str(parts)], env=env, capture_output=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL
     sparse = tmp_path / "resumed" / "sparse"
-    assert indexed_until(open_tantivy(sparse, AnalyzerSettings())) == 4  # the last commit, not the rows added after
+    # The last commit held rows 0-3, not the rows added after. With two parts, part 0 holds rows 0 and 2, part 1
+    # rows 1 and 3: the resumed build reads from row 3 on and must not add row 3 to part 1 twice.
+    assert resume_points(sparse, AnalyzerSettings(), parts) == resume_at
     assert json.loads((tmp_path / "resumed" / "manifest.json").read_text())["state"] == "building"
-    assert build_index(store, tmp_path / "resumed", SPARSE_ONLY)["state"] == "complete"
-    build_index(store, tmp_path / "straight", SPARSE_ONLY)
-    resumed, straight = (TantivyBM25(tmp_path / d / "sparse", AnalyzerSettings()) for d in ("resumed", "straight"))
+    cfg = IndexConfig(dense=False, sparse_parts=parts)
+    assert build_index(store, tmp_path / "resumed", cfg)["state"] == "complete"
+    build_index(store, tmp_path / "straight", cfg)
+    resumed, straight = (TantivyBM25(tmp_path / d / "sparse", AnalyzerSettings(), parts=parts)
+                         for d in ("resumed", "straight"))
     assert resumed.n_docs == straight.n_docs == len(TOPICS)  # no row twice
     for question in ("early surgery for hip fractures", "vitamin D bone density", "sepsis antibiotics mortality"):
         (a_pos, a_scores), (b_pos, b_scores) = resumed.search_one(question, 5), straight.search_one(question, 5)
         assert a_pos.tolist() == b_pos.tolist()
         np.testing.assert_allclose(a_scores, b_scores, rtol=1e-6)
+
+
+def test_split_sparse_index_deals_rows_to_parts_and_merges_their_top_k_by_score(
+    tmp_path: Path, xml_file: Callable, article: Callable
+) -> None:
+    import tantivy
+
+    from ragroute.rag.sparse import POS_FIELD, AnalyzerSettings, TantivyBM25
+
+    store = make_store(tmp_path, xml_file, article)
+    build_index(store, tmp_path / "index", IndexConfig(dense=False, sparse_parts=3))
+    index = TantivyBM25(tmp_path / "index" / "sparse", AnalyzerSettings(), parts=3)
+    assert index.n_docs == len(TOPICS)
+    for part, searcher in enumerate(index.searchers):
+        hits = searcher.search(tantivy.Query.all_query(), limit=100).hits
+        assert sorted(searcher.fast_field_values(POS_FIELD, [a for _, a in hits])) == list(range(part, len(TOPICS), 3))
+    for question in ("patients mortality reduced in elderly", "cholesterol vaccine asthma children", "aspirin"):
+        positions, scores = index.search_one(question, 4)
+        one_by_one = [index._top_live(s, index.query(question), 4) for s in index.searchers]  # noqa: SLF001
+        expected = sorted(((float(sc), int(p)) for pos, scs in one_by_one for p, sc in zip(pos, scs, strict=True)),
+                          key=lambda pair: (-pair[0], pair[1]))[:4]
+        assert list(zip(scores.tolist(), positions.tolist(), strict=True)) == expected
+        assert len(set(positions.tolist())) == len(positions) and np.all(np.diff(scores) <= 0)
+    assert index._pool is not None  # noqa: SLF001  (the other parts were searched in its threads)
+
+
+def test_an_index_from_before_parts_opens_and_other_parts_are_refused(
+    tmp_path: Path, xml_file: Callable, article: Callable
+) -> None:
+    store = make_store(tmp_path, xml_file, article)
+    build_index(store, tmp_path / "index", SPARSE_ONLY)
+    manifest_path = tmp_path / "index" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["sparse"]["parts"]  # as written before the parts existed
+    manifest_path.write_text(json.dumps(manifest))
+    assert build_index(store, tmp_path / "index", SPARSE_ONLY)["state"] == "complete"  # the same build: up to date
+    pipeline = RAGPipeline.from_config(PipelineConfig(corpus=str(store), index=str(tmp_path / "index"), **BM25_PIPELINE))
+    assert top_ids(pipeline, "malaria vaccine in infants")[0] == "1004"
+    with pytest.raises(UserError, match="built differently.*parts"):
+        build_index(store, tmp_path / "index", IndexConfig(dense=False, sparse_parts=2))
 
 
 def test_large_corpus_without_index_is_refused(tmp_path: Path, xml_file: Callable, article: Callable) -> None:
