@@ -102,7 +102,7 @@ def sync_sparse(out: Path, store: CorpusStore, cfg: dict[str, Any], index_cfg: I
             progress.close()
     dead = np.flatnonzero(~store.live_mask())
     if len(dead):
-        delete_positions(directory, settings, dead.tolist(), parts=parts)  # idempotent: deleting a deleted row is a no-op
+        delete_positions(directory, settings, dead, parts=parts)  # idempotent: deleting a deleted row is a no-op
 
 
 def sync_dense(out: Path, store: CorpusStore, manifest: dict[str, Any], cfg: IndexConfig) -> None:

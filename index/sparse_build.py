@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ragroute.rag.sparse import POS_FIELD, TEXT_FIELD, AnalyzerSettings, open_tantivy, part_dirs
 
 log = logging.getLogger("ragroute.index")
@@ -74,20 +76,22 @@ def add_documents(
     return added
 
 
-def delete_positions(directory: Path, settings: AnalyzerSettings, positions: list[int], parts: int = 1,
+def delete_positions(directory: Path, settings: AnalyzerSettings, positions: np.ndarray, parts: int = 1,
                      chunk: int = 10_000) -> int:
     """Delete the documents at ``positions`` (superseded or deleted rows of an update), each from its part. By
-    query: a delete by term on the u64 field matches nothing in tantivy-py 0.27."""
+    query: a delete by term on the u64 field matches nothing in tantivy-py 0.27. Python ints are made one chunk
+    at a time: every dead row of the store is sent at each sync."""
     import tantivy
 
     for part, part_dir in enumerate(part_dirs(directory, parts)):
-        mine = [int(p) for p in positions if p % parts == part]
-        if not mine:
+        mine = positions[positions % parts == part]
+        if not len(mine):
             continue
         index = open_tantivy(part_dir, settings)
         writer = index.writer(heap_size=64 * 2**20, num_threads=1)
         for lo in range(0, len(mine), chunk):
-            writer.delete_documents_by_query(tantivy.Query.term_set_query(index.schema, POS_FIELD, mine[lo : lo + chunk]))
+            values = mine[lo : lo + chunk].tolist()
+            writer.delete_documents_by_query(tantivy.Query.term_set_query(index.schema, POS_FIELD, values))
         writer.commit()
         writer.wait_merging_threads()
     return len(positions)
