@@ -261,12 +261,16 @@ def test_killed_build_resumes_to_the_same_index_and_the_pipeline_uses_it(
     import faiss
 
     store = make_store(tmp_path, xml_file, article)
+    emb = tmp_path / "resumed" / "embeddings"
+    emb.mkdir(parents=True)
     killed = cli_build(store, tmp_path / "resumed")
-    wait_for(tmp_path / "resumed" / "embeddings" / "shard_000000.done", killed)
+    # Shard 1's temporary file is a FIFO with no reader: the build blocks writing it, so the kill always lands
+    # after shard 0 and before shard 1 is written, however fast the machine.
+    os.mkfifo(emb / f".shard_000001.{killed.pid}.npy")
+    wait_for(emb / "shard_000000.done", killed)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
-    emb = tmp_path / "resumed" / "embeddings"
-    assert not (emb / "shard_000002.done").exists(), "the build finished before it was killed"
+    assert not (emb / "shard_000001.done").exists() and not (emb / "shard_000002.done").exists()
     assert json.loads((tmp_path / "resumed" / "manifest.json").read_text())["state"] == "building"
     first_shard = (emb / "shard_000000.npy").stat().st_mtime_ns
     for out in ("resumed", "straight"):
