@@ -19,7 +19,8 @@ from index.config import IndexConfig
 from index.corpus_build import build_store, update_store
 from index.index_build import build_index, update_index
 from ragroute.errors import UserError
-from ragroute.rag.pipeline import PipelineConfig, RAGPipeline
+from ragroute.rag.pipeline import PipelineConfig, RAGPipeline, load_pipeline_config
+from ragroute.rag.retrieve import reciprocal_rank_fusion
 from ragroute.rag.store import CorpusStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -289,6 +290,18 @@ def test_killed_build_resumes_to_the_same_index_and_the_pipeline_uses_it(
     assert top_ids(pipeline, "Does topiramate prevent migraine headaches?")[0] == "1007"
     dense_only = RAGPipeline.from_config(PipelineConfig(**{**vars(cfg), "retriever": "dense"}))
     assert top_ids(dense_only, "heart attack and aspirin")[0] == "1001"
+    for name in ("pubmed", "pubmed-dense", "pubmed-rrf"):  # the shipped configs as they are, on this tiny index
+        shipped = RAGPipeline.from_config(load_pipeline_config(
+            str(REPO / "configs" / "pipeline" / f"{name}.yaml"),
+            [f"corpus={store}", f"index={tmp_path / 'resumed'}", "retrieval_n=5", "final_n=3", "refine_k=6"]))
+        assert top_ids(shipped, "Does topiramate prevent migraine headaches?")[0] == "1007", name
+    # pubmed-rrf's final order is the fusion of the BM25 and dense rankings, not a re-scoring by the bi-encoder.
+    question = "aspirin against heart attacks in diabetic patients"
+    rankings = [part.retrieve([question], 5)[0] for part in shipped.retriever.parts]
+    fused = reciprocal_rank_fusion(rankings, shipped.retriever.weights, shipped.retriever.rrf_k)[:3]
+    got = shipped.prepare(question).docs
+    assert [d.id for d in got] == [d.id for d in shipped.corpus.documents([h.doc for h in fused])]
+    assert [d.score for d in got] == pytest.approx([h.score for h in fused])
     with pytest.raises(UserError, match="all-MiniLM-L6-v2 \\(bundled\\).*other/encoder"):
         RAGPipeline.from_config(PipelineConfig(**{**vars(cfg), "dense_model": "other/encoder"}))
 
