@@ -8,6 +8,14 @@ them replacing existing ids, plus 1,000 DeleteCitation PMIDs). Each step's peak 
 Everything is written under a temporary directory that is removed at the end.
 
     .venv/bin/python bench/corpus_store.py --docs 1000000 --json bench/results/corpus_store.json
+
+``--xml-files K``: the PubMed baseline path instead. K gzipped ``PubmedArticleSet`` files of docs/K articles each
+(PMID, title, an abstract in four labelled sections, authors, MeSH headings, references: ~5 KB of XML an
+article; the real baseline files hold ~30,000 articles each), built
+with ``ragroute corpus build --workers W`` for each W of ``--workers`` (a fresh store each time): the XML parse
+rate that the 24M build extrapolation needs.
+
+    python bench/corpus_store.py --docs 960000 --xml-files 32 --workers 1,14 --json OUT.json
 """
 
 from __future__ import annotations
@@ -53,6 +61,66 @@ def write_update(path: Path, n_docs: int, seed: int = 1) -> None:
                      f'{pmid}</ArticleTitle><Abstract><AbstractText Label="RESULTS">{words}</AbstractText>'
                      "</Abstract></Article></MedlineCitation></PubmedArticle>\n")
         fh.write(f"<DeleteCitation>{deletes}</DeleteCitation>\n</PubmedArticleSet>\n")
+
+
+SECTIONS = ("BACKGROUND", "METHODS", "RESULTS", "CONCLUSIONS")
+
+
+def write_pubmed_xml(args: tuple[Path, int, int]) -> None:
+    """One baseline-like file: articles ``first`` .. ``first + n - 1``, words of a 50k random vocabulary."""
+    path, first, n = args
+    rng = random.Random(first)
+    vocab = ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(3, 10))) for _ in range(50_000)]
+    with gzip.open(path, "wt", encoding="utf-8", compresslevel=5) as fh:
+        fh.write('<?xml version="1.0"?>\n<PubmedArticleSet>\n')
+        for pmid in range(first, first + n):
+            sections = "".join(f'<AbstractText Label="{label}">{" ".join(rng.choices(vocab, k=rng.randint(20, 60)))}'
+                               "</AbstractText>" for label in SECTIONS)
+            fh.write(f'<PubmedArticle><MedlineCitation Status="MEDLINE"><PMID Version="1">{pmid}</PMID><Article>'
+                     f'<ArticleTitle>{" ".join(rng.choices(vocab, k=10))}</ArticleTitle><Abstract>{sections}'
+                     f"</Abstract>{_authors(rng, vocab)}</Article>{_mesh(rng, vocab)}</MedlineCitation>"
+                     f"{_references(rng, vocab)}</PubmedArticle>\n")
+        fh.write("</PubmedArticleSet>\n")
+
+
+# What real articles carry besides the text (authors, MeSH, references: ~5 KB of XML an article with the abstract),
+# so that the parser does the work a baseline file asks of it, not only the fields the store keeps.
+def _authors(rng: random.Random, vocab: list[str]) -> str:
+    return "<AuthorList>" + "".join(
+        f"<Author><LastName>{rng.choice(vocab).title()}</LastName><ForeName>{rng.choice(vocab).title()}</ForeName>"
+        f"<AffiliationInfo><Affiliation>{' '.join(rng.choices(vocab, k=8))}</Affiliation></AffiliationInfo></Author>"
+        for _ in range(6)) + "</AuthorList>"
+
+
+def _mesh(rng: random.Random, vocab: list[str]) -> str:
+    return "<MeshHeadingList>" + "".join(
+        f'<MeshHeading><DescriptorName UI="D{rng.randrange(10**6):06d}">{rng.choice(vocab)}</DescriptorName>'
+        "</MeshHeading>" for _ in range(12)) + "</MeshHeadingList>"
+
+
+def _references(rng: random.Random, vocab: list[str]) -> str:
+    return "<PubmedData><ReferenceList>" + "".join(
+        f"<Reference><Citation>{' '.join(rng.choices(vocab, k=12))}</Citation></Reference>"
+        for _ in range(20)) + "</ReferenceList></PubmedData>"
+
+
+def run_xml(n_docs: int, n_files: int, workers: list[int], workdir: Path) -> dict:
+    from multiprocessing import Pool
+
+    per_file = n_docs // n_files
+    files = [workdir / f"pubmed_{k:04d}.xml.gz" for k in range(n_files)]
+    with Pool(min(n_files, os.cpu_count() or 1)) as pool:
+        pool.map(write_pubmed_xml, [(f, 10_000_000 + k * per_file, per_file) for k, f in enumerate(files)])
+    builds = {}
+    for w in workers:
+        store = workdir / f"store_w{w}"
+        build = timed([sys.executable, "-m", "ragroute.cli", "corpus", "build", "--input", *map(str, files),
+                       "--out", str(store), "--workers", str(w)])
+        builds[f"workers_{w}"] = {k: build[k] for k in ("wall_s", "cpu_s", "peak_rss_mb")} | {
+            "docs_per_s": round(per_file * n_files / build["wall_s"])}
+        shutil.rmtree(store)
+    return {"docs": per_file * n_files, "xml_files": n_files, "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+            "input_gb": round(sum(f.stat().st_size for f in files) / 1e9, 3), "builds": builds}
 
 
 def timed(cmd: list[str]) -> dict:
@@ -140,6 +208,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=1_000_000)
     parser.add_argument("--json", help="write the results here too")
+    parser.add_argument("--xml-files", type=int, help="measure the PubMed XML build instead, over this many files")
+    parser.add_argument("--workers", default="1", help="with --xml-files: comma-separated `--workers` values")
     parser.add_argument("--read-probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.read_probe:
@@ -147,7 +217,10 @@ def main() -> None:
         return
     workdir = Path(tempfile.mkdtemp(prefix="corpus-bench-"))
     try:
-        result = run(args.docs, workdir)
+        if args.xml_files:
+            result = run_xml(args.docs, args.xml_files, [int(w) for w in args.workers.split(",")], workdir)
+        else:
+            result = run(args.docs, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     text = json.dumps(result, indent=2)
