@@ -10,7 +10,7 @@ Everything is written under a temporary directory that is removed at the end.
     .venv/bin/python bench/corpus_store.py --docs 1000000 --json bench/results/corpus_store.json
 
 ``--xml-files K``: the PubMed baseline path instead. K gzipped ``PubmedArticleSet`` files of docs/K articles each
-(PMID, title, an abstract in four labelled sections, authors, MeSH headings, references: ~5 KB of XML an
+(PMID, title, an abstract in four labelled sections, authors, MeSH headings, references: ~6.5 KB of XML an
 article; the real baseline files hold ~30,000 articles each), built
 with ``ragroute corpus build --workers W`` for each W of ``--workers`` (a fresh store each time): the XML parse
 rate that the 24M build extrapolation needs.
@@ -83,7 +83,7 @@ def write_pubmed_xml(args: tuple[Path, int, int]) -> None:
         fh.write("</PubmedArticleSet>\n")
 
 
-# What real articles carry besides the text (authors, MeSH, references: ~5 KB of XML an article with the abstract),
+# What real articles carry besides the text (authors, MeSH, references: ~6.5 KB of XML an article with the abstract),
 # so that the parser does the work a baseline file asks of it, not only the fields the store keeps.
 def _authors(rng: random.Random, vocab: list[str]) -> str:
     return "<AuthorList>" + "".join(

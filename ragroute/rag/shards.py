@@ -46,6 +46,11 @@ def marker_path(directory: Path, k: int) -> Path:
     return directory / f"shard_{k:06d}.done"
 
 
+def temp_shard_path(directory: Path, k: int, pid: int) -> Path:
+    """Where process ``pid`` writes shard ``k`` before renaming it into place."""
+    return directory / f".shard_{k:06d}.{pid}.npy"
+
+
 def done_rows(directory: Path, k: int) -> int:
     """Rows of shard ``k`` that are complete (0 when it has no done marker)."""
     marker = marker_path(directory, k)
@@ -56,7 +61,7 @@ def done_rows(directory: Path, k: int) -> int:
 
 def write_shard(directory: Path, k: int, vectors: np.ndarray) -> None:
     """Write shard ``k`` and then its done marker, each atomically (temporary file + rename)."""
-    tmp = directory / f".shard_{k:06d}.{os.getpid()}.npy"
+    tmp = temp_shard_path(directory, k, os.getpid())
     np.save(tmp, np.ascontiguousarray(vectors, dtype=np.float16))
     os.replace(tmp, shard_path(directory, k))
     tmp_marker = directory / f".shard_{k:06d}.{os.getpid()}.done"

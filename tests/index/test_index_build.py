@@ -21,6 +21,7 @@ from index.index_build import build_index, update_index
 from ragroute.errors import UserError
 from ragroute.rag.pipeline import PipelineConfig, RAGPipeline, load_pipeline_config
 from ragroute.rag.retrieve import reciprocal_rank_fusion
+from ragroute.rag.shards import temp_shard_path
 from ragroute.rag.store import CorpusStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,6 +127,7 @@ DIE_AT_THIRD_BATCH = """
 import os, signal, sys
 from index.config import IndexConfig
 from index.index_build import build_index
+from ragroute.rag.shards import temp_shard_path
 from ragroute.rag.store import CorpusStore
 
 read = CorpusStore.iter_texts
@@ -267,7 +269,7 @@ def test_killed_build_resumes_to_the_same_index_and_the_pipeline_uses_it(
     killed = cli_build(store, tmp_path / "resumed")
     # Shard 1's temporary file is a FIFO with no reader: the build blocks writing it, so the kill always lands
     # after shard 0 and before shard 1 is written, however fast the machine.
-    os.mkfifo(emb / f".shard_000001.{killed.pid}.npy")
+    os.mkfifo(temp_shard_path(emb, 1, killed.pid))
     wait_for(emb / "shard_000000.done", killed)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
@@ -290,17 +292,21 @@ def test_killed_build_resumes_to_the_same_index_and_the_pipeline_uses_it(
     assert top_ids(pipeline, "Does topiramate prevent migraine headaches?")[0] == "1007"
     dense_only = RAGPipeline.from_config(PipelineConfig(**{**vars(cfg), "retriever": "dense"}))
     assert top_ids(dense_only, "heart attack and aspirin")[0] == "1001"
-    for name in ("pubmed", "pubmed-dense", "pubmed-rrf"):  # the shipped configs as they are, on this tiny index
-        shipped = RAGPipeline.from_config(load_pipeline_config(
+    shipped = {  # the shipped configs as they are, on this tiny index
+        name: RAGPipeline.from_config(load_pipeline_config(
             str(REPO / "configs" / "pipeline" / f"{name}.yaml"),
             [f"corpus={store}", f"index={tmp_path / 'resumed'}", "retrieval_n=5", "final_n=3", "refine_k=6"]))
-        assert top_ids(shipped, "Does topiramate prevent migraine headaches?")[0] == "1007", name
+        for name in ("pubmed", "pubmed-dense", "pubmed-rrf")
+    }
+    for name, pipeline in shipped.items():
+        assert top_ids(pipeline, "Does topiramate prevent migraine headaches?")[0] == "1007", name
     # pubmed-rrf's final order is the fusion of the BM25 and dense rankings, not a re-scoring by the bi-encoder.
+    rrf = shipped["pubmed-rrf"]
     question = "aspirin against heart attacks in diabetic patients"
-    rankings = [part.retrieve([question], 5)[0] for part in shipped.retriever.parts]
-    fused = reciprocal_rank_fusion(rankings, shipped.retriever.weights, shipped.retriever.rrf_k)[:3]
-    got = shipped.prepare(question).docs
-    assert [d.id for d in got] == [d.id for d in shipped.corpus.documents([h.doc for h in fused])]
+    rankings = [part.retrieve([question], 5)[0] for part in rrf.retriever.parts]
+    fused = reciprocal_rank_fusion(rankings, rrf.retriever.weights, rrf.retriever.rrf_k)[:3]
+    got = rrf.prepare(question).docs
+    assert [d.id for d in got] == [d.id for d in rrf.corpus.documents([h.doc for h in fused])]
     assert [d.score for d in got] == pytest.approx([h.score for h in fused])
     with pytest.raises(UserError, match="all-MiniLM-L6-v2 \\(bundled\\).*other/encoder"):
         RAGPipeline.from_config(PipelineConfig(**{**vars(cfg), "dense_model": "other/encoder"}))
