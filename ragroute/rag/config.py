@@ -110,13 +110,16 @@ class PipelineConfig:
         default=60, metadata={"help": "reciprocal-rank fusion constant: score = sum w / (k + rank)"}
     )
     rrf_bm25_weight: float = field(default=1.0, metadata={"help": "weight of the BM25 ranking in fusion"})
-    rrf_dense_weight: float = field(default=1.0, metadata={"help": "weight of the dense ranking in fusion"})
+    rrf_dense_weight: float = field(
+        default=1.0, metadata={"help": "weight of the dense ranking in fusion (and in reranker bm25-rrf)"}
+    )
     # -------------------------------------------------------------------------------------------- rerank
     reranker: str = field(
         default="bi-encoder",
         metadata={
-            "help": "none, bi-encoder (cosine of the dense embeddings, offline default) or cross-encoder "
-            "(reranker_model)"
+            "help": "none, bi-encoder (cosine of the dense embeddings, offline default), bm25-rrf (with retriever "
+            "dense: fuse the candidates' dense order with their BM25 order among themselves, no full BM25 search) "
+            "or cross-encoder (reranker_model)"
         },
     )
     reranker_model: str | None = field(
@@ -175,6 +178,11 @@ class PipelineConfig:
         if not 1 <= self.final_n <= self.retrieval_n:
             raise ValueError(
                 f"final_n must be between 1 and retrieval_n ({self.retrieval_n}), not {self.final_n}"
+            )
+        if self.reranker == "bm25-rrf" and self.retriever != "dense":
+            raise ValueError(
+                f"reranker bm25-rrf fuses dense candidates with their BM25 order; retriever {self.retriever!r} "
+                "already ranks by BM25: use retriever dense (or reranker none)"
             )
         if self.rerank_depth is not None and not self.final_n <= self.rerank_depth <= self.retrieval_n:
             raise ValueError(

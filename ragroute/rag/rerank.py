@@ -1,10 +1,14 @@
-"""Rerankers behind one interface: none, bi-encoder (offline default) and cross-encoder.
+"""Rerankers behind one interface: none, bi-encoder (offline default), bm25-rrf and cross-encoder.
 
 A reranker rescores each question's candidates and returns them best first, with its own score. The
 bi-encoder reranker scores candidates by the cosine similarity of the dense embeddings the store already holds
 (the question is encoded once, shared with dense retrieval), so it costs microseconds; a cross-encoder
 (``cross-encoder/ms-marco-MiniLM-L-6-v2``, ``ncbi/MedCPT-Cross-Encoder``) reads question and document together
-and is more accurate but runs a transformer over every pair.
+and is more accurate but runs a transformer over every pair. bm25-rrf gives BM25 its vote on dense candidates
+without a BM25 search of the whole corpus: each candidate's BM25 score comes from the sparse index restricted to
+the candidates, and their dense order and BM25 order are fused by reciprocal rank (the hybrid retriever's fusion,
+over the candidates only). Over 10M documents on two cores that costs ~3 ms where the full BM25 search takes
+40-50 ms (docs/benchmarks/retrieval.md section 3).
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ragroute.rag.retrieve import Hit, IndexStore
+import numpy as np
+
+from ragroute.rag.retrieve import Hit, IndexStore, reciprocal_rank_fusion
 from ragroute.registry import Registry
 
 if TYPE_CHECKING:
@@ -48,6 +54,24 @@ class BiEncoderReranker(Reranker):
                 continue
             scores = self.index.similarities(vector[None, :], [h.doc for h in hits])[0]
             out.append(_sorted([Hit(h.doc, float(s)) for h, s in zip(hits, scores, strict=True)]))
+        return out
+
+
+class BM25FusionReranker(Reranker):
+    """The candidates in their retrieval order fused with their BM25 order among themselves (those sharing no
+    term with the question have no BM25 rank), as ``sum weight / (rrf_k + rank)``."""
+
+    def __init__(self, store: IndexStore, rrf_k: int, bm25_weight: float, retrieval_weight: float) -> None:
+        self.index = store.bm25()
+        self.rrf_k = rrf_k
+        self.weights = [retrieval_weight, bm25_weight]
+
+    def rerank(self, queries: list[str], candidates: list[list[Hit]]) -> list[list[Hit]]:
+        out = []
+        for query, hits in zip(queries, candidates, strict=True):
+            scores = self.index.candidate_scores(query, np.asarray([h.doc for h in hits], np.int64))
+            by_bm25 = [hits[i] for i in np.argsort(-scores, kind="stable") if scores[i] > 0]
+            out.append(reciprocal_rank_fusion([hits, by_bm25], self.weights, self.rrf_k))
         return out
 
 
@@ -94,6 +118,7 @@ def _cross_encoder(cfg: PipelineConfig, store: IndexStore) -> Reranker:
 RERANKERS: Registry[Callable[[PipelineConfig, IndexStore], Reranker]] = Registry("reranker", {
     "none": lambda cfg, store: NoReranker(),
     "bi-encoder": lambda cfg, store: BiEncoderReranker(store),
+    "bm25-rrf": lambda cfg, store: BM25FusionReranker(store, cfg.rrf_k, cfg.rrf_bm25_weight, cfg.rrf_dense_weight),
     "cross-encoder": _cross_encoder,
 })
 

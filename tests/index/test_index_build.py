@@ -195,6 +195,24 @@ def test_split_sparse_index_deals_rows_to_parts_and_merges_their_top_k_by_score(
     assert index._pool is not None  # noqa: SLF001  (the other parts were searched in its threads)
 
 
+@pytest.mark.parametrize("parts", [1, 3])
+def test_candidate_scores_are_the_full_search_scores_of_just_those_documents(
+    tmp_path: Path, xml_file: Callable, article: Callable, parts: int
+) -> None:
+    from ragroute.rag.sparse import AnalyzerSettings, TantivyBM25
+
+    store = make_store(tmp_path, xml_file, article)
+    build_index(store, tmp_path / "index", IndexConfig(dense=False, sparse_parts=parts))
+    index = TantivyBM25(tmp_path / "index" / "sparse", AnalyzerSettings(), parts=parts)
+    for question in ("patients mortality reduced in elderly", "aspirin heart attack", "the of and"):
+        full = dict(zip(*(a.tolist() for a in index.search_one(question, len(TOPICS))), strict=True))
+        candidates = np.asarray([7, 1, 0, 4, 9, 6], np.int64)  # any order, across every part
+        scores = index.candidate_scores(question, candidates)
+        assert scores.tolist() == pytest.approx([full.get(int(p), 0.0) for p in candidates], rel=1e-6)
+        assert (scores > 0).sum() == sum(int(p) in full for p in candidates)  # a document without the terms: 0
+    assert index.candidate_scores("aspirin", np.empty(0, np.int64)).shape == (0,)
+
+
 def test_an_index_from_before_parts_opens_and_other_parts_are_refused(
     tmp_path: Path, xml_file: Callable, article: Callable
 ) -> None:
@@ -296,7 +314,7 @@ def test_killed_build_resumes_to_the_same_index_and_the_pipeline_uses_it(
         name: RAGPipeline.from_config(load_pipeline_config(
             str(REPO / "configs" / "pipeline" / f"{name}.yaml"),
             [f"corpus={store}", f"index={tmp_path / 'resumed'}", "retrieval_n=5", "final_n=3", "refine_k=6"]))
-        for name in ("pubmed", "pubmed-dense", "pubmed-rrf")
+        for name in ("pubmed", "pubmed-dense", "pubmed-rrf", "pubmed-dense-bm25")
     }
     for name, pipeline in shipped.items():
         assert top_ids(pipeline, "Does topiramate prevent migraine headaches?")[0] == "1007", name
@@ -308,6 +326,15 @@ def test_killed_build_resumes_to_the_same_index_and_the_pipeline_uses_it(
     got = rrf.prepare(question).docs
     assert [d.id for d in got] == [d.id for d in rrf.corpus.documents([h.doc for h in fused])]
     assert [d.score for d in got] == pytest.approx([h.score for h in fused])
+    # pubmed-dense-bm25 keeps the dense candidates and fuses their dense order with their BM25 order.
+    fast = shipped["pubmed-dense-bm25"]
+    question = "mortality of smokers"  # one where BM25's vote changes the dense top 3
+    dense_hits = fast.retriever.retrieve([question], 5)[0]
+    full = dict(zip(*(a.tolist() for a in fast.store.bm25().search_one(question, 100)), strict=True))
+    by_bm25 = sorted((h for h in dense_hits if h.doc in full), key=lambda h: -full[h.doc])
+    fused = reciprocal_rank_fusion([dense_hits, by_bm25], [1.0, 1.0], fast.cfg.rrf_k)[:3]
+    assert [h.doc for h in fused] != [h.doc for h in dense_hits[:3]]
+    assert [d.id for d in fast.prepare(question).docs] == [d.id for d in fast.corpus.documents([h.doc for h in fused])]
     with pytest.raises(UserError, match="all-MiniLM-L6-v2 \\(bundled\\).*other/encoder"):
         RAGPipeline.from_config(PipelineConfig(**{**vars(cfg), "dense_model": "other/encoder"}))
 

@@ -1,4 +1,4 @@
-"""Rerankers (none, bi-encoder, cross-encoder) and the filter stage (dedup, min score, final_n)."""
+"""Rerankers (none, bi-encoder, bm25-rrf, cross-encoder) and the filter stage (dedup, min score, final_n)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from ragroute.errors import UserError
 from ragroute.rag.config import PipelineConfig
 from ragroute.rag.corpus import Document
 from ragroute.rag.filter import DuplicateKeys, filter_hits
-from ragroute.rag.rerank import BiEncoderReranker, CrossEncoderReranker, NoReranker, create_reranker
+from ragroute.rag.rerank import (
+    BiEncoderReranker,
+    BM25FusionReranker,
+    CrossEncoderReranker,
+    NoReranker,
+    create_reranker,
+)
 from ragroute.rag.retrieve import Hit
 
 
@@ -32,6 +38,34 @@ def test_no_reranker_keeps_order_and_empty_candidates_stay_empty(demo_pipeline):
     hits = [Hit(3, 1.0), Hit(1, 5.0)]
     assert NoReranker().rerank(["q"], [hits]) == [hits]
     assert BiEncoderReranker(demo_pipeline.store).rerank(["q"], [[]]) == [[]]
+
+
+def test_bm25_rrf_fuses_the_retrieval_order_with_the_candidates_bm25_order(demo_pipeline, demo_corpus):
+    position = {d.id: i for i, d in enumerate(demo_corpus)}
+    question = "Which mosquito transmits malaria?"
+    index = demo_pipeline.store.bm25()
+    matching = dict(zip(*(a.tolist() for a in index.search([question], len(demo_corpus))[0]), strict=True))
+    unrelated = [i for i in range(len(demo_corpus)) if i not in matching][:2]
+    # The retrieval order puts two documents without a query term first and the malaria one third.
+    candidates = [Hit(unrelated[0], 0.9), Hit(unrelated[1], 0.8), Hit(position["DEMO-003"], 0.7)]
+    scores = index.candidate_scores(question, np.asarray([h.doc for h in candidates]))
+    assert scores.tolist() == pytest.approx([0.0, 0.0, matching[position["DEMO-003"]]])
+
+    reranker = BM25FusionReranker(demo_pipeline.store, rrf_k=60, bm25_weight=1.0, retrieval_weight=1.0)
+    (fused,) = reranker.rerank([question], [candidates])
+    assert [h.doc for h in fused] == [position["DEMO-003"], unrelated[0], unrelated[1]]
+    # Its BM25 vote (rank 1 of the one matching candidate) plus its retrieval vote (rank 3); the others' retrieval
+    # votes only.
+    assert [h.score for h in fused] == pytest.approx([1 / 61 + 1 / 63, 1 / 61, 1 / 62])
+    without_bm25 = BM25FusionReranker(demo_pipeline.store, rrf_k=60, bm25_weight=0.0, retrieval_weight=1.0)
+    assert [h.doc for h in without_bm25.rerank([question], [candidates])[0]] == [h.doc for h in candidates]
+    assert reranker.rerank([question, "malaria"], [[], []]) == [[], []]
+
+
+def test_bm25_rrf_needs_dense_candidates():
+    with pytest.raises(ValueError, match="bm25-rrf.*retriever 'hybrid'.*use retriever dense"):
+        PipelineConfig(retriever="hybrid", reranker="bm25-rrf")
+    assert PipelineConfig(retriever="dense", reranker="bm25-rrf").reranker == "bm25-rrf"
 
 
 def test_cross_encoder_reranks_by_its_own_scores(demo_pipeline, demo_corpus):
