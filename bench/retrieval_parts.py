@@ -1,5 +1,6 @@
-"""Where a question's time goes over a built store + index: the sparse part (tantivy BM25 top k), the query
-encoding, the dense part (encoding + FAISS + exact refine) and the whole pipeline, each timed one question at a
+"""Where a question's time goes over a built store + index: the sparse part (tantivy BM25 top k, or with reranker
+bm25-rrf the BM25 scores of the dense top k only), the query encoding, the dense part (encoding + FAISS + exact
+refine) and the whole pipeline, each timed one question at a
 time in one process (p50 / p99 ms); and the pipeline's recall@1/@10 of each question's own abstract.
 
     PYTHONPATH=. python bench/retrieval_parts.py --store /tmp/scale/run/store --index /tmp/scale/run/index
@@ -50,6 +51,10 @@ def main() -> None:
         dense = pipeline.store.dense()
         result["query_encoding"] = percentiles(lambda q: dense.encoder.encode_queries([q]), questions)
         result["dense_top_k"] = percentiles(lambda q: dense.search([q], args.k), questions)
+    if cfg.reranker == "bm25-rrf":
+        sparse = pipeline.store.bm25()
+        top = {q: dense.search([q], args.k)[0][0] for q in questions}
+        result["sparse_candidate_scores"] = percentiles(lambda q: sparse.candidate_scores(q, top[q]), questions)
     prepared: dict[str, list[str]] = {}  # question -> its documents' ids, from the timed run itself
     result["pipeline"] = percentiles(lambda q: prepared.setdefault(q, [d.id for d in pipeline.prepare(q).docs]),
                                      questions)
