@@ -64,7 +64,7 @@ def write_shard(directory: Path, k: int, vectors: np.ndarray) -> None:
     tmp = temp_shard_path(directory, k, os.getpid())
     np.save(tmp, np.ascontiguousarray(vectors, dtype=np.float16))
     os.replace(tmp, shard_path(directory, k))
-    tmp_marker = directory / f".shard_{k:06d}.{os.getpid()}.done"
+    tmp_marker = tmp.with_suffix(".done")
     tmp_marker.write_text(json.dumps({"rows": int(len(vectors))}))
     os.replace(tmp_marker, marker_path(directory, k))
 

@@ -27,10 +27,11 @@ term's postings, which at 10M documents takes milliseconds where the top k takes
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -40,6 +41,7 @@ TOKEN_PATTERN = r"\b\w\w+\b"  # bm25s' default (?u)\b\w\w+\b; Rust regexes are U
 ANALYZER_NAME = "ragroute_en"
 TEXT_FIELD = "text"
 POS_FIELD = "pos"
+T = TypeVar("T")
 
 
 @dataclass
@@ -156,16 +158,21 @@ class TantivyBM25:
                 return positions[keep][:k], scores[keep][:k]
             fetch *= 4  # dead rows not yet deleted from the index crowded the top: ask for more
 
+    def _over_parts(self, work: Callable[[int], T], parts: Sequence[int]) -> list[T]:
+        """``work(j)`` for each part ``j`` of ``parts``: the first in this thread, the others at the same time in
+        the pool (tantivy releases the GIL while it searches)."""
+        if self._pool is None and len(parts) > 1:
+            self._pool = ThreadPoolExecutor(max_workers=len(self.searchers) - 1, thread_name_prefix="sparse")
+        others = [self._pool.submit(work, j) for j in parts[1:]]
+        return [work(parts[0]), *(future.result() for future in others)]
+
     def search_one(self, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         query = self.query(text)
         if query is None or k <= 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         if len(self.searchers) == 1:
             return self._top_live(self.searchers[0], query, k)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=len(self.searchers) - 1, thread_name_prefix="sparse")
-        others = [self._pool.submit(self._top_live, s, query, k) for s in self.searchers[1:]]
-        found = [self._top_live(self.searchers[0], query, k), *(future.result() for future in others)]
+        found = self._over_parts(lambda j: self._top_live(self.searchers[j], query, k), range(len(self.searchers)))
         positions = np.concatenate([p for p, _ in found])
         scores = np.concatenate([s for _, s in found])
         best = np.lexsort((positions, -scores))[:k]  # by score, ties by position: the same order every run
@@ -195,16 +202,12 @@ class TantivyBM25:
         """The BM25 score of each document at ``positions`` for the query ``text`` (0 where it shares no term),
         without a search over the whole corpus: milliseconds for a few dozen candidates at 10M documents."""
         query = self.query(text)
-        scores = np.zeros(len(positions), np.float32)
         if query is None or not len(positions):
-            return scores
+            return np.zeros(len(positions), np.float32)
         n = len(self.searchers)
-        asked = [(j, positions[positions % n == j]) for j in range(n)]
-        asked = [(j, part) for j, part in asked if len(part)]  # not empty: positions is not
-        if self._pool is None and len(asked) > 1:
-            self._pool = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="sparse")
-        futures = [self._pool.submit(self._part_scores, j, query, part) for j, part in asked[1:]]
-        found = self._part_scores(asked[0][0], query, asked[0][1])
-        for future in futures:
-            found.update(future.result())
+        by_part = {j: positions[positions % n == j] for j in range(n)}
+        asked = [j for j in range(n) if len(by_part[j])]  # not empty: positions is not
+        found: dict[int, float] = {}
+        for part_scores in self._over_parts(lambda j: self._part_scores(j, query, by_part[j]), asked):
+            found.update(part_scores)
         return np.asarray([found.get(int(p), 0.0) for p in positions], np.float32)

@@ -127,7 +127,6 @@ DIE_AT_THIRD_BATCH = """
 import os, signal, sys
 from index.config import IndexConfig
 from index.index_build import build_index
-from ragroute.rag.shards import temp_shard_path
 from ragroute.rag.store import CorpusStore
 
 read = CorpusStore.iter_texts
